@@ -1,0 +1,1 @@
+"""Runtime: JetStream wiring, checkpointing, supervision."""
