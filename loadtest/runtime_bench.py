@@ -1,0 +1,109 @@
+"""Throughput of the stage runtime with the counter test stage (issue: foundation).
+
+Pre-loads N events into EVENTS across P partitions, then starts one counter stage process
+(in this process) and measures inputs/s from start to the last committed input. Compares with
+a bare nats-py atomic-batch loop on the same server in the same run, so the figure reads as
+a ratio. Run: `.venv/bin/python -m loadtest.runtime_bench --events 50000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from contracts import Event, encode
+from contracts.partition import partition_of
+from pipeline.embedded import start_nats
+from pipeline.runtime.jetstream import BatchMsg, connect, ensure_partitions, ensure_stream, publish_atomic
+from pipeline.runtime.partition import Input, StageSpec
+from pipeline.runtime.stage import StageRunner
+from pipeline.runtime.subjects import StreamNames
+from stages.counter.core import CounterCore
+
+__all__ = ["main"]
+
+EVENTS = StreamNames("events")
+
+
+async def preload(nc, n: int, partitions: int, orgs: int, keys: int) -> None:
+    js = nc.jetstream()
+    pending = []
+    for i in range(n):
+        org = f"org{i % orgs}"
+        ev = Event(id=str(i), org=org, reason="Tick", resource_kind="device", resource_name=f"d{i % keys}",
+                   occurred_at=time.time())
+        pending.append(js.publish(EVENTS.out(partition_of(org, partitions), "event"), encode(ev)))
+        if len(pending) >= 2000:
+            for f in pending:
+                await f
+            pending = []
+    for f in pending:
+        await f
+
+
+async def bare_loop(nc, n: int) -> float:
+    """A bare atomic-batch loop: progress + state + output per input, 256 inputs per batch."""
+    names = StreamNames("bare")
+    await ensure_stream(nc.jetstream(), names)
+    t0 = time.perf_counter()
+    fence = 0
+    for start in range(0, n, 256):
+        msgs = [BatchMsg(names.progress(0), b'{"s":%d}' % start,
+                         {"Nats-Expected-Last-Subject-Sequence": str(fence), "Nats-Rollup": "sub"})]
+        for i in range(start, min(n, start + 256)):
+            msgs.append(BatchMsg(names.state(0, f"k{i % 1000}"), b'{"c":1}', {"Nats-Rollup": "sub"}))
+            msgs.append(BatchMsg(names.out(0), b'{"c":1}', {"Nats-Msg-Id": f"b{i}"}))
+        last = await publish_atomic(nc, msgs)
+        fence = last - len(msgs) + 1
+    return n / (time.perf_counter() - t0)
+
+
+async def run(n: int, partitions: int, orgs: int, keys: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        async with start_nats(Path(d) / "nats") as ns:
+            nc = await connect(ns.url)
+            js = nc.jetstream()
+            await ensure_partitions(js, nc, partitions)
+            await ensure_stream(js, EVENTS)
+            await preload(nc, n, partitions, orgs, keys)
+            bare = await bare_loop(nc, n)
+            spec = StageSpec(name="counter", core=CounterCore(delay=3600), inputs=[Input("events", EVENTS)],
+                             output=StreamNames("counts"), partitions=partitions)
+            runner = StageRunner(nc, js, spec, replica="bench")
+            async with anyio.create_task_group() as tg:
+                t0 = time.perf_counter()
+                await tg.start(runner.run)
+                ready = time.perf_counter()
+                from pipeline.runtime.metrics import stage_metrics
+
+                counter = stage_metrics().inputs.labels("counter")
+                while counter._value.get() < n:
+                    await anyio.sleep(0.01)
+                t1 = time.perf_counter()
+                await runner.drain()
+                tg.cancel_scope.cancel()
+            rate = n / (t1 - ready)
+            print(f"events={n} partitions={partitions} orgs={orgs} keys={keys}")
+            print(f"acquire+rebuild of {partitions} partitions: {ready - t0:.2f}s")
+            print(f"runtime (counter stage): {rate:,.0f} inputs/s in one process")
+            print(f"bare nats-py atomic-batch loop, same server, same run: {bare:,.0f} inputs/s")
+            print(f"ratio runtime/bare: {rate / bare:.2f}")
+            await nc.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--orgs", type=int, default=200)
+    ap.add_argument("--keys", type=int, default=5000)
+    a = ap.parse_args()
+    anyio.run(run, a.events, a.partitions, a.orgs, a.keys)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A Tocsin process: embedded servers when no URL is given, the stages it runs, HTTP, drain.
+
+`tocsin up` runs every stage and the API in one process; `tocsin run STAGE` runs one.
+Every task has this module's task group as its parent; each service reports readiness
+through ``task_status.started()``; SIGINT/SIGTERM drain the stages before the servers stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+
+from pipeline.embedded import start_nats, start_postgres
+from pipeline.http import HttpServer, health_routes
+from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.runtime.partition import Input, StageSpec
+from pipeline.runtime.stage import StageRunner
+from pipeline.runtime.subjects import StreamNames
+
+__all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "run_process"]
+
+log = logging.getLogger("tocsin")
+
+EVENTS = StreamNames("events")
+
+
+@dataclass
+class Settings:
+    storage_path: Path = Path("data")
+    nats_url: str | None = None
+    postgres_dsn: str | None = None
+    partitions: int = 16
+    listen: str = ":9093"
+    config_file: Path | None = None
+    replica: str | None = None
+    stream_replicas: int = 1
+    member_ttl: float = 5.0
+    counter_delay: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def drain(self, timeout: float = 10.0) -> None: ...
+
+
+@dataclass
+class Endpoints:
+    nats_url: str
+    postgres_dsn: str
+    api_url: str
+    metrics_url: str
+    storage_path: str
+    pid: int
+
+
+def _counter(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.counter.core import CounterCore
+
+    spec = StageSpec(name="counter", core=CounterCore(delay=settings.counter_delay),
+                     inputs=[Input("events", EVENTS)], output=StreamNames("counts"),
+                     partitions=settings.partitions)
+    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
+                       stream_replicas=settings.stream_replicas)
+
+
+# name -> (factory, needs Postgres)
+_FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
+    "counter": (_counter, False),
+}
+STAGE_NAMES = tuple(_FACTORIES)
+UP_STAGES: tuple[str, ...] = ()  # filled as stages land; `tocsin up` runs these
+
+
+async def run_process(settings: Settings, stage_names: list[str], *, handle_signals: bool = True,
+                      task_status: TaskStatus[Endpoints] = anyio.TASK_STATUS_IGNORED) -> None:
+    unknown = [n for n in stage_names if n not in _FACTORIES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_NAMES)}")
+    needs_pg = any(_FACTORIES[n][1] for n in stage_names)
+    storage = settings.storage_path.absolute()
+    storage.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        nats_url = settings.nats_url
+        if not nats_url:
+            nats_url = (await stack.enter_async_context(start_nats(storage / "nats"))).url
+        dsn = settings.postgres_dsn or ""
+        if needs_pg and not dsn:
+            dsn = (await stack.enter_async_context(start_postgres(storage / "postgres"))).dsn
+        nc = await connect(nats_url, name=f"tocsin-{'+'.join(stage_names) or 'up'}")
+        stack.push_async_callback(nc.close)
+        js = nc.jetstream()
+        await ensure_partitions(js, nc, settings.partitions, replicas=settings.stream_replicas)
+        await ensure_stream(js, EVENTS, replicas=settings.stream_replicas)
+        services = [_FACTORIES[n][0](settings, nc, js) for n in stage_names]
+
+        def ready() -> bool:
+            return all(s.ready for s in services)
+
+        http = HttpServer(Starlette(routes=health_routes(ready)), settings.listen)
+        async with anyio.create_task_group() as tg:
+            await tg.start(http.run)
+            for s in services:
+                await tg.start(s.run)
+            endpoints = Endpoints(nats_url=nats_url, postgres_dsn=dsn, api_url=http.url,
+                                  metrics_url=f"{http.url}/metrics", storage_path=str(storage), pid=os.getpid())
+            (storage / "endpoints.json").write_text(json.dumps(endpoints.__dict__, indent=2) + "\n")
+            task_status.started(endpoints)
+            if handle_signals:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("signal %d: draining", signum)
+                        break
+            else:
+                await anyio.sleep_forever()
+            with anyio.CancelScope(shield=True):
+                for s in services:
+                    await s.drain()
+                http.stop()
+            tg.cancel_scope.cancel()

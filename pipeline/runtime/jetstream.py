@@ -1,0 +1,155 @@
+"""JetStream plumbing: stream provisioning, atomic batch publish, last-message reads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from pipeline.runtime.subjects import StreamNames
+
+__all__ = [
+    "MAX_BATCH",
+    "BatchError",
+    "BatchMsg",
+    "PartitionCountMismatch",
+    "connect",
+    "ensure_partitions",
+    "ensure_stream",
+    "last_message",
+    "publish_atomic",
+]
+
+MAX_BATCH = 1000  # the server's atomic batch limit (messages per batch)
+FENCE_ERROR = 10071  # "wrong last sequence": the expected-last-subject-sequence check failed
+DUPLICATE_IN_BATCH = 10201
+
+
+async def connect(url: str, name: str = "tocsin") -> NATS:
+    """Connect with reconnects forever (a restarting server is a pause, not a crash)."""
+    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                              connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMsg:
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+
+
+class BatchError(Exception):
+    """The server refused an atomic batch; nothing of it was stored."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"atomic batch refused: {description} (code {code}, err_code {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+    @property
+    def fenced(self) -> bool:
+        """Another owner committed since our last commit: we no longer own the partition."""
+        return self.err_code == FENCE_ERROR
+
+
+async def publish_atomic(nc: NATS, msgs: Sequence[BatchMsg], timeout: float = 10.0) -> int:
+    """Publish ``msgs`` as one atomic batch; return the stream sequence of the last one.
+
+    nats-py has no helper: the batch is ordinary publishes with ``Nats-Batch-*`` headers,
+    only the commit message asks for a reply (ADR-50).
+    """
+    if not msgs:
+        raise ValueError("empty batch")
+    if len(msgs) > MAX_BATCH:
+        raise ValueError(f"batch of {len(msgs)} messages is over the limit of {MAX_BATCH}")
+    batch_id = uuid.uuid4().hex
+    last = len(msgs)
+    for i, m in enumerate(msgs, 1):
+        hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+        if m.headers:
+            hdrs.update(m.headers)
+        if i < last:
+            await nc.publish(m.subject, m.payload, headers=hdrs)
+        else:
+            hdrs["Nats-Batch-Commit"] = "1"
+            reply = await nc.request(m.subject, m.payload, timeout=timeout, headers=hdrs)
+    ack = json.loads(reply.data)
+    if "error" in ack:
+        err = ack["error"]
+        raise BatchError(int(err.get("code", 0)), int(err.get("err_code", 0)), str(err.get("description", "")))
+    return int(ack["seq"])
+
+
+async def ensure_stream(js: JetStreamContext, names: StreamNames, *, replicas: int = 1,
+                        duplicate_window: float = 120.0) -> None:
+    """Create the stream or bring its configuration up to date (idempotent)."""
+    cfg = StreamConfig(
+        name=names.stream,
+        subjects=[names.all],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=duplicate_window,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+        allow_atomic=True,
+    )
+    try:
+        await js.stream_info(names.stream)
+    except NotFoundError:
+        await js.add_stream(cfg)
+        return
+    await js.update_stream(cfg)
+
+
+async def last_message(js: JetStreamContext, stream: str, subject: str) -> tuple[int, bytes] | None:
+    """(stream sequence, data) of the last message of ``subject`` (direct get), or None."""
+    try:
+        raw = await js.get_last_msg(stream, subject, direct=True)
+    except NotFoundError:
+        return None
+    return int(raw.seq or 0), bytes(raw.data or b"")
+
+
+class _Meta(msgspec.Struct):
+    partitions: int
+
+
+class PartitionCountMismatch(RuntimeError):
+    pass
+
+
+async def ensure_partitions(js: JetStreamContext, nc: NATS, partitions: int, *, replicas: int = 1) -> None:
+    """Record the partition count P once; refuse to start with another P against the same streams."""
+    meta = StreamNames("meta")
+    try:
+        await js.stream_info(meta.stream)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(name=meta.stream, subjects=[meta.all], storage=StorageType.FILE,
+                                         num_replicas=replicas, max_msgs_per_subject=1, allow_direct=True))
+    subject = f"{meta.prefix}.partitions"
+    existing = await last_message(js, meta.stream, subject)
+    if existing is not None:
+        found = msgspec.json.decode(existing[1], type=_Meta).partitions
+        if found != partitions:
+            raise PartitionCountMismatch(
+                f"the streams were created with {found} partitions but this process was started with "
+                f"{partitions}; start it with --partitions {found} (changing P needs a migration, "
+                "see docs/operate.md)")
+        return
+    # Expected-last-subject-sequence 0: only the first process to start records P.
+    reply = await nc.request(subject, msgspec.json.encode(_Meta(partitions)), timeout=5,
+                             headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+    ack: dict[str, Any] = json.loads(reply.data)
+    if "error" in ack:
+        await ensure_partitions(js, nc, partitions, replicas=replicas)

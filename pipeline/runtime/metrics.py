@@ -1,0 +1,59 @@
+"""Prometheus metrics of the stage runtime (one set per process, labelled by stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["REGISTRY", "StageMetrics", "stage_metrics"]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LAT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    inputs: Counter
+    outputs: Counter
+    skipped: Counter
+    dead_letters: Counter
+    commits: Counter
+    resets: Counter
+    step_seconds: Histogram
+    commit_seconds: Histogram
+    rebuild_seconds: Histogram
+    lag: Gauge
+    owned: Gauge
+
+
+_metrics: StageMetrics | None = None
+
+
+def stage_metrics() -> StageMetrics:
+    """The process's stage metrics (created once, shared by every stage in the process)."""
+    global _metrics
+    if _metrics is None:
+        r = REGISTRY
+        _metrics = StageMetrics(
+            inputs=Counter("tocsin_stage_inputs", "Inputs stepped", ["stage"], registry=r),
+            outputs=Counter("tocsin_stage_outputs", "Outputs committed", ["stage"], registry=r),
+            skipped=Counter("tocsin_stage_inputs_skipped", "Redelivered inputs skipped by progress",
+                            ["stage"], registry=r),
+            dead_letters=Counter("tocsin_stage_dead_letters", "Inputs or timers dead-lettered",
+                                 ["stage", "kind"], registry=r),
+            commits=Counter("tocsin_stage_commits", "Atomic batches committed", ["stage"], registry=r),
+            resets=Counter("tocsin_stage_partition_resets", "Partitions re-acquired after a fence or gap",
+                           ["stage"], registry=r),
+            step_seconds=Histogram("tocsin_stage_step_seconds", "Time to step and commit one fetched batch",
+                                   ["stage"], buckets=_LAT, registry=r),
+            commit_seconds=Histogram("tocsin_stage_commit_seconds", "Atomic batch commit latency",
+                                     ["stage"], buckets=_LAT, registry=r),
+            rebuild_seconds=Histogram("tocsin_stage_rebuild_seconds", "Partition acquire + state rebuild time",
+                                      ["stage"], buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30), registry=r),
+            lag=Gauge("tocsin_stage_consumer_lag", "Input messages not yet delivered, per partition",
+                      ["stage", "input", "partition"], registry=r),
+            owned=Gauge("tocsin_stage_partitions_owned", "Partitions this process owns", ["stage"], registry=r),
+        )
+    return _metrics

@@ -1,0 +1,413 @@
+"""One partition of a stateful stage: acquire, rebuild, then fetch / step / commit / ack.
+
+The hop-B protocol of the brief, per fetched batch: skip inputs at or below the
+partition's progress, run the pure core over the rest (and over due timers), commit one
+atomic batch (progress fenced with Nats-Expected-Last-Subject-Sequence, changed state keys
+with rollup, outputs with deterministic Nats-Msg-Id, dead letters), then ack the inputs.
+A crash before the commit redoes the step; after it, the redelivered inputs are skipped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contracts import DeadLetter
+from contracts import decode as decode_message
+from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
+from pipeline.runtime.metrics import StageMetrics
+from pipeline.runtime.step import Reject, StageCore, Step
+from pipeline.runtime.subjects import StreamNames, decode_key, token
+
+__all__ = ["Input", "PartitionWorker", "Progress", "StageSpec", "ack_metadata"]
+
+log = logging.getLogger("tocsin.runtime")
+
+DELETED = "Tocsin-Deleted"
+TOMBSTONE_TTL = "300"  # seconds; the rollup already removed older values, so expiry = deletion
+
+
+class Progress(msgspec.Struct, omit_defaults=True):
+    """The partition's progress record: last input sequence per input, and who owns it."""
+
+    inputs: dict[str, int] = {}
+    owner: str = ""
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input of a stage: the partitioned ``out`` subjects of an upstream stream."""
+
+    name: str
+    names: StreamNames
+    decode: Callable[[bytes], Any] = decode_message
+
+
+@dataclass
+class StageSpec:
+    """What the runtime needs to know to run one stateful stage."""
+
+    name: str
+    core: StageCore[Any, Any]
+    inputs: list[Input]
+    output: StreamNames
+    partitions: int
+    fetch_batch: int = 256
+    max_ack_pending: int = 2048
+    ack_wait: float = 60.0
+    output_ttl: int | None = 7 * 24 * 3600  # seconds outputs are kept (history); None = forever
+    dlq_ttl: int | None = 30 * 24 * 3600
+
+
+def ack_metadata(msg: Msg) -> tuple[int, int, int, int, int]:
+    """(stream seq, consumer seq, delivered count, timestamp ns, pending) from the ack subject, cheaply."""
+    tokens = (msg.reply or "").split(".")
+    o = 2 if len(tokens) == 9 else 4
+    return (int(tokens[o + 3]), int(tokens[o + 4]), int(tokens[o + 2]), int(tokens[o + 5]),
+            int(tokens[o + 6]))
+
+
+class _Reset(Exception):
+    """The partition must be acquired again (fenced, gap, consumer lost)."""
+
+
+@dataclass
+class _Commit:
+    msgs: list[BatchMsg] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)  # key -> value or _DEL
+    inputs: int = 0
+
+    def size(self) -> int:
+        return 1 + len(self.msgs) + len(self.changes)
+
+
+_DEL = object()
+
+
+class PartitionWorker:
+    """Owns partition ``p`` of a stage while it is assigned to this replica."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, spec: StageSpec, p: int, replica: str,
+                 metrics: StageMetrics, should_own: Callable[[], bool] = lambda: True) -> None:
+        self.nc, self.js, self.spec, self.p, self.replica = nc, js, spec, p, replica
+        self.metrics = metrics
+        self.should_own = should_own
+        self.state: dict[str, Any] = {}
+        self.progress = Progress()
+        self.fence = 0
+        self.ready = False
+        self._stopping = False
+        self._deadlines: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._subs: dict[str, Any] = {}
+        self._expected_dseq: dict[str, int] = {}
+        self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
+        self._encoder = msgspec.json.Encoder()
+        self._out_headers: dict[str, str] = {}
+        if spec.output_ttl:
+            self._out_headers["Nats-TTL"] = str(spec.output_ttl)
+
+    def stop(self) -> None:
+        """Finish the step in flight, then let the partition go."""
+        self._stopping = True
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._acquire()
+                if not started:
+                    task_status.started()
+                    started = True
+                failures = 0
+                await self._serve()
+            except (_Reset, BatchError) as exc:
+                failures += 1
+                log.warning("%s p%d: %s; re-acquiring", self.spec.name, self.p, exc)
+                self.metrics.resets.labels(self.spec.name).inc()
+            except (TimeoutError, OSError, anyio.BrokenResourceError) as exc:
+                failures += 1
+                log.warning("%s p%d: %r; re-acquiring", self.spec.name, self.p, exc)
+            except Exception as exc:  # a NATS error we did not foresee: never kill the process
+                if type(exc).__module__.startswith("nats"):
+                    failures += 1
+                    log.warning("%s p%d: %r; re-acquiring", self.spec.name, self.p, exc)
+                else:
+                    raise
+            self.ready = False
+            if self._stopping:
+                break
+            await anyio.sleep(min(0.2 * 2 ** min(failures, 5), 5.0))
+            if not self.should_own():
+                break
+        if not started:
+            task_status.started()
+        await self._unsubscribe()
+
+    async def _acquire(self) -> None:
+        spec, p = self.spec, self.p
+        t0 = time.monotonic()
+        await self._unsubscribe()
+        raw = await last_message(self.js, spec.output.stream, spec.output.progress(p))
+        fence = raw[0] if raw is not None else 0
+        current = msgspec.json.decode(raw[1], type=Progress) if raw is not None and raw[1] else Progress()
+        # Claim: a new progress record moves the fence, so a stale owner can no longer commit.
+        claim = Progress(inputs=dict(current.inputs), owner=self.replica, epoch=current.epoch + 1)
+        self.fence = await publish_atomic(self.nc, [BatchMsg(
+            spec.output.progress(p), self._encoder.encode(claim),
+            {"Nats-Expected-Last-Subject-Sequence": str(fence), "Nats-Rollup": "sub"})])
+        self.progress = claim
+        await self._rebuild()
+        for inp in spec.inputs:
+            await self._bind(inp)
+        self.ready = True
+        self.metrics.rebuild_seconds.labels(spec.name).observe(time.monotonic() - t0)
+        log.info("%s p%d acquired (epoch %d, %d keys, inputs %s)", spec.name, p, claim.epoch,
+                 len(self.state), claim.inputs)
+
+    async def _rebuild(self) -> None:
+        """State = the last value of every state subject of the partition."""
+        self.state = {}
+        self._deadlines = {}
+        self._heap = []
+        spec = self.spec
+        cfg = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
+                             inactive_threshold=30.0, max_ack_pending=-1)
+        psub = await self.js.pull_subscribe(spec.output.state_filter(self.p), durable=None,
+                                            stream=spec.output.stream, config=cfg)
+        try:
+            info = await psub.consumer_info()
+            pending = info.num_pending or 0
+            while pending > 0:
+                msgs = await psub.fetch(min(pending, 5000), timeout=10)
+                for m in msgs:
+                    pending = ack_metadata(m)[4]
+                    if m.headers and m.headers.get(DELETED):
+                        continue
+                    key = decode_key(m.subject.rsplit(".", 1)[1])
+                    value = self._value_decoder.decode(m.data)
+                    self.state[key] = value
+                    self._track(key, value)
+        finally:
+            try:
+                await self.js.delete_consumer(spec.output.stream, psub._consumer)
+            except Exception:  # the consumer also expires on its own
+                pass
+            await psub.unsubscribe()
+
+    def _consumer_name(self, inp: Input) -> str:
+        return f"{self.spec.name}_{inp.name}_p{self.p}"
+
+    async def _bind(self, inp: Input) -> None:
+        """(Re)create the partition's durable consumer from just after its progress."""
+        spec = self.spec
+        name = self._consumer_name(inp)
+        try:
+            await self.js.delete_consumer(inp.names.stream, name)
+        except NotFoundError:
+            pass
+        start = self.progress.inputs.get(inp.name, 0) + 1
+        cfg = ConsumerConfig(
+            durable_name=name, filter_subject=inp.names.out_filter(self.p),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+            ack_policy=AckPolicy.ALL, ack_wait=spec.ack_wait, max_ack_pending=spec.max_ack_pending,
+            max_deliver=-1, max_waiting=64,
+        )
+        await self.js.add_consumer(inp.names.stream, cfg)
+        self._subs[inp.name] = await self.js.pull_subscribe_bind(durable=name, stream=inp.names.stream)
+        self._expected_dseq[inp.name] = 1
+
+    async def _unsubscribe(self) -> None:
+        for sub in self._subs.values():
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._subs = {}
+
+    # ------------------------------------------------------------------ the loop
+    async def _serve(self) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[str, list[Msg] | str]](4)
+        async with anyio.create_task_group() as tg:
+            for inp in self.spec.inputs:
+                tg.start_soon(self._fetch_loop, inp, send.clone())
+            send.close()
+            try:
+                while not self._stopping:
+                    items: list[tuple[str, list[Msg] | str]] = []
+                    wait = self._time_to_next_deadline()
+                    with anyio.move_on_after(wait):
+                        items.append(await receive.receive())
+                    while True:
+                        try:
+                            items.append(receive.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
+                    for _, payload in items:
+                        if isinstance(payload, str):
+                            raise _Reset(payload)
+                    batches = [(name, msgs) for name, msgs in items if not isinstance(msgs, str)]
+                    await self._process(batches)
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _fetch_loop(self, inp: Input, send: Any) -> None:
+        sub = self._subs[inp.name]
+        async with send:
+            while True:
+                try:
+                    msgs = await sub.fetch(self.spec.fetch_batch, timeout=1.0)
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    await send.send((inp.name, f"fetch from {inp.names.stream} failed: {exc!r}"))
+                    return
+                await send.send((inp.name, msgs))
+
+    def _time_to_next_deadline(self) -> float:
+        while self._heap and self._deadlines.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # stale entry: the key's deadline changed
+        if not self._heap:
+            return 1.0
+        return max(0.0, min(1.0, self._heap[0][0] - time.time()))
+
+    def _track(self, key: str, value: Any) -> None:
+        deadline = self.spec.core.deadline(key, value) if value is not None else None
+        if deadline is None:
+            self._deadlines.pop(key, None)
+            return
+        if self._deadlines.get(key) != deadline:
+            self._deadlines[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
+
+    def _due_timers(self, now: float) -> list[tuple[float, str]]:
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            d, key = heapq.heappop(self._heap)
+            if self._deadlines.get(key) == d:
+                del self._deadlines[key]
+                due.append((d, key))
+        return due
+
+    async def _process(self, batches: list[tuple[str, list[Msg]]]) -> None:
+        spec, core, p = self.spec, self.spec.core, self.p
+        commit = _Commit()
+        acks: dict[str, Msg] = {}
+        t0 = time.perf_counter()
+        for deadline, key in self._due_timers(time.time()):
+            try:
+                result = core.fire(self.state, key, deadline)
+            except Exception:  # a timer cannot be dead-lettered; keep the partition going
+                log.exception("%s p%d: timer of %r failed; dropped", spec.name, p, key)
+                self.metrics.dead_letters.labels(spec.name, "timer").inc()
+                continue
+            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}")
+        for name, msgs in batches:
+            for msg in msgs:
+                seq, dseq, _, ts, pending = ack_metadata(msg)
+                if dseq != self._expected_dseq[name]:
+                    raise _Reset(f"input {name}: delivery {dseq} where {self._expected_dseq[name]} was "
+                                 "expected (another fetcher or a redelivery)")
+                self._expected_dseq[name] = dseq + 1
+                acks[name] = msg
+                self.metrics.lag.labels(spec.name, name, str(p)).set(pending)
+                if seq <= self.progress.inputs.get(name, 0):
+                    self.metrics.skipped.labels(spec.name).inc()
+                    continue
+                commit = await self._step_one(commit, name, msg, seq, ts / 1e9)
+        if commit.inputs or commit.msgs or commit.changes:
+            await self._commit(commit)
+        for msg in acks.values():  # AckAll: the last message acks every one before it
+            await msg.ack()
+        self.metrics.step_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+
+    async def _step_one(self, commit: _Commit, name: str, msg: Msg, seq: int, now: float) -> _Commit:
+        spec, p = self.spec, self.p
+        base = f"{spec.name}:{p}:{name}:{seq}"
+        reason = ""
+        try:
+            inp = next(i for i in spec.inputs if i.name == name).decode(msg.data)
+            result = spec.core.step(self.state, inp, now)
+            if len(result.outputs) + len(result.changes) + 1 >= MAX_BATCH:
+                reason = f"one input produced {len(result.outputs)} outputs and {len(result.changes)} state " \
+                         f"changes, more than an atomic batch holds ({MAX_BATCH})"
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reason = f"cannot decode: {exc}"
+        except Reject as exc:
+            reason = f"rejected: {exc}"
+        except Exception as exc:  # a bug in a core must not stop the partition
+            log.exception("%s p%d: step failed on %s seq %d", spec.name, p, name, seq)
+            reason = f"step failed: {exc!r}"
+        if reason:
+            self.metrics.dead_letters.labels(spec.name, "input").inc()
+            result = Step(outputs=[])
+            dl = DeadLetter(stage=spec.name, reason=reason, subject=msg.subject, stream_seq=seq,
+                            payload=msg.data, headers=dict(msg.headers or {}), at=now)
+            hdrs = {"Nats-Msg-Id": f"dlq:{base}"}
+            if spec.dlq_ttl:
+                hdrs["Nats-TTL"] = str(spec.dlq_ttl)
+            commit.msgs.append(BatchMsg(spec.output.dlq(p), self._encoder.encode(dl), hdrs))
+        commit = await self._add(commit, result, base)
+        self.progress.inputs[name] = seq
+        commit.inputs += 1
+        self.metrics.inputs.labels(spec.name).inc()
+        return commit
+
+    async def _add(self, commit: _Commit, result: Step[Any], base: str) -> _Commit:
+        if commit.size() + len(result.outputs) + len(result.changes) >= MAX_BATCH:
+            await self._commit(commit)
+            commit = _Commit()
+        spec = self.spec
+        for key, value in result.changes.items():
+            if value is None:
+                self.state.pop(key, None)
+                commit.changes[key] = _DEL
+            else:
+                self.state[key] = value
+                commit.changes[key] = value
+            self._track(key, value)
+        for i, out in enumerate(result.outputs):
+            part = self.p if out.partition is None else out.partition
+            hdrs = dict(self._out_headers)
+            hdrs["Nats-Msg-Id"] = out.msg_id or f"{base}:{i}"
+            if out.headers:
+                hdrs.update(out.headers)
+            commit.msgs.append(BatchMsg(spec.output.out(part, token(out.subject) if out.subject and "." not in
+                                                        out.subject else (out.subject or "_")),
+                                        self._encoder.encode(out.payload), hdrs))
+        self.metrics.outputs.labels(spec.name).inc(len(result.outputs))
+        return commit
+
+    async def _commit(self, commit: _Commit) -> None:
+        spec, p = self.spec, self.p
+        msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
+                         {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"})]
+        for key, value in commit.changes.items():
+            if value is _DEL:
+                msgs.append(BatchMsg(spec.output.state(p, key), b"",
+                                     {"Nats-Rollup": "sub", DELETED: "1", "Nats-TTL": TOMBSTONE_TTL}))
+            else:
+                msgs.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value),
+                                     {"Nats-Rollup": "sub"}))
+        msgs.extend(commit.msgs)
+        t0 = time.perf_counter()
+        last = await publish_atomic(self.nc, msgs)
+        self.fence = last - len(msgs) + 1
+        self.metrics.commit_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+        self.metrics.commits.labels(spec.name).inc()

@@ -1,0 +1,77 @@
+"""Stream and subject names.
+
+Every stage's output stream ``TOCSIN_<NAME>`` holds, under ``tocsin.<name>.``:
+
+- ``out.<p>.<suffix>``: outputs of partition p (the next stage consumes ``out.<p>.>``);
+- ``state.<p>.<key>``: one subject per state key, last value wins (rollup);
+- ``progress.<p>``: the partition's progress record, also the fence of its owner;
+- ``dlq.<p>``: dead letters, committed atomically with the step that rejected them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+__all__ = [
+    "StreamNames",
+    "decode_key",
+    "encode_key",
+    "token",
+]
+
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def token(text: str) -> str:
+    """A NATS subject token for arbitrary text: itself when safe, else ``~`` + base64url."""
+    if _SAFE.match(text):
+        return text
+    return "~" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def encode_key(key: str) -> str:
+    """State keys always travel base64url-encoded so any key maps to exactly one token."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=") or "_"
+
+
+def decode_key(tok: str) -> str:
+    if tok == "_":
+        return ""
+    return base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode()
+
+
+class StreamNames:
+    """Names of one stage's output stream (``name`` like ``events``, ``alerts``)."""
+
+    __slots__ = ("name", "prefix", "stream")
+
+    def __init__(self, name: str, prefix: str = "tocsin") -> None:
+        self.name = name
+        self.prefix = f"{prefix}.{name}"
+        self.stream = f"{prefix.upper()}_{name.upper()}"
+
+    @property
+    def all(self) -> str:
+        return f"{self.prefix}.>"
+
+    def out(self, p: int, suffix: str = "_") -> str:
+        return f"{self.prefix}.out.{p}.{suffix}"
+
+    def out_filter(self, p: int) -> str:
+        return f"{self.prefix}.out.{p}.>"
+
+    def state(self, p: int, key: str) -> str:
+        return f"{self.prefix}.state.{p}.{encode_key(key)}"
+
+    def state_filter(self, p: int) -> str:
+        return f"{self.prefix}.state.{p}.>"
+
+    def progress(self, p: int) -> str:
+        return f"{self.prefix}.progress.{p}"
+
+    def dlq(self, p: int | str) -> str:
+        return f"{self.prefix}.dlq.{p}"
+
+    def partition_of_subject(self, subject: str) -> int:
+        return int(subject.split(".")[3])

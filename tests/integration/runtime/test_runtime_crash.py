@@ -1,0 +1,143 @@
+"""Hop B under SIGKILL: a counter stage killed at random moments and restarted must end with
+exactly the state and outputs of a run that never crashed (the pure core folded in order)."""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+from nats.js.errors import NotFoundError
+
+from pipeline.embedded import NatsServer
+from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from stages.counter.core import Count, CounterCore, CounterValue
+
+from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+P = 16
+
+
+def reference_outputs(events, delay: float) -> tuple[dict[str, CounterValue], list[tuple[str, int, bool]]]:
+    """A run with no crash: fold the pure core over each partition's inputs in order, timers at the end."""
+    core = CounterCore(delay=delay)
+    state: dict[str, CounterValue] = {}
+    outs: list[tuple[str, int, bool]] = []
+    for ev in events:
+        step = core.step(state, ev, ev.occurred_at)
+        state.update(step.changes)
+        outs += [(o.payload.key, o.payload.count, False) for o in step.outputs]
+    for key in list(state):
+        step = core.fire(state, key, state[key].deadline)
+        state.update(step.changes)
+        outs += [(o.payload.key, 0, True) for o in step.outputs]
+    return state, outs
+
+
+async def wait_for_outputs(nc, expected: int, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = await nc.jetstream().stream_info(COUNTS.stream, subjects_filter=f"{COUNTS.prefix}.out.>")
+            got = sum((info.state.subjects or {}).values())
+        except NotFoundError:  # the worker has not created its stream yet
+            got = 0
+        if got >= expected or time.monotonic() > deadline:
+            return await read_all(nc, COUNTS, f"{COUNTS.prefix}.out.>")
+        await anyio.sleep(0.2)
+
+
+def decode_outputs(msgs) -> list[tuple[str, int, bool]]:
+    outs = []
+    for _, data, _ in msgs:
+        c = msgspec.json.decode(data, type=Count)
+        outs.append((c.key, c.count, c.timer is not None))
+    return outs
+
+
+async def read_state(nc) -> dict[str, CounterValue]:
+    msgs = await read_all(nc, COUNTS, f"{COUNTS.prefix}.state.>")
+    from pipeline.runtime.subjects import decode_key
+
+    state: dict[str, CounterValue] = {}
+    for subject, data, headers in msgs:
+        if headers.get("Tocsin-Deleted"):
+            continue
+        state[decode_key(subject.rsplit(".", 1)[1])] = msgspec.json.decode(data, type=CounterValue)
+    return state
+
+
+async def test_sigkill_at_random_moments_changes_nothing(nats_server: NatsServer, tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    nc = await connect(nats_server.url)
+    await ensure_partitions(nc.jetstream(), nc, P)
+    await ensure_stream(nc.jetstream(), EVENTS)
+    delay = 0.3
+    base = time.time()
+    events = [event(i, f"org{rng.randrange(40)}", f"dev{rng.randrange(25)}", at=base + i * 0.0002)
+              for i in range(20_000)]
+    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=delay)
+    worker.start()
+
+    async def publisher() -> None:
+        for i in range(0, len(events), 1000):
+            await publish_events(nc, events[i:i + 1000], P)
+            await anyio.sleep(0.25)
+
+    kills = 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publisher)
+        while kills < 10:
+            await anyio.sleep(rng.uniform(0.4, 1.2))
+            worker.kill()
+            kills += 1
+            worker.start()
+    expected_state, expected_outs = reference_outputs(events, delay)
+    got = decode_outputs(await wait_for_outputs(nc, len(expected_outs), timeout=90))
+    worker.stop()
+    assert kills == 10 and worker.starts == 11
+    counts = collections.Counter(got)
+    duplicated = {k: v for k, v in counts.items() if v > 1}
+    missing = set(expected_outs) - set(got)
+    assert not duplicated, f"{len(duplicated)} outputs published more than once, e.g. {list(duplicated)[:5]}"
+    assert not missing, f"{len(missing)} outputs missing, e.g. {sorted(missing)[:5]}"
+    assert sorted(got) == sorted(expected_outs)
+    state = await read_state(nc)
+    assert {k: (v.count, v.deadline) for k, v in state.items()} == {
+        k: (v.count, v.deadline) for k, v in expected_state.items()}
+    # Per partition, outputs are in input order: each key's counts ascend.
+    last: dict[str, int] = {}
+    for key, count, is_timer in got:
+        if not is_timer:
+            assert count == last.get(key, 0) + 1, f"{key}: count {count} after {last.get(key, 0)}"
+            last[key] = count
+    await nc.close()
+
+
+async def test_timer_due_during_crash_fires_once_after_restart(nats_server: NatsServer, tmp_path: Path) -> None:
+    nc = await connect(nats_server.url)
+    await ensure_partitions(nc.jetstream(), nc, P)
+    await ensure_stream(nc.jetstream(), EVENTS)
+    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=2.0)
+    worker.start()
+    t0 = time.time()
+    await publish_events(nc, [event(1, "acme", "sensor", at=t0)], P)
+    msgs = await wait_for_outputs(nc, 1, timeout=20)
+    assert decode_outputs(msgs) == [("acme/sensor", 1, False)]
+    worker.kill()  # the timer (t0 + 2 s) falls due while no worker runs
+    await anyio.sleep(max(0.0, t0 + 2.5 - time.time()))
+    worker.start()
+    got = decode_outputs(await wait_for_outputs(nc, 2, timeout=30))
+    await anyio.sleep(1.0)  # a second firing would show up by now
+    got = decode_outputs(await read_all(nc, COUNTS, f"{COUNTS.prefix}.out.>"))
+    worker.stop()
+    assert got == [("acme/sensor", 1, False), ("acme/sensor", 0, True)]
+    fired_at = (await read_state(nc))["acme/sensor"].fired_at
+    assert fired_at == pytest.approx(t0 + 2.0)  # deterministic: the timer's now is its deadline
+    await nc.close()
