@@ -31,6 +31,7 @@ from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_mes
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, decode_key, token
+from pipeline.telemetry import step_span
 
 __all__ = ["Input", "PartitionWorker", "Progress", "StageSpec", "ack_metadata"]
 
@@ -144,12 +145,9 @@ class PartitionWorker:
             except (TimeoutError, OSError, anyio.BrokenResourceError) as exc:
                 failures += 1
                 log.warning("%s p%d: %r; re-acquiring", self.spec.name, self.p, exc)
-            except Exception as exc:  # a NATS error we did not foresee: never kill the process
-                if type(exc).__module__.startswith("nats"):
-                    failures += 1
-                    log.warning("%s p%d: %r; re-acquiring", self.spec.name, self.p, exc)
-                else:
-                    raise
+            except Exception:  # unforeseen (a NATS error, a bug): log it, never kill the process
+                failures += 1
+                log.exception("%s p%d: unexpected error; re-acquiring", self.spec.name, self.p)
             self.ready = False
             if self._stopping:
                 break
@@ -244,6 +242,7 @@ class PartitionWorker:
     # ------------------------------------------------------------------ the loop
     async def _serve(self) -> None:
         send, receive = anyio.create_memory_object_stream[tuple[str, list[Msg] | str]](4)
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             for inp in self.spec.inputs:
                 tg.start_soon(self._fetch_loop, inp, send.clone())
@@ -251,8 +250,7 @@ class PartitionWorker:
             try:
                 while not self._stopping:
                     items: list[tuple[str, list[Msg] | str]] = []
-                    wait = self._time_to_next_deadline()
-                    with anyio.move_on_after(wait):
+                    with anyio.move_on_after(self._time_to_next_deadline()):
                         items.append(await receive.receive())
                     while True:
                         try:
@@ -262,10 +260,13 @@ class PartitionWorker:
                     for _, payload in items:
                         if isinstance(payload, str):
                             raise _Reset(payload)
-                    batches = [(name, msgs) for name, msgs in items if not isinstance(msgs, str)]
-                    await self._process(batches)
+                    await self._process([(name, msgs) for name, msgs in items if not isinstance(msgs, str)])
+            except Exception as exc:  # raised outside the task group, so not wrapped in an ExceptionGroup
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     async def _fetch_loop(self, inp: Input, send: Any) -> None:
         sub = self._subs[inp.name]
@@ -343,7 +344,11 @@ class PartitionWorker:
         reason = ""
         try:
             inp = next(i for i in spec.inputs if i.name == name).decode(msg.data)
-            result = spec.core.step(self.state, inp, now)
+            with step_span(f"{spec.name} step", msg.headers, {"tocsin.partition": p, "tocsin.input_seq": seq}) as tc:
+                result = spec.core.step(self.state, inp, now)
+            if tc:
+                for out in result.outputs:
+                    out.headers = {**tc, **(out.headers or {})}
             if len(result.outputs) + len(result.changes) + 1 >= MAX_BATCH:
                 reason = f"one input produced {len(result.outputs)} outputs and {len(result.changes)} state " \
                          f"changes, more than an atomic batch holds ({MAX_BATCH})"

@@ -54,8 +54,11 @@ def decode_json(data: bytes) -> dict:
     return msgspec.json.decode(data)
 
 
+LIVE: list[Worker] = []
+
+
 class Worker:
-    """A `tocsin run counter` process against an external NATS."""
+    """A `tocsin run counter` process against an external NATS (killed at test teardown)."""
 
     def __init__(self, nats_url: str, tmp: Path, replica: str, *, partitions: int = 16, delay: float = 0.3,
                  member_ttl: float | None = None) -> None:
@@ -72,6 +75,7 @@ class Worker:
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         self.starts += 1
+        LIVE.append(self)
 
     def kill(self) -> None:
         assert self.proc is not None

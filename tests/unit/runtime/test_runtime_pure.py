@@ -1,0 +1,78 @@
+"""Pure parts of the runtime: subject tokens, partition assignment, ack metadata, listen addresses."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.http import parse_listen_address
+from pipeline.runtime.membership import assign
+from pipeline.runtime.partition import ack_metadata
+from pipeline.runtime.subjects import StreamNames, decode_key, encode_key, token
+
+
+@given(st.text(max_size=80))
+def test_state_keys_round_trip_through_one_subject_token(key: str) -> None:
+    tok = encode_key(key)
+    assert decode_key(tok) == key
+    assert tok and not set(tok) & set(". *>\t\r\n")
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_tokens_are_subject_safe(text: str) -> None:
+    assert not set(token(text)) & set(". *>")
+
+
+def test_stream_names() -> None:
+    n = StreamNames("alerts")
+    assert (n.stream, n.out(3, "acme.fp"), n.out_filter(3), n.progress(3)) == (
+        "TOCSIN_ALERTS", "tocsin.alerts.out.3.acme.fp", "tocsin.alerts.out.3.>", "tocsin.alerts.progress.3")
+    assert n.partition_of_subject(n.out(11)) == 11
+
+
+@given(st.sets(st.text(alphabet="abcdef0123", min_size=1, max_size=6), min_size=1, max_size=6),
+       st.integers(min_value=1, max_value=64))
+def test_every_partition_has_exactly_one_owner(members: set[str], partitions: int) -> None:
+    shares = [assign(partitions, members, m) for m in members]
+    assert sorted(p for s in shares for p in s) == list(range(partitions))
+
+
+@given(st.sets(st.text(alphabet="abcdef0123", min_size=1, max_size=6), min_size=2, max_size=6))
+def test_a_death_moves_only_the_dead_members_partitions(members: set[str]) -> None:
+    dead = sorted(members)[0]
+    survivors = members - {dead}
+    for m in survivors:
+        before, after = assign(32, members, m), assign(32, survivors, m)
+        assert before <= after  # nobody loses a partition it had
+
+
+def test_assignment_is_balanced_enough() -> None:
+    members = {f"replica-{i}" for i in range(4)}
+    sizes = sorted(len(assign(64, members, m)) for m in members)
+    assert sizes[0] >= 8 and sizes[-1] <= 24, sizes
+
+
+class _M:
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("$JS.ACK.S.C.1.100.7.1763800000123456789.42", (100, 7, 1, 1763800000123456789, 42)),
+    ("$JS.ACK.dom.acc.S.C.3.100.7.1763800000123456789.42.rnd", (100, 7, 3, 1763800000123456789, 42)),
+], ids=["v1", "v2-domain"])
+def test_ack_metadata(reply: str, expected: tuple[int, ...]) -> None:
+    assert ack_metadata(_M(reply)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("addr,expected", [
+    (":9093", ("0.0.0.0", 9093)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9093", ("::1", 9093)),
+], ids=["port-only", "ipv4", "ipv6"])
+def test_listen_address(addr: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(addr) == expected
+
+
+def test_listen_address_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen_address("localhost")
