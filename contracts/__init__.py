@@ -9,6 +9,7 @@ only at the edges (API, webhook payloads).
 """
 
 from contracts.messages import (
+    AckCommand,
     Alert,
     AlertChange,
     Cause,
@@ -20,12 +21,16 @@ from contracts.messages import (
     PushedAlert,
     PushedAlerts,
     SendRequest,
+    Silence,
+    SilenceCommand,
+    SilenceMatcher,
     decode,
     decode_as,
     encode,
 )
 
 __all__ = [
+    "AckCommand",
     "Alert",
     "AlertChange",
     "Cause",
@@ -37,6 +42,9 @@ __all__ = [
     "PushedAlert",
     "PushedAlerts",
     "SendRequest",
+    "Silence",
+    "SilenceCommand",
+    "SilenceMatcher",
     "decode",
     "decode_as",
     "encode",

@@ -7,6 +7,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 __all__ = [
+    "AckCommand",
     "Alert",
     "AlertChange",
     "Cause",
@@ -18,6 +19,9 @@ __all__ = [
     "PushedAlert",
     "PushedAlerts",
     "SendRequest",
+    "Silence",
+    "SilenceCommand",
+    "SilenceMatcher",
     "decode",
     "decode_as",
     "encode",
@@ -159,7 +163,58 @@ class DeadLetter(_Base, tag="dead_letter.v1"):
     key: str = ""
 
 
-Message = Event | PushedAlerts | AlertChange | GroupFlush | SendRequest | DeadLetter
+class SilenceMatcher(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A matcher as Alertmanager's API v2 carries it."""
+
+    name: str
+    value: str
+    is_regex: bool = False
+    is_equal: bool = True
+
+
+class Silence(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A silence of one organisation (Alertmanager's model; state derives from the times)."""
+
+    id: str
+    org: str
+    matchers: list[SilenceMatcher]
+    starts_at: float
+    ends_at: float
+    created_by: str = ""
+    comment: str = ""
+    updated_at: float = 0.0
+
+
+class SilenceCommand(_Base, tag="silence_command.v1"):
+    """API -> filter: create or replace (``upsert``) or expire a silence."""
+
+    action: Literal["upsert", "expire"]
+    org: str
+    id: str
+    at: float  # when the API accepted the request
+    silence: Silence | None = None  # with upsert
+    request_id: str = ""
+    actor: str = ""  # the authenticated identity, for the audit trail
+    trace: dict[str, str] = {}
+
+
+class AckCommand(_Base, tag="ack_command.v1"):
+    """API -> filter: acknowledge (or un-acknowledge) an alert group or one alert."""
+
+    action: Literal["ack", "unack"]
+    org: str
+    at: float
+    group_key: str = ""  # one of group_key / fingerprint
+    fingerprint: str = ""
+    by: str = ""
+    comment: str = ""
+    expires_at: float | None = None
+    request_id: str = ""
+    trace: dict[str, str] = {}
+
+
+Message = (Event | PushedAlerts | AlertChange | GroupFlush | SendRequest | DeadLetter | SilenceCommand
+           | AckCommand)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)

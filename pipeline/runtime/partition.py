@@ -30,7 +30,7 @@ from contracts import decode as decode_message
 from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.step import Reject, StageCore, Step
-from pipeline.runtime.subjects import StreamNames, decode_key, token
+from pipeline.runtime.subjects import StreamNames, token
 from pipeline.telemetry import step_span
 
 __all__ = ["Input", "PartitionWorker", "Progress", "StageSpec", "ack_metadata"]
@@ -198,7 +198,7 @@ class PartitionWorker:
                     pending = ack_metadata(m)[4]
                     if m.headers and m.headers.get(DELETED):
                         continue
-                    key = decode_key(m.subject.rsplit(".", 1)[1])
+                    key = spec.output.key_of_state_subject(m.subject)
                     value = self._value_decoder.decode(m.data)
                     self.state[key] = value
                     self._track(key, value)

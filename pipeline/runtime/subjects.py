@@ -17,6 +17,7 @@ __all__ = [
     "StreamNames",
     "decode_key",
     "encode_key",
+    "key_filter",
     "token",
 ]
 
@@ -30,15 +31,30 @@ def token(text: str) -> str:
     return "~" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _enc(part: str) -> str:
+    return base64.urlsafe_b64encode(part.encode()).decode().rstrip("=") or "_"
+
+
+def _dec(tok: str) -> str:
+    return "" if tok == "_" else base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode()
+
+
 def encode_key(key: str) -> str:
-    """State keys always travel base64url-encoded so any key maps to exactly one token."""
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=") or "_"
+    """A state key as subject tokens: each ``/``-separated part base64url-encoded.
+
+    Any key round-trips, and a key prefix is a subject prefix, so ``key_filter`` can select
+    e.g. every ``silence/<org>/...`` key of a partition.
+    """
+    return ".".join(_enc(part) for part in key.split("/"))
 
 
-def decode_key(tok: str) -> str:
-    if tok == "_":
-        return ""
-    return base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode()
+def decode_key(tokens: str) -> str:
+    return "/".join(_dec(t) for t in tokens.split("."))
+
+
+def key_filter(*parts: str) -> str:
+    """Subject tokens matching every key that starts with ``parts`` (then ``/`` and more)."""
+    return ".".join(_enc(p) for p in parts) + ".>"
 
 
 class StreamNames:
@@ -64,8 +80,14 @@ class StreamNames:
     def state(self, p: int, key: str) -> str:
         return f"{self.prefix}.state.{p}.{encode_key(key)}"
 
-    def state_filter(self, p: int) -> str:
+    def state_filter(self, p: int, *key_prefix: str) -> str:
+        if key_prefix:
+            return f"{self.prefix}.state.{p}.{key_filter(*key_prefix)}"
         return f"{self.prefix}.state.{p}.>"
+
+    def key_of_state_subject(self, subject: str) -> str:
+        """The state key of a ``state.<p>.<tokens>`` subject."""
+        return decode_key(subject.split(".", 4)[4])
 
     def progress(self, p: int) -> str:
         return f"{self.prefix}.progress.{p}"

@@ -63,13 +63,11 @@ def decode_outputs(msgs) -> list[tuple[str, int, bool]]:
 
 async def read_state(nc) -> dict[str, CounterValue]:
     msgs = await read_all(nc, COUNTS, f"{COUNTS.prefix}.state.>")
-    from pipeline.runtime.subjects import decode_key
-
     state: dict[str, CounterValue] = {}
     for subject, data, headers in msgs:
         if headers.get("Tocsin-Deleted"):
             continue
-        state[decode_key(subject.rsplit(".", 1)[1])] = msgspec.json.decode(data, type=CounterValue)
+        state[COUNTS.key_of_state_subject(subject)] = msgspec.json.decode(data, type=CounterValue)
     return state
 
 

@@ -30,6 +30,10 @@ SAMPLES: list[msgspec.Struct] = [
                   integration=c.Integration(kind="email", index=2), flush_seq=1, status="resolved",
                   group_labels={}, alerts=[ALERT], created_at=1.0),
     c.DeadLetter(stage="s", reason="why", payload=b"\x00\xff", headers={"h": "v"}),
+    c.SilenceCommand(action="upsert", org="o", id="s1", at=1.0, silence=c.Silence(
+        id="s1", org="o", matchers=[c.SilenceMatcher(name="a", value="b.*", is_regex=True)], starts_at=1.0,
+        ends_at=2.0, created_by="me", comment="why")),
+    c.AckCommand(action="ack", org="o", at=1.0, group_key="k", by="me", expires_at=5.0),
 ]
 
 

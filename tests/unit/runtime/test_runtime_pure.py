@@ -13,10 +13,23 @@ from pipeline.runtime.subjects import StreamNames, decode_key, encode_key, token
 
 
 @given(st.text(max_size=80))
-def test_state_keys_round_trip_through_one_subject_token(key: str) -> None:
-    tok = encode_key(key)
-    assert decode_key(tok) == key
-    assert tok and not set(tok) & set(". *>\t\r\n")
+def test_state_keys_round_trip_through_subject_tokens(key: str) -> None:
+    toks = encode_key(key)
+    assert decode_key(toks) == key
+    assert all(t and not set(t) & set(" *>\t\r\n") for t in toks.split("."))
+    n = StreamNames("x")
+    assert n.key_of_state_subject(n.state(5, key)) == key
+
+
+@given(st.lists(st.text(st.characters(blacklist_characters="/"), max_size=10), min_size=1, max_size=3),
+       st.text(max_size=10))
+def test_key_prefix_filters_select_exactly_the_keys_under_the_prefix(prefix: list[str], rest: str) -> None:
+    n = StreamNames("x")
+    flt = n.state_filter(1, *prefix).split(".")
+    subj = n.state(1, "/".join([*prefix, rest])).split(".")
+    assert flt[-1] == ">" and subj[: len(flt) - 1] == flt[:-1] and len(subj) >= len(flt)
+    other = n.state(1, "/".join([*prefix[:-1], prefix[-1] + "x", rest])).split(".")
+    assert other[: len(flt) - 1] != flt[:-1]
 
 
 @given(st.text(min_size=1, max_size=40))
