@@ -9,10 +9,10 @@ changes nothing and outputs nothing.
 
 State keys (many organisations share a partition; every key starts with the org's token):
 
-- ``<org>.<fingerprint>`` -> :class:`~stages.rules.state.AlertState`, one per alert; it is
-  also the output subject suffix of the alert's changes;
-- ``<org>.r.<kind>.<name>`` -> :class:`~stages.rules.state.ResourceIndex`, the event
-  alerts of one resource by rule group (tokens made by :func:`subject_token`).
+- ``alert/<org>/<fingerprint>`` -> :class:`~stages.rules.state.AlertState`, one per alert;
+  its changes go out on the subject suffix ``<org token>.<fingerprint>`` (:func:`alert_subject`);
+- ``res/<org>/<kind>/<name>`` -> :class:`~stages.rules.state.ResourceIndex`, the event
+  alerts of one resource by rule group.
 
 Timers: a value's ``deadline`` (pending ``for`` ends, an alert's end or ``keep_firing_for``
 ends, the retention of a resolved alert ends). The runtime calls :meth:`RulesCore.fire`
@@ -72,7 +72,7 @@ from stages.rules.state import (
     to_alert,
 )
 
-__all__ = ["RulesCore", "alert_key", "resource_key", "subject_token"]
+__all__ = ["RulesCore", "alert_key", "alert_subject", "resource_key", "subject_token"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Change = Literal["fired", "updated", "resolved"]
@@ -93,13 +93,18 @@ def subject_token(org: str) -> str:
 
 
 def alert_key(org: str, fp: str) -> str:
-    """State key (and output subject suffix) of an alert."""
+    """State key of an alert: ``alert/<org>/<fingerprint>`` (the API lists an org by this prefix)."""
+    return f"alert/{org}/{fp}"
+
+
+def alert_subject(org: str, fp: str) -> str:
+    """Output subject suffix of an alert's changes: its history is ``out.*.<org token>.<fp>``."""
     return f"{subject_token(org)}.{fp}"
 
 
 def resource_key(org: str, kind: str, name: str) -> str:
     """State key of a resource's index of event alerts."""
-    return f"{subject_token(org)}.r.{subject_token(kind)}.{subject_token(name)}"
+    return f"res/{org}/{kind}/{name}"
 
 
 def _content(s: AlertState) -> tuple[object, ...]:
@@ -143,9 +148,8 @@ class _Txn:
         self.set(key, value if active or pending else None)
 
     def emit(self, change: Change, s: AlertState, cause: Cause) -> None:
-        key = alert_key(s.org, s.fingerprint)
         if cause.kind == "timer":
-            msg_id, trace = f"rules:t:{key}:{cause.at!r}", {}
+            msg_id, trace = f"rules:t:{alert_subject(s.org, s.fingerprint)}:{cause.at!r}", {}
         else:
             msg_id, trace = f"rules:{cause.id}:{s.fingerprint}:{change}", self.trace
         n = self.ids.get(msg_id, 0) + 1
@@ -153,7 +157,7 @@ class _Txn:
         if n > 1:
             msg_id = f"{msg_id}:{n}"
         payload = AlertChange(change=change, alert=to_alert(s), cause=cause, trace=trace)
-        self.outputs.append(Out(payload=payload, msg_id=msg_id, subject=key))
+        self.outputs.append(Out(payload=payload, msg_id=msg_id, subject=alert_subject(s.org, s.fingerprint)))
 
     def step(self) -> Step[StateValue]:
         return Step(changes=self.changes, outputs=self.outputs)

@@ -8,7 +8,7 @@ from rules_fold import Fold, changes, ev, payloads
 from contracts.labels import fingerprint
 from contracts.messages import PushedAlerts
 from pipeline.runtime.step import Reject
-from stages.rules.core import RulesCore, alert_key
+from stages.rules.core import RulesCore, alert_subject
 from stages.rules.rules import FireRule, Override, RuleGroup, RuleSet
 from stages.rules.state import AlertState, ResourceIndex
 
@@ -165,7 +165,7 @@ def test_resolve_all_resolves_every_group_and_clears_the_index() -> None:
     ]
     assert all(p.alert.ends_at == 10.0 for p in payloads(out))
     indexes = [k for k, v in f.state.items() if isinstance(v, ResourceIndex)]
-    assert len(indexes) == 1 and ".r.Device.other" in indexes[0]
+    assert indexes == ["res/o1/Device/other"]
     assert f.step(ev("ResourceDeleted", 11.0), 11.0) == []  # nothing left to resolve
 
 
@@ -328,7 +328,7 @@ def test_for_pending_then_fires_at_the_deadline() -> None:
     assert p.change == "fired" and p.alert.starts_at == 60.0  # startsAt is when it fired, as Prometheus
     assert p.alert.annotations == {"summary": "again"}
     assert p.cause.kind == "timer" and p.trace == {}
-    assert out[0].msg_id == f"rules:t:{alert_key('o1', p.alert.fingerprint)}:60.0"
+    assert out[0].msg_id == f"rules:t:{alert_subject('o1', p.alert.fingerprint)}:60.0"
 
 
 def test_for_cancelled_by_a_resolve_while_pending() -> None:

@@ -13,7 +13,7 @@ from rules_fold import Fold, ev, pa, push
 
 from contracts.messages import AlertChange, Event, PushedAlerts
 from pipeline.runtime.step import Out, Reject
-from stages.rules.core import RulesCore, alert_key
+from stages.rules.core import RulesCore, alert_subject
 from stages.rules.rules import FireRule, RuleGroup, RuleSet
 from stages.rules.state import AlertState, ResourceIndex, StateValue
 
@@ -142,7 +142,7 @@ def test_changes_alternate_and_ids_are_unique(script: list[tuple[float, tuple[An
         assert isinstance(change, AlertChange)
         alert = change.alert
         ident = (alert.org, alert.fingerprint)
-        assert o.subject == alert_key(*ident)
+        assert o.subject == alert_subject(*ident)
         if change.change == "fired":
             assert last.get(ident) != "fired", f"fired twice without a resolve: {ident}"
             assert alert.ends_at is None or alert.ends_at > change.cause.at or change.cause.kind == "event"
