@@ -21,18 +21,21 @@ import anyio
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 
+from pipeline.api import ApiContext, api_routes
 from pipeline.embedded import start_nats, start_postgres
 from pipeline.http import HttpServer, health_routes
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from pipeline.runtime.partition import Input, StageSpec
 from pipeline.runtime.stage import StageRunner
 from pipeline.runtime.subjects import StreamNames
+from pipeline.settings import Loaded, load
 
 __all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "run_process"]
 
 log = logging.getLogger("tocsin")
 
 EVENTS = StreamNames("events")
+ALERTS = StreamNames("alerts")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Settings:
     member_ttl: float = 5.0
     counter_delay: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
+    loaded: Loaded = field(default_factory=lambda: load(None))
 
 
 class Service(Protocol):
@@ -79,12 +83,43 @@ def _counter(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
+def _rules(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.rules.core import RulesCore
+    from stages.rules.rules import load_rules
+
+    section = settings.loaded.tocsin.rules
+    core = RulesCore(load_rules(section) if section else None,
+                     resolve_timeout=settings.loaded.config.global_.resolve_timeout)
+    spec = StageSpec(name="rules", core=core, inputs=[Input("events", EVENTS)], output=ALERTS,
+                     partitions=settings.partitions)
+    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
+                       stream_replicas=settings.stream_replicas)
+
+
+class _Api:
+    """The API has no loop of its own: its routes join the process's HTTP server."""
+
+    ready = True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        return None
+
+
+def _api(settings: Settings, nc: Any, js: Any) -> Service:
+    return _Api()
+
+
 # name -> (factory, needs Postgres)
 _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "counter": (_counter, False),
+    "rules": (_rules, False),
+    "api": (_api, False),
 }
 STAGE_NAMES = tuple(_FACTORIES)
-UP_STAGES: tuple[str, ...] = ()  # filled as stages land; `tocsin up` runs these
+UP_STAGES: tuple[str, ...] = ("rules", "api")  # `tocsin up` runs these (grows as stages land)
 
 
 async def run_process(settings: Settings, stage_names: list[str], *, handle_signals: bool = True,
@@ -112,7 +147,10 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         def ready() -> bool:
             return all(s.ready for s in services)
 
-        http = HttpServer(Starlette(routes=health_routes(ready)), settings.listen)
+        routes = health_routes(ready)
+        if "api" in stage_names:
+            routes = api_routes(ApiContext(nc, js, settings.partitions, settings.loaded)) + routes
+        http = HttpServer(Starlette(routes=routes), settings.listen)
         async with anyio.create_task_group() as tg:
             await tg.start(http.run)
             for s in services:

@@ -63,11 +63,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, default_listen: str) -> object:
     from pipeline.app import Settings
+    from pipeline.settings import load
 
+    config_file = Path(args.config_file) if args.config_file else None
     return Settings(storage_path=Path(args.storage_path), nats_url=args.nats_url, postgres_dsn=args.postgres_dsn,
-                    partitions=args.partitions, listen=args.listen or default_listen,
-                    config_file=Path(args.config_file) if args.config_file else None, replica=args.replica,
-                    stream_replicas=args.stream_replicas, counter_delay=args.counter_delay)
+                    partitions=args.partitions, listen=args.listen or default_listen, config_file=config_file,
+                    replica=args.replica, stream_replicas=args.stream_replicas, counter_delay=args.counter_delay,
+                    loaded=load(config_file))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         print(report)
         return 0 if ok else 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from pipeline.app import STAGE_NAMES, UP_STAGES, Endpoints, run_process
+    from pipeline.amconfig import ConfigError
+    from pipeline.app import UP_STAGES, Endpoints, run_process
 
-    if args.cmd == "run":
-        stages = [args.stage]
-        settings = _settings(args, "127.0.0.1:0")
-    else:
-        stages = list(UP_STAGES or STAGE_NAMES)
-        settings = _settings(args, ":9093")
+    try:
+        if args.cmd == "run":
+            stages = [args.stage]
+            settings = _settings(args, "127.0.0.1:0")
+        else:
+            stages = list(UP_STAGES)
+            settings = _settings(args, ":9093")
+    except ConfigError as exc:
+        print("tocsin: invalid configuration:\n  " + "\n  ".join(exc.errors), file=sys.stderr)
+        return 1
 
     async def _main() -> None:
         async with anyio.create_task_group() as tg:

@@ -29,6 +29,7 @@ from contracts import DeadLetter
 from contracts import decode as decode_message
 from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
+from pipeline.runtime.reads import DELETED, read_last_per_subject
 from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, token
 from pipeline.telemetry import step_span
@@ -37,7 +38,6 @@ __all__ = ["Input", "PartitionWorker", "Progress", "StageSpec", "ack_metadata"]
 
 log = logging.getLogger("tocsin.runtime")
 
-DELETED = "Tocsin-Deleted"
 TOMBSTONE_TTL = "300"  # seconds; the rollup already removed older values, so expiry = deletion
 
 
@@ -184,30 +184,14 @@ class PartitionWorker:
         self.state = {}
         self._deadlines = {}
         self._heap = []
-        spec = self.spec
-        cfg = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
-                             inactive_threshold=30.0, max_ack_pending=-1)
-        psub = await self.js.pull_subscribe(spec.output.state_filter(self.p), durable=None,
-                                            stream=spec.output.stream, config=cfg)
-        try:
-            info = await psub.consumer_info()
-            pending = info.num_pending or 0
-            while pending > 0:
-                msgs = await psub.fetch(min(pending, 5000), timeout=10)
-                for m in msgs:
-                    pending = ack_metadata(m)[4]
-                    if m.headers and m.headers.get(DELETED):
-                        continue
-                    key = spec.output.key_of_state_subject(m.subject)
-                    value = self._value_decoder.decode(m.data)
-                    self.state[key] = value
-                    self._track(key, value)
-        finally:
-            try:
-                await self.js.delete_consumer(spec.output.stream, psub._consumer)
-            except Exception:  # the consumer also expires on its own
-                pass
-            await psub.unsubscribe()
+        out = self.spec.output
+        async for m, deleted in read_last_per_subject(self.js, out.stream, out.state_filter(self.p)):
+            if deleted:
+                continue
+            key = out.key_of_state_subject(m.subject)
+            value = self._value_decoder.decode(m.data)
+            self.state[key] = value
+            self._track(key, value)
 
     def _consumer_name(self, inp: Input) -> str:
         return f"{self.spec.name}_{inp.name}_p{self.p}"

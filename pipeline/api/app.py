@@ -1,0 +1,168 @@
+"""Routes of the API: Alertmanager v2 (`/api/v2/...`) and Tocsin's own (`/api/tocsin/...`).
+
+Writes go into streams (pushed alerts into EVENTS); reads come from the stages' state in
+their streams, so any API replica answers the same.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from contracts import AlertChange, encode
+from contracts.matchers import MatcherError, matchers_match, parse_matchers
+from contracts.partition import partition_of
+from pipeline.amconfig import compile_routes
+from pipeline.api.convert import gettable_alert, rfc3339
+from pipeline.api.errors import bad_request, parse_error
+from pipeline.api.push import PushError, parse_push
+from pipeline.runtime.reads import read_last_per_subject, read_messages
+from pipeline.runtime.subjects import StreamNames, token
+from pipeline.settings import Loaded
+
+__all__ = ["ALERTS", "EVENTS", "ApiContext", "api_routes"]
+
+EVENTS = StreamNames("events")
+ALERTS = StreamNames("alerts")
+MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
+
+
+@dataclass
+class ApiContext:
+    nc: NATS
+    js: JetStreamContext
+    partitions: int
+    loaded: Loaded
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.routes = compile_routes(self.loaded.config)
+
+    @property
+    def default_org(self) -> str:
+        return self.loaded.tocsin.default_org
+
+    def org_of(self, request: Request) -> str:
+        return request.headers.get("x-scope-orgid") or self.default_org
+
+    def receivers_for(self, labels: dict[str, str]) -> list[str]:
+        seen: list[str] = []
+        for r in self.routes.match(labels):
+            if r.receiver not in seen:
+                seen.append(r.receiver)
+        return seen
+
+
+def _version() -> str:
+    try:
+        return version("tocsin")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _bool(request: Request, name: str, default: bool = True) -> bool:
+    v = request.query_params.get(name)
+    return default if v is None else v.lower() == "true"
+
+
+def api_routes(ctx: ApiContext) -> list[BaseRoute]:
+    async def post_alerts(request: Request) -> Response:
+        body = await request.body()
+        try:
+            pushes, errors = parse_push(body, request_org=ctx.org_of(request), now=time.time())
+        except PushError as exc:
+            return parse_error(str(exc))
+        for push in pushes:
+            p = partition_of(push.org, ctx.partitions)
+            for i in range(0, len(push.alerts), MAX_ALERTS_PER_MESSAGE):
+                part = msgspec.structs.replace(push, alerts=push.alerts[i:i + MAX_ALERTS_PER_MESSAGE])
+                headers = {"Nats-Msg-Id": f"push:{push.request_id}:{token(push.org)}:{i}"}
+                tp = request.headers.get("traceparent")
+                if tp:
+                    headers["traceparent"] = tp
+                await ctx.js.publish(EVENTS.out(p, "alerts"), encode(part), headers=headers)
+        if errors:
+            return bad_request("; ".join(errors))
+        return Response(status_code=200)
+
+    async def get_alerts(request: Request) -> Response:
+        try:
+            matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
+        except MatcherError as exc:
+            return bad_request(str(exc))
+        receiver_re = request.query_params.get("receiver")
+        try:
+            rx = re.compile(f"^(?:{receiver_re})$") if receiver_re else None
+        except re.error as exc:
+            return bad_request(f"failed to parse receiver param: {exc}")
+        active = _bool(request, "active")
+        org = ctx.org_of(request)
+        now = time.time()
+        out: list[dict[str, Any]] = []
+        from stages.rules.state import AlertState, StateValue, to_alert
+
+        decoder = msgspec.json.Decoder(StateValue)
+        p = partition_of(org, ctx.partitions)
+        async for m, deleted in read_last_per_subject(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org)):
+            if deleted:
+                continue
+            v = decoder.decode(m.data)
+            if not isinstance(v, AlertState) or v.status != "firing":
+                continue
+            alert = to_alert(v)
+            if alert.ends_at is not None and alert.ends_at <= now:
+                continue
+            if matchers and not matchers_match(matchers, alert.labels):
+                continue
+            receivers = ctx.receivers_for(alert.labels)
+            if rx and not any(rx.match(r) for r in receivers):
+                continue
+            if active:
+                out.append(gettable_alert(alert, receivers))
+        out.sort(key=lambda a: a["fingerprint"])
+        return JSONResponse(out)
+
+    async def status(_: Request) -> Response:
+        return JSONResponse({
+            "cluster": {"name": "tocsin", "peers": [], "status": "ready"},
+            "config": {"original": ctx.loaded.config.redacted},
+            "uptime": rfc3339(ctx.started_at),
+            "versionInfo": {"branch": "main", "buildDate": "", "buildUser": "", "goVersion": "",
+                            "revision": "", "version": _version()},
+        })
+
+    async def receivers(_: Request) -> Response:
+        return JSONResponse([{"name": r.name} for r in ctx.loaded.config.receivers])
+
+    async def history(request: Request) -> Response:
+        """Tocsin: every state change of one alert (``fingerprint``) of the caller's organisation."""
+        org = ctx.org_of(request)
+        fp = request.query_params.get("fingerprint", "")
+        if not re.fullmatch(r"[0-9a-f]{16}", fp):
+            return bad_request("fingerprint must be 16 hex digits")
+        subject = f"{ALERTS.prefix}.out.{partition_of(org, ctx.partitions)}.{token(org)}.{fp}"
+        changes = []
+        async for m in read_messages(ctx.js, ALERTS.stream, subject):
+            ch = msgspec.json.decode(m.data, type=AlertChange)
+            changes.append({"change": ch.change, "at": rfc3339(ch.alert.updated_at or ch.cause.at),
+                            "cause": {"kind": ch.cause.kind, "id": ch.cause.id},
+                            "alert": gettable_alert(ch.alert, [])})
+        return JSONResponse(changes)
+
+    return [
+        Route("/api/v2/alerts", post_alerts, methods=["POST"]),
+        Route("/api/v2/alerts", get_alerts, methods=["GET"]),
+        Route("/api/v2/status", status, methods=["GET"]),
+        Route("/api/v2/receivers", receivers, methods=["GET"]),
+        Route("/api/tocsin/history", history, methods=["GET"]),
+    ]

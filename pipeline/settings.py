@@ -1,0 +1,74 @@
+"""Loading the configuration once: Alertmanager's file plus Tocsin's own ``tocsin:`` section.
+
+The Alertmanager part loads unchanged (``pipeline.amconfig``). Tocsin's settings live in a
+separate top-level ``tocsin:`` key, validated here with the same line-numbered errors;
+each stage section is handed to that stage's own strict config type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipeline.amconfig import Config, ConfigError, load_config, load_config_text
+from pipeline.amconfig.decode import Decoder
+from pipeline.amconfig.load import compose_section
+
+__all__ = ["DEFAULT_CONFIG", "Loaded", "TocsinSection", "load", "load_text"]
+
+DEFAULT_CONFIG = """\
+# Tocsin's built-in configuration, used when no --config.file is given.
+route:
+  receiver: default
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+receivers:
+  - name: default
+"""
+
+
+class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The ``tocsin:`` section. Stage sections are validated by the stages' own config types."""
+
+    default_org: str = "default"  # the organisation of alerts with no org_id label and no X-Scope-OrgID
+    rules: dict[str, Any] | None = None  # stages.rules.rules.RuleSet
+    source: dict[str, Any] | None = None  # stages.source.config.SourceConfig
+    filter: dict[str, Any] | None = None
+    notifier: dict[str, Any] | None = None
+    orgs: dict[str, Any] | None = None  # per-organisation route trees (router)
+    external_url: str = ""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    tocsin: TocsinSection
+
+
+def _tocsin(config: Config, text: str, filename: str) -> TocsinSection:
+    node = compose_section(text, "tocsin") if config.tocsin is not None else None
+    if node is None:
+        return TocsinSection()
+    decoder = Decoder(filename)
+    section = decoder.decode(node, TocsinSection, "tocsin")
+    if decoder.errors:
+        raise ConfigError(decoder.errors)
+    assert isinstance(section, TocsinSection)
+    return section
+
+
+def load_text(text: str, filename: str = "<string>") -> Loaded:
+    config = load_config_text(text, filename)
+    return Loaded(config, _tocsin(config, text, filename))
+
+
+def load(path: Path | None) -> Loaded:
+    """The configuration of ``path``, or the built-in one."""
+    if path is None:
+        return load_text(DEFAULT_CONFIG, "<built-in>")
+    config = load_config(path)
+    return Loaded(config, _tocsin(config, config.original, str(path)))

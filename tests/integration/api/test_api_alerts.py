@@ -1,0 +1,112 @@
+"""POST /api/v2/alerts through the rules stage and back out of GET /api/v2/alerts and the history,
+on real nats-server, in one `tocsin` process (api + rules)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from contracts.labels import fingerprint
+from pipeline.app import Settings
+from pipeline.embedded import NatsServer
+from pipeline.settings import load_text
+from tests.pipeline_process import running
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+global:
+  resolve_timeout: 2s
+route:
+  receiver: team
+  routes:
+    - receiver: db
+      matchers: ['service="db"']
+receivers:
+  - name: team
+  - name: db
+tocsin:
+  default_org: acme
+"""
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+async def api(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(storage_path=tmp_path / "data", nats_url=nats_server.url, listen="127.0.0.1:0",
+                        loaded=load_text(CONFIG), partitions=4)
+    async with running(settings, ["rules", "api"]) as ep, httpx.AsyncClient(base_url=ep.api_url, timeout=10) as c:
+        yield c
+
+
+async def wait_alerts(api: httpx.AsyncClient, n: int, params: dict | None = None, headers: dict | None = None,
+                      timeout: float = 10) -> list[dict]:
+    with anyio.fail_after(timeout):
+        while True:
+            got = (await api.get("/api/v2/alerts", params=params, headers=headers)).json()
+            if len(got) == n:
+                return got
+            await anyio.sleep(0.05)
+
+
+async def test_pushed_alert_is_listed_with_receivers_and_history(api: httpx.AsyncClient) -> None:
+    start = time.time() - 60
+    labels = {"alertname": "DiskFull", "service": "db", "instance": "a"}
+    r = await api.post("/api/v2/alerts", json=[{"labels": labels, "annotations": {"summary": "disk"},
+                                                "startsAt": iso(start), "generatorURL": "http://prom/x"}])
+    assert r.status_code == 200, r.text
+    (alert,) = await wait_alerts(api, 1)
+    assert alert["labels"] == labels and alert["fingerprint"] == fingerprint(labels)
+    assert alert["receivers"] == [{"name": "db"}]
+    assert alert["annotations"] == {"summary": "disk"} and alert["generatorURL"] == "http://prom/x"
+    assert alert["startsAt"].startswith(iso(start)[:19]) and alert["status"]["state"] == "active"
+    assert (await api.get("/api/v2/alerts", params={"filter": 'service="web"'})).json() == []
+    assert len((await api.get("/api/v2/alerts", params={"filter": "service=~d.*"})).json()) == 1
+    assert (await api.get("/api/v2/alerts", params={"receiver": "team"})).json() == []
+    # another organisation sees nothing
+    assert (await api.get("/api/v2/alerts", headers={"X-Scope-OrgID": "other"})).json() == []
+    # resolve_timeout (2 s): no re-push, so it resolves by itself
+    await wait_alerts(api, 0, timeout=8)
+    hist = (await api.get("/api/tocsin/history", params={"fingerprint": fingerprint(labels)})).json()
+    assert [h["change"] for h in hist] == ["fired", "resolved"]
+    assert hist[1]["cause"]["kind"] == "timer"
+
+
+async def test_invalid_alerts_get_alertmanagers_400_and_valid_ones_still_count(api: httpx.AsyncClient) -> None:
+    now = time.time()
+    r = await api.post("/api/v2/alerts", json=[
+        {"labels": {"alertname": "Good"}, "endsAt": iso(now + 600)},
+        {"labels": {}},
+        {"labels": {"alertname": "Backwards"}, "startsAt": iso(now), "endsAt": iso(now - 10)},
+    ])
+    assert r.status_code == 400
+    assert r.json() == "at least one label pair required; start time must be before end time"
+    (alert,) = await wait_alerts(api, 1)
+    assert alert["labels"] == {"alertname": "Good"}
+    r = await api.post("/api/v2/alerts", content=b'{"not": "a list"}')
+    assert r.status_code == 400 and r.json()["code"] == 400 and "array" in r.json()["message"]
+
+
+async def test_org_label_and_header_choose_the_organisation(api: httpx.AsyncClient) -> None:
+    await api.post("/api/v2/alerts", json=[{"labels": {"alertname": "A", "org_id": "beta"}}],
+                   headers={"X-Scope-OrgID": "gamma"})
+    await api.post("/api/v2/alerts", json=[{"labels": {"alertname": "B"}}], headers={"X-Scope-OrgID": "gamma"})
+    beta = await wait_alerts(api, 1, headers={"X-Scope-OrgID": "beta"})
+    gamma = await wait_alerts(api, 1, headers={"X-Scope-OrgID": "gamma"})
+    assert beta[0]["labels"]["alertname"] == "A" and gamma[0]["labels"]["alertname"] == "B"
+    assert (await api.get("/api/v2/alerts")).json() == []  # the default org (acme) has none
+
+
+async def test_status_and_receivers(api: httpx.AsyncClient) -> None:
+    status = (await api.get("/api/v2/status")).json()
+    assert "resolve_timeout: 2s" in status["config"]["original"] and status["cluster"]["status"] == "ready"
+    assert (await api.get("/api/v2/receivers")).json() == [{"name": "team"}, {"name": "db"}]
