@@ -1,0 +1,42 @@
+"""The `tocsin` command's quick paths: version, check-config, invalid configuration at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+FULL = Path(__file__).parents[2] / "fixtures" / "alertmanager" / "full.yml"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.startswith("tocsin ")
+
+
+def test_check_config_success(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(FULL)]) == 0
+    out = capsys.readouterr().out
+    assert "SUCCESS" in out and "receivers" in out
+
+
+@pytest.mark.parametrize("text,line,fieldpath", [
+    ("route:\n  receiver: x\n  group_wait: 5x\nreceivers:\n- name: x\n", 3, "route.group_wait"),
+    ("route:\n  receiver: x\nreceivers:\n- name: x\ntocsin:\n  defaultorg: a\n", 6, "tocsin"),
+], ids=["bad-duration", "unknown-tocsin-key"])
+def test_invalid_config_names_file_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                                  line: int, fieldpath: str) -> None:
+    f = tmp_path / "am.yml"
+    f.write_text(text)
+    assert main(["up", "--config.file", str(f), "--storage.path", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert f"{f}:{line}: {fieldpath}" in err
+
+
+def test_check_config_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "am.yml"
+    f.write_text("route:\n  receiver: nobody\nreceivers:\n- name: x\n")
+    assert main(["check-config", str(f)]) == 1
+    assert "FAILED" in capsys.readouterr().out
