@@ -28,15 +28,15 @@ def token(text: str) -> str:
     """A NATS subject token for arbitrary text: itself when safe, else ``~`` + base64url."""
     if _SAFE.match(text):
         return text
-    return "~" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return "~" + base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
 def _enc(part: str) -> str:
-    return base64.urlsafe_b64encode(part.encode()).decode().rstrip("=") or "_"
+    return base64.urlsafe_b64encode(part.encode("utf-8", "surrogatepass")).decode().rstrip("=") or "_"
 
 
 def _dec(tok: str) -> str:
-    return "" if tok == "_" else base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode()
+    return "" if tok == "_" else base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode("utf-8", "surrogatepass")
 
 
 def encode_key(key: str) -> str:

@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import Event, encode
 from contracts.partition import partition_of
+from pipeline.runtime.partition import ack_metadata
 from pipeline.runtime.subjects import StreamNames
 
 EVENTS = StreamNames("events")
@@ -45,7 +46,9 @@ async def read_all(nc: NATS, names: StreamNames, subject: str) -> list[tuple[str
     pending = info.num_pending
     while len(out) < pending:
         for m in await psub.fetch(min(5000, pending - len(out)), timeout=10):
-            out.append((m.subject, m.data, dict(m.headers or {})))
+            headers = dict(m.headers or {})
+            headers["stored_at"] = str(ack_metadata(m)[3] / 1e9)  # the stream's timestamp, for timing checks
+            out.append((m.subject, m.data, headers))
     await psub.unsubscribe()
     return out
 
@@ -98,3 +101,19 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+async def wait_ready(storage: Path, timeout: float = 30) -> None:
+    """Until the worker wrote endpoints.json and answers /-/ready."""
+    import json
+
+    import anyio
+    import httpx
+
+    with anyio.fail_after(timeout):
+        while not (storage / "endpoints.json").exists():
+            await anyio.sleep(0.05)
+        url = json.loads((storage / "endpoints.json").read_text())["api_url"]
+        async with httpx.AsyncClient() as http:
+            while (await http.get(f"{url}/-/ready")).status_code != 200:
+                await anyio.sleep(0.05)

@@ -17,7 +17,7 @@ from pipeline.embedded import NatsServer
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from stages.counter.core import Count, CounterCore, CounterValue
 
-from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all
+from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,4 +138,28 @@ async def test_timer_due_during_crash_fires_once_after_restart(nats_server: Nats
     assert got == [("acme/sensor", 1, False), ("acme/sensor", 0, True)]
     fired_at = (await read_state(nc))["acme/sensor"].fired_at
     assert fired_at == pytest.approx(t0 + 2.0)  # deterministic: the timer's now is its deadline
+    await nc.close()
+
+
+async def test_timers_fire_within_50ms_of_their_deadline(nats_server: NatsServer, tmp_path: Path) -> None:
+    nc = await connect(nats_server.url)
+    await ensure_partitions(nc.jetstream(), nc, P)
+    await ensure_stream(nc.jetstream(), EVENTS)
+    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=1.5)
+    worker.start()
+    await wait_ready(tmp_path / "w-w1")
+    t0 = time.time()
+    events = [event(i, f"org{i}", "x", at=t0 + i * 0.037) for i in range(20)]
+    await publish_events(nc, events, P)
+    msgs = await wait_for_outputs(nc, 40, timeout=30)
+    worker.stop()
+    lags = []
+    for _, data, headers in msgs:
+        c = msgspec.json.decode(data, type=Count)
+        if c.timer is not None:
+            lags.append(float(headers["stored_at"]) - c.timer)
+    assert len(lags) == 20
+    lags.sort()
+    assert lags[10] < 0.05, lags  # median
+    assert lags[-1] < 0.2, lags
     await nc.close()
