@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 CONFIG = """
 global:
-  resolve_timeout: 2s
+  resolve_timeout: 6s
 route:
   receiver: team
   routes:
@@ -74,8 +74,8 @@ async def test_pushed_alert_is_listed_with_receivers_and_history(api: httpx.Asyn
     assert (await api.get("/api/v2/alerts", params={"receiver": "team"})).json() == []
     # another organisation sees nothing
     assert (await api.get("/api/v2/alerts", headers={"X-Scope-OrgID": "other"})).json() == []
-    # resolve_timeout (2 s): no re-push, so it resolves by itself
-    await wait_alerts(api, 0, timeout=8)
+    # resolve_timeout (6 s): no re-push, so it resolves by itself
+    await wait_alerts(api, 0, timeout=20)
     hist = (await api.get("/api/tocsin/history", params={"fingerprint": fingerprint(labels)})).json()
     assert [h["change"] for h in hist] == ["fired", "resolved"]
     assert hist[1]["cause"]["kind"] == "timer"
@@ -108,5 +108,5 @@ async def test_org_label_and_header_choose_the_organisation(api: httpx.AsyncClie
 
 async def test_status_and_receivers(api: httpx.AsyncClient) -> None:
     status = (await api.get("/api/v2/status")).json()
-    assert "resolve_timeout: 2s" in status["config"]["original"] and status["cluster"]["status"] == "ready"
+    assert "resolve_timeout: 6s" in status["config"]["original"] and status["cluster"]["status"] == "ready"
     assert (await api.get("/api/v2/receivers")).json() == [{"name": "team"}, {"name": "db"}]
