@@ -1,0 +1,329 @@
+"""The pure core of the filter stage: Alertmanager's inhibitor, silencer, time muting and
+notification log (DedupStage), plus Tocsin's acknowledgements, for one partition.
+
+Inputs (``step``):
+
+- ``GroupFlush`` (router): evaluated at its ``flushed_at``. A flush inside a
+  ``mute_time_intervals`` entry, or outside all its ``active_time_intervals``, is muted as
+  a whole. Otherwise inhibited and silenced alerts are removed (resolutions included, as
+  Alertmanager does, unless ``notify_silenced_resolved`` and the integration was told the
+  alert fired), and for each integration of the receiver the notification log decides
+  (:func:`stages.filter.nflog.needs_update`) whether to send. One ``SendRequest`` per
+  integration that must notify, with the remaining alerts (resolved ones only when the
+  integration has ``send_resolved``), id and ``Out.msg_id``
+  ``<org>/<group_id>/<receiver>/<kind>/<index>/<flush_seq>``, ``Out.subject`` the group id.
+  A repeat whose firing alerts are all acknowledged is not sent.
+- ``AlertChange`` (rules): keeps the inhibition source index and the firing alerts.
+- ``SilenceCommand`` / ``AckCommand`` (API): see :mod:`stages.filter.silences` and
+  :mod:`stages.filter.acks`. A group newly acknowledged while its PagerDuty incident is
+  open (the integration's last notification had firing alerts) sends that integration a
+  ``SendRequest`` with ``acknowledged=True`` and the group's last firing alerts, so the
+  notifier sends an ``acknowledge`` event; its id ends in ``/<flush_seq>/ack`` (the
+  flush sequence of the group's last notification). PagerDuty sends of a group whose
+  firing alerts are all acknowledged carry ``acknowledged=True`` too.
+
+Timers (``fire``): expired silences and notification log entries are deleted after their
+retention, acknowledgements at expiry, group records after the notification log
+retention, and inhibition sources once their ``ends_at`` passed.
+
+Invalid commands, flushes naming a receiver or time interval the config lacks, and inputs
+of other types raise :class:`~pipeline.runtime.step.Reject`.
+
+Inhibit rules are indexed by a hash of their content: after a config change that adds or
+edits rules, :meth:`FilterCore.reindex` rebuilds the index from the firing alerts (until
+then a new rule only sees sources that changed since the change).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from contracts.messages import AckCommand, Alert, AlertChange, GroupFlush, Integration, SendRequest, SilenceCommand
+from pipeline.runtime.step import Out, Reject, Step
+from stages.filter.acks import AckError, ack_changes_for_alert, apply_ack_command, covered
+from stages.filter.config import FilterConfig, IntegrationSpec
+from stages.filter.inhibit import drop_expired_sources, index_firing, index_resolved, inhibited_by, reindex
+from stages.filter.nflog import NotifyReason, live_entry, needs_update, new_entry
+from stages.filter.silences import SilenceError, apply_silence_command, delete_silence, org_silences, silenced_by
+from stages.filter.state import (
+    AckValue,
+    FiringAlert,
+    GroupRecord,
+    InhibitSources,
+    NflogEntry,
+    SilenceValue,
+    StateValue,
+    ack_alert_key,
+    ack_group_key,
+    firing_key,
+    group_record_key,
+    nflog_key,
+)
+
+__all__ = ["FilterCore", "send_id"]
+
+Changes = dict[str, StateValue | None]
+_replace = msgspec.structs.replace
+
+
+def send_id(org: str, group_id: str, receiver: str, kind: str, index: int, flush_seq: int) -> str:
+    """The deterministic id of a flush's send to one integration."""
+    return f"{org}/{group_id}/{receiver}/{kind}/{index}/{flush_seq}"
+
+
+class _Fate(enum.Enum):
+    KEEP = 1
+    DROP = 2
+    SILENCED_RESOLVED = 3  # kept for integrations that were told the alert fired
+
+
+class FilterCore:
+    """StageCore of the filter stage (state values: :data:`stages.filter.state.StateValue`)."""
+
+    value_type = StateValue
+
+    def __init__(self, config: FilterConfig | None = None) -> None:
+        self.config = config or FilterConfig()
+
+    # ------------------------------------------------------------------ protocol
+
+    def step(self, state: Mapping[str, StateValue], inp: object, now: float) -> Step[StateValue]:
+        if isinstance(inp, GroupFlush):
+            return self._flush(state, inp)
+        if isinstance(inp, AlertChange):
+            return self._alert_change(state, inp, now)
+        if isinstance(inp, SilenceCommand):
+            try:
+                return Step(changes=apply_silence_command(state, inp, self.config.options.silence_retention))
+            except SilenceError as exc:
+                raise Reject(f"invalid silence: {exc}") from None
+        if isinstance(inp, AckCommand):
+            return self._ack(state, inp)
+        raise Reject(f"the filter does not take {type(inp).__name__}")
+
+    def fire(self, state: Mapping[str, StateValue], key: str, now: float) -> Step[StateValue]:
+        value = state.get(key)
+        if value is None:
+            return Step()
+        due = value.due_at
+        if due is None or due > now:
+            return Step()  # the timer moved since it was scheduled
+        if isinstance(value, SilenceValue):
+            return Step(changes=delete_silence(state, value.silence.org, value.silence.id))
+        if isinstance(value, InhibitSources):
+            return Step(changes={key: drop_expired_sources(value, now)})
+        if isinstance(value, GroupRecord):
+            org = key.split("/", 2)[1]
+            changes: Changes = {key: None}
+            ack_key = ack_group_key(org, value.group_key)
+            if ack_key in state:
+                changes[ack_key] = None
+            return Step(changes=changes)
+        return Step(changes={key: None})  # nflog entries and acknowledgements
+
+    def deadline(self, key: str, value: StateValue) -> float | None:
+        return value.due_at
+
+    def reindex(self, state: Mapping[str, StateValue], max_changes: int = 500) -> list[Step[StateValue]]:
+        """Rebuild the inhibition index for this core's rules (call once after a config
+        change, committing the steps in order); see :func:`stages.filter.inhibit.reindex`."""
+        return [Step(changes=c) for c in reindex(state, self.config, max_changes)]
+
+    # ------------------------------------------------------------------ inputs
+
+    def _alert_change(self, state: Mapping[str, StateValue], ch: AlertChange, now: float) -> Step[StateValue]:
+        alert = ch.alert
+        changes: Changes = {}
+        fkey = firing_key(alert.org, alert.fingerprint)
+        if ch.change == "resolved":
+            index_resolved(state, self.config, alert, changes)
+            if fkey in state:
+                changes[fkey] = None
+        else:
+            index_firing(state, self.config, alert, changes)
+            old = state.get(fkey)
+            if not isinstance(old, FiringAlert) or old.starts_at != alert.starts_at:
+                changes[fkey] = FiringAlert(labels=dict(alert.labels), starts_at=alert.starts_at)
+        changes.update(ack_changes_for_alert(state, ch, now, self.config.options.nflog_retention))
+        return Step(changes=changes)
+
+    def _ack(self, state: Mapping[str, StateValue], cmd: AckCommand) -> Step[StateValue]:
+        try:
+            changes, newly = apply_ack_command(state, cmd)
+        except AckError as exc:
+            raise Reject(f"invalid acknowledgement: {exc}") from None
+        outputs: list[Out] = []
+        if newly:
+            record = state.get(group_record_key(cmd.org, cmd.group_key))
+            if isinstance(record, GroupRecord):
+                outputs = self._pagerduty_acks(state, cmd, record)
+        return Step(changes=changes, outputs=outputs)
+
+    def _pagerduty_acks(self, state: Mapping[str, StateValue], cmd: AckCommand, record: GroupRecord) -> list[Out]:
+        firing = [a for a in record.alerts if a.fingerprint in record.firing and not a.resolved_at(cmd.at)]
+        outputs = []
+        for spec in self.config.receivers.get(record.receiver, ()):
+            if spec.kind != "pagerduty":
+                continue
+            entry = _entry(state, nflog_key(cmd.org, record.group_id, record.receiver, spec.kind, spec.index), cmd.at)
+            alerts = [a for a in firing if entry is not None and a.fingerprint in entry.firing]
+            if not alerts:
+                continue  # no open incident to acknowledge
+            sid = send_id(cmd.org, record.group_id, record.receiver, spec.kind, spec.index, record.flush_seq) + "/ack"
+            req = SendRequest(
+                id=sid, org=cmd.org, group_key=record.group_key, group_id=record.group_id, receiver=record.receiver,
+                integration=Integration(kind=spec.kind, index=spec.index), flush_seq=record.flush_seq,
+                status="firing", group_labels=dict(record.group_labels), alerts=alerts, created_at=cmd.at,
+                acknowledged=True, trace=dict(cmd.trace or record.trace),
+            )
+            outputs.append(Out(payload=req, msg_id=sid, subject=record.group_id))
+        return outputs
+
+    def _flush(self, state: Mapping[str, StateValue], f: GroupFlush) -> Step[StateValue]:
+        cfg, opts = self.config, self.config.options
+        t, org = f.flushed_at, f.org
+        integrations = cfg.receivers.get(f.receiver)
+        if integrations is None:
+            raise Reject(f"receiver {f.receiver!r} is not in the configuration")
+        try:
+            muted_by = self._time_muted_by(f)
+        except KeyError as exc:
+            raise Reject(f"time interval {exc.args[0]!r} is not in the configuration") from None
+        rkey = group_record_key(org, f.group_key)
+        old = state.get(rkey)
+        record = old if isinstance(old, GroupRecord) else None
+        changes: Changes = {}
+        if muted_by:
+            # Alertmanager mutes the whole flush: nothing sent, nothing logged.
+            kept = record if record is not None else _empty_record(f, opts.nflog_retention)
+            self._keep_record(changes, rkey, record, _replace(kept, muted_by=muted_by), t)
+            return Step(changes=changes)
+
+        group_ack = _ack(state, ack_group_key(org, f.group_key))
+
+        def acked(a: Alert) -> bool:
+            alert_ack = _ack(state, ack_alert_key(org, a.fingerprint))
+            return ((group_ack is not None and covered(group_ack, a, t))
+                    or (alert_ack is not None and covered(alert_ack, a, t)))
+
+        fates = self._fates(state, f, acked)
+        outputs: list[Out] = []
+        sent_firing: list[Alert] | None = None
+        for spec in integrations:
+            nkey = nflog_key(org, f.group_id, f.receiver, spec.kind, spec.index)
+            entry = _entry(state, nkey, t)
+            alerts = [a for a, fate in zip(f.alerts, fates, strict=True)
+                      if fate is _Fate.KEEP or (fate is _Fate.SILENCED_RESOLVED and entry is not None
+                                                and a.fingerprint in entry.firing)]
+            if not alerts:
+                continue  # Alertmanager's pipeline stops when nothing is left
+            firing_alerts = [a for a in alerts if not a.resolved_at(t)]
+            firing = {a.fingerprint for a in firing_alerts}
+            resolved = {a.fingerprint for a in alerts} - firing
+            reason = needs_update(entry, firing, resolved, send_resolved=spec.send_resolved,
+                                  repeat_interval=f.repeat_interval, t=t)
+            if not reason:
+                continue
+            all_acked = bool(firing_alerts) and all(acked(a) for a in firing_alerts)
+            if reason is NotifyReason.REPEAT and all_acked and entry is not None:
+                self._hold_entry(changes, nkey, entry, f, t)  # acknowledged: no repeat
+                continue
+            changes[nkey] = new_entry(firing, resolved, t, repeat_interval=f.repeat_interval,
+                                      retention=opts.nflog_retention)
+            sent_firing = firing_alerts
+            to_send = alerts if spec.send_resolved else firing_alerts
+            if to_send:
+                outputs.append(self._send(f, spec, to_send, acknowledged=spec.kind == "pagerduty" and all_acked))
+
+        if sent_firing is not None:
+            has_pagerduty = any(s.kind == "pagerduty" for s in integrations)
+            new_record = GroupRecord(
+                group_key=f.group_key, group_id=f.group_id, receiver=f.receiver, group_labels=dict(f.group_labels),
+                flush_seq=f.flush_seq, sent_at=t, firing={a.fingerprint: a.starts_at for a in sent_firing},
+                alerts=list(sent_firing) if has_pagerduty else [], muted_by=[], seen_at=t,
+                expires_at=t + opts.nflog_retention, trace=dict(f.trace),
+            )
+            changes[rkey] = new_record
+        elif record is not None:
+            self._keep_record(changes, rkey, record, _replace(record, muted_by=[]), t)
+        if group_ack is not None and not any(covered(_replace(group_ack, expires_at=None), a, t) for a in f.alerts):
+            changes[ack_group_key(org, f.group_key)] = None  # it covers nothing any more
+        return Step(changes=changes, outputs=outputs)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _time_muted_by(self, f: GroupFlush) -> list[str]:
+        """The intervals muting the flush, named as Alertmanager's group marker names them:
+        its TimeActiveStage runs first and, outside every active interval, reports them all;
+        otherwise the TimeMuteStage reports the mute intervals the time falls in."""
+        intervals, t = self.config.time_intervals, f.flushed_at
+        if f.active_time_intervals and not intervals.active(f.active_time_intervals, t):
+            return list(f.active_time_intervals)
+        return intervals.active(f.mute_time_intervals, t)
+
+    def _fates(self, state: Mapping[str, StateValue], f: GroupFlush, acked: Callable[[Alert], bool]) -> list[_Fate]:
+        cfg, opts, t = self.config, self.config.options, f.flushed_at
+        silences = org_silences(state, f.org)
+        fates = []
+        for a in f.alerts:
+            resolved = a.resolved_at(t)
+            if inhibited_by(state, cfg, f.org, a.labels, t):
+                fates.append(_Fate.DROP)
+            elif silences and silenced_by(silences, a.labels, t):
+                fates.append(_Fate.SILENCED_RESOLVED if resolved and opts.notify_silenced_resolved else _Fate.DROP)
+            elif resolved and not opts.notify_acked_resolved and acked(a):
+                fates.append(_Fate.DROP)
+            else:
+                fates.append(_Fate.KEEP)
+        return fates
+
+    def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], *, acknowledged: bool) -> Out:
+        sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, f.flush_seq)
+        firing = any(not a.resolved_at(f.flushed_at) for a in alerts)
+        req = SendRequest(
+            id=sid, org=f.org, group_key=f.group_key, group_id=f.group_id, receiver=f.receiver,
+            integration=Integration(kind=spec.kind, index=spec.index), flush_seq=f.flush_seq,
+            status="firing" if firing else "resolved", group_labels=dict(f.group_labels), alerts=list(alerts),
+            created_at=f.flushed_at, acknowledged=acknowledged, trace=dict(f.trace),
+        )
+        return Out(payload=req, msg_id=sid, subject=f.group_id)
+
+    def _hold_entry(self, changes: Changes, nkey: str, entry: NflogEntry, f: GroupFlush, t: float) -> None:
+        """Keep an acknowledged group's entry alive without notifying: were it to expire,
+        the next flush would notify as a first notification. Its time is kept, so the
+        repeat is due as soon as the acknowledgement ends."""
+        opts = self.config.options
+        life = min(opts.nflog_retention, 2 * f.repeat_interval) if f.repeat_interval > 0 else opts.nflog_retention
+        if entry.expires_at - t < life / 2:
+            changes[nkey] = _replace(entry, expires_at=t + life)
+
+    def _keep_record(self, changes: Changes, key: str, old: GroupRecord | None, new: GroupRecord, t: float) -> None:
+        """Write a group record when it changed, or to push its expiry back (coarsely, so
+        that most flushes write nothing)."""
+        retention = self.config.options.nflog_retention
+        if old is not None and t - old.seen_at > retention / 8:
+            new = _replace(new, seen_at=t, expires_at=t + retention)
+        if old is None or new != old:
+            changes[key] = new
+
+
+def _entry(state: Mapping[str, StateValue], key: str, t: float) -> NflogEntry | None:
+    value = state.get(key)
+    return live_entry(value if isinstance(value, NflogEntry) else None, t)
+
+
+def _ack(state: Mapping[str, StateValue], key: str) -> AckValue | None:
+    value = state.get(key)
+    return value if isinstance(value, AckValue) else None
+
+
+def _empty_record(f: GroupFlush, retention: float) -> GroupRecord:
+    """The record of a group that never sent (it keeps the group's time muting for views)."""
+    return GroupRecord(
+        group_key=f.group_key, group_id=f.group_id, receiver=f.receiver, group_labels=dict(f.group_labels),
+        flush_seq=0, sent_at=0.0, firing={}, alerts=[], muted_by=[], seen_at=f.flushed_at,
+        expires_at=f.flushed_at + retention, trace=dict(f.trace),
+    )
