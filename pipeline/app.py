@@ -36,6 +36,9 @@ log = logging.getLogger("tocsin")
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
+GROUPS = StreamNames("groups")
+SENDS = StreamNames("sends")
+COMMANDS = StreamNames("commands")
 
 
 @dataclass
@@ -96,6 +99,18 @@ def _rules(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
+def _filter(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.filter.config import filter_config, filter_options
+    from stages.filter.core import FilterCore
+
+    config = filter_config(settings.loaded.config, filter_options(settings.loaded.tocsin.filter))
+    spec = StageSpec(name="filter", core=FilterCore(config),
+                     inputs=[Input("groups", GROUPS), Input("alerts", ALERTS), Input("commands", COMMANDS)],
+                     output=SENDS, partitions=settings.partitions)
+    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
+                       stream_replicas=settings.stream_replicas)
+
+
 class _Api:
     """The API has no loop of its own: its routes join the process's HTTP server."""
 
@@ -116,6 +131,7 @@ def _api(settings: Settings, nc: Any, js: Any) -> Service:
 _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "counter": (_counter, False),
     "rules": (_rules, False),
+    "filter": (_filter, False),
     "api": (_api, False),
 }
 STAGE_NAMES = tuple(_FACTORIES)
@@ -141,7 +157,8 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
         await ensure_partitions(js, nc, settings.partitions, replicas=settings.stream_replicas)
-        await ensure_stream(js, EVENTS, replicas=settings.stream_replicas)
+        for names in (EVENTS, COMMANDS):
+            await ensure_stream(js, names, replicas=settings.stream_replicas)
         services = [_FACTORIES[n][0](settings, nc, js) for n in stage_names]
 
         def ready() -> bool:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import msgspec
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,45 +19,19 @@ from starlette.routing import BaseRoute, Route
 from contracts import AlertChange, encode
 from contracts.matchers import MatcherError, matchers_match, parse_matchers
 from contracts.partition import partition_of
-from pipeline.amconfig import compile_routes
+from pipeline.api.context import ApiContext
 from pipeline.api.convert import gettable_alert, rfc3339
 from pipeline.api.errors import bad_request, parse_error
 from pipeline.api.push import PushError, parse_push
+from pipeline.api.silences import filter_state, silence_routes
 from pipeline.runtime.reads import read_last_per_subject, read_messages
 from pipeline.runtime.subjects import StreamNames, token
-from pipeline.settings import Loaded
 
 __all__ = ["ALERTS", "EVENTS", "ApiContext", "api_routes"]
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
-
-
-@dataclass
-class ApiContext:
-    nc: NATS
-    js: JetStreamContext
-    partitions: int
-    loaded: Loaded
-    started_at: float = field(default_factory=time.time)
-
-    def __post_init__(self) -> None:
-        self.routes = compile_routes(self.loaded.config)
-
-    @property
-    def default_org(self) -> str:
-        return self.loaded.tocsin.default_org
-
-    def org_of(self, request: Request) -> str:
-        return request.headers.get("x-scope-orgid") or self.default_org
-
-    def receivers_for(self, labels: dict[str, str]) -> list[str]:
-        seen: list[str] = []
-        for r in self.routes.match(labels):
-            if r.receiver not in seen:
-                seen.append(r.receiver)
-        return seen
 
 
 def _version() -> str:
@@ -106,9 +77,11 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         except re.error as exc:
             return bad_request(f"failed to parse receiver param: {exc}")
         active = _bool(request, "active")
+        silenced, inhibited, muted = _bool(request, "silenced"), _bool(request, "inhibited"), _bool(request, "muted")
         org = ctx.org_of(request)
         now = time.time()
-        out: list[dict[str, Any]] = []
+        alerts: list[tuple[Any, list[str]]] = []
+        from stages.filter.views import alert_statuses
         from stages.rules.state import AlertState, StateValue, to_alert
 
         decoder = msgspec.json.Decoder(StateValue)
@@ -127,8 +100,17 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
             receivers = ctx.receivers_for(alert.labels)
             if rx and not any(rx.match(r) for r in receivers):
                 continue
-            if active:
-                out.append(gettable_alert(alert, receivers))
+            alerts.append((alert, receivers))
+        fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if alerts else {}
+        statuses = alert_statuses(fstate, ctx.filter_config, org, [a for a, _ in alerts], now)  # type: ignore[arg-type]
+        out: list[dict[str, Any]] = []
+        for (alert, receivers), st in zip(alerts, statuses, strict=True):
+            keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
+                inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
+            if keep:
+                out.append(gettable_alert(alert, receivers, {
+                    "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
+                    "mutedBy": st.muted_by}))
         out.sort(key=lambda a: a["fingerprint"])
         return JSONResponse(out)
 
@@ -160,6 +142,7 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse(changes)
 
     return [
+        *silence_routes(ctx),
         Route("/api/v2/alerts", post_alerts, methods=["POST"]),
         Route("/api/v2/alerts", get_alerts, methods=["GET"]),
         Route("/api/v2/status", status, methods=["GET"]),
