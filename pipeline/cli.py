@@ -28,11 +28,19 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _dsn_from_env() -> str | None:
+    path = os.environ.get("TOCSIN_POSTGRES_DSN_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get("TOCSIN_POSTGRES_DSN")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats-url", default=os.environ.get("TOCSIN_NATS_URL"),
                    help="external NATS server (default: start an embedded one); env TOCSIN_NATS_URL")
-    p.add_argument("--postgres-dsn", default=os.environ.get("TOCSIN_POSTGRES_DSN"),
-                   help="external Postgres (default: start an embedded one); env TOCSIN_POSTGRES_DSN")
+    p.add_argument("--postgres-dsn", default=_dsn_from_env(),
+                   help="external Postgres (default: start an embedded one); env TOCSIN_POSTGRES_DSN or "
+                        "TOCSIN_POSTGRES_DSN_FILE (a file holding it, e.g. a mounted Secret)")
     p.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"),
                    help="data directory (embedded servers, endpoints.json)")
     p.add_argument("--config.file", dest="config_file", default=os.environ.get("TOCSIN_CONFIG_FILE"),

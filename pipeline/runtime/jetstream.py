@@ -35,8 +35,12 @@ DUPLICATE_IN_BATCH = 10201
 
 
 async def connect(url: str, name: str = "tocsin") -> NATS:
-    """Connect with reconnects forever (a restarting server is a pause, not a crash)."""
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    """Connect with reconnects forever (a restarting server is a pause, not a crash).
+
+    ``url`` may list several servers separated by commas (a cluster's members).
+    """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                               connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024)
 
 
@@ -145,7 +149,7 @@ async def ensure_partitions(js: JetStreamContext, nc: NATS, partitions: int, *, 
             raise PartitionCountMismatch(
                 f"the streams were created with {found} partitions but this process was started with "
                 f"{partitions}; start it with --partitions {found} (changing P needs a migration, "
-                "see docs/operate.md)")
+                "see docs/deploy.md)")
         return
     # Expected-last-subject-sequence 0: only the first process to start records P.
     reply = await nc.request(subject, msgspec.json.encode(_Meta(partitions)), timeout=5,
