@@ -135,7 +135,7 @@ _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "api": (_api, False),
 }
 STAGE_NAMES = tuple(_FACTORIES)
-UP_STAGES: tuple[str, ...] = ("rules", "api")  # `tocsin up` runs these (grows as stages land)
+UP_STAGES: tuple[str, ...] = ("rules", "filter", "api")  # `tocsin up` runs these (grows as stages land)
 
 
 async def run_process(settings: Settings, stage_names: list[str], *, handle_signals: bool = True,

@@ -235,7 +235,7 @@ class AuthMiddleware:
         await self._call_app(scope, receive, send)
 
     def _client_cert(self, scope: Scope, headers: dict[str, str]) -> str | None:
-        tls = scope.get("extensions", {}).get("tls") or {}
+        tls = (scope.get("extensions") or {}).get("tls") or {}
         name = tls.get("client_cert_name")
         if isinstance(name, str) and name:
             return name
@@ -248,7 +248,7 @@ class AuthMiddleware:
             return receive
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise BadRequest("invalid Content-Length")
             if int(length) > limit:
                 raise TooLarge(f"request body of {int(length)} bytes exceeds the limit of {limit} bytes")
