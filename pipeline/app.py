@@ -99,6 +99,16 @@ def _rules(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
+def _router(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.router.config import RouteTable
+    from stages.router.core import RouterCore
+
+    spec = StageSpec(name="router", core=RouterCore(RouteTable.from_config(settings.loaded.config)),
+                     inputs=[Input("alerts", ALERTS)], output=GROUPS, partitions=settings.partitions)
+    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
+                       stream_replicas=settings.stream_replicas)
+
+
 def _filter(settings: Settings, nc: Any, js: Any) -> Service:
     from stages.filter.config import filter_config, filter_options
     from stages.filter.core import FilterCore
@@ -131,11 +141,12 @@ def _api(settings: Settings, nc: Any, js: Any) -> Service:
 _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "counter": (_counter, False),
     "rules": (_rules, False),
+    "router": (_router, False),
     "filter": (_filter, False),
     "api": (_api, False),
 }
 STAGE_NAMES = tuple(_FACTORIES)
-UP_STAGES: tuple[str, ...] = ("rules", "filter", "api")  # `tocsin up` runs these (grows as stages land)
+UP_STAGES: tuple[str, ...] = ("rules", "router", "filter", "api")  # `tocsin up` runs these (grows as stages land)
 
 
 async def run_process(settings: Settings, stage_names: list[str], *, handle_signals: bool = True,
