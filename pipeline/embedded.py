@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _PR_SET_PDEATHSIG = 1
+MAX_PAYLOAD = 8 * 1024 * 1024
 PG_OS_USER = "tocsin-pg"  # Postgres refuses to run as root; this user runs it when we are root
 
 
@@ -138,8 +139,11 @@ async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "t
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store_dir),
-            "-n", name]
+    conf = store_dir / "nats-server.conf"
+    # Large group flushes and pushes exceed the 1 MiB default payload.
+    conf.write_text(f"max_payload: {MAX_PAYLOAD}\n")
+    args = [nats_server_binary(), "-c", str(conf), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+            str(store_dir), "-n", name]
     if cluster_name:
         cluster_port = cluster_port or free_port()
         args += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{cluster_port}"]

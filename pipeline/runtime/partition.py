@@ -384,19 +384,29 @@ class PartitionWorker:
         return commit
 
     async def _commit(self, commit: _Commit) -> None:
+        """One atomic batch: progress (fenced), changed state keys, outputs.
+
+        Only a timer whose effect alone is larger than an atomic batch (a regrouping reload,
+        say) is committed in parts, in order, each with the progress record; a crash between
+        parts redoes the timer from the last committed state, and its deterministic ids make
+        the repeated outputs duplicates the stream drops.
+        """
         spec, p = self.spec, self.p
-        msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
-                         {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"})]
+        body: list[BatchMsg] = []
         for key, value in commit.changes.items():
             if value is _DEL:
-                msgs.append(BatchMsg(spec.output.state(p, key), b"",
+                body.append(BatchMsg(spec.output.state(p, key), b"",
                                      {"Nats-Rollup": "sub", DELETED: "1", "Nats-TTL": TOMBSTONE_TTL}))
             else:
-                msgs.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value),
-                                     {"Nats-Rollup": "sub"}))
-        msgs.extend(commit.msgs)
+                body.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value), {"Nats-Rollup": "sub"}))
+        body.extend(commit.msgs)
         t0 = time.perf_counter()
-        last = await publish_atomic(self.nc, msgs)
-        self.fence = last - len(msgs) + 1
+        room = MAX_BATCH - 1
+        for start in range(0, max(len(body), 1), room):
+            msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
+                             {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"}),
+                    *body[start:start + room]]
+            last = await publish_atomic(self.nc, msgs)
+            self.fence = last - len(msgs) + 1
+            self.metrics.commits.labels(spec.name).inc()
         self.metrics.commit_seconds.labels(spec.name).observe(time.perf_counter() - t0)
-        self.metrics.commits.labels(spec.name).inc()

@@ -68,13 +68,18 @@ class StageRunner:
         wanted = self.assigned()
         for p in sorted(set(self.workers) - wanted):
             self.workers.pop(p).stop()
+        new = []
         for p in sorted(wanted - set(self.workers)):
             worker = PartitionWorker(self.nc, self.js, self.spec, p, self.replica, self.metrics,
                                      should_own=functools.partial(self._owns, p))
             self.workers[p] = worker
-            if initial:
-                await tg.start(self._run_worker, worker)
-            else:
+            new.append(worker)
+        if initial:  # acquire concurrently; readiness once every partition is rebuilt
+            async with anyio.create_task_group() as starting:
+                for worker in new:
+                    starting.start_soon(functools.partial(tg.start, self._run_worker, worker))
+        else:
+            for worker in new:
                 tg.start_soon(self._run_worker, worker)
         self.metrics.owned.labels(self.spec.name).set(len(self.workers))
 

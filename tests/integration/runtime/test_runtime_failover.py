@@ -177,3 +177,41 @@ async def test_bad_input_goes_to_dead_letters_and_the_partition_goes_on(nats_ser
     assert base64.b64decode(letters[0]["payload"]) == b"{not json"
     assert "poison" in letters[2]["reason"]
     await nc.close()
+
+
+class _BigTimer:
+    """A core whose one timer emits more outputs than an atomic batch holds."""
+
+    value_type = float
+
+    def step(self, state, inp, now):  # pragma: no cover - no inputs in this test
+        raise AssertionError
+
+    def fire(self, state, key, now):
+        from pipeline.runtime.step import Out, Step
+        from stages.counter.core import Count
+
+        return Step(changes={key: None}, outputs=[Out(Count(key=f"{key}-{i}", count=i)) for i in range(2500)])
+
+    def deadline(self, key, value):
+        return value
+
+
+async def test_a_timer_larger_than_a_batch_is_committed_in_parts(nats_server: NatsServer) -> None:
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_partitions(js, nc, P)
+    for names in (EVENTS, COUNTS):
+        await ensure_stream(js, names)
+    spec = StageSpec(name="big", core=_BigTimer(), inputs=[Input("events", EVENTS)], output=StreamNames("counts"),
+                     partitions=P)
+    w = PartitionWorker(nc, js, spec, 1, "a", stage_metrics())
+    await w._acquire()
+    w.state["k"] = time.time() - 1
+    w._track("k", w.state["k"])
+    await w._process([])
+    outs = await read_all(nc, COUNTS, f"{COUNTS.prefix}.out.>")
+    assert sorted(msgspec.json.decode(d)["count"] for _, d, _ in outs) == list(range(2500))
+    assert w.state == {}
+    await w._unsubscribe()
+    await nc.close()

@@ -1,0 +1,80 @@
+"""The pure core of the router stage: Alertmanager's dispatcher and aggregation groups.
+
+Input: ``contracts.AlertChange`` (the rules stage's output). Each alert is routed through
+its organisation's tree (:class:`~stages.router.config.RouteTable`); every route it ends in
+(several with ``continue: true``) gives a group per (org, receiver, group key) that the
+alert is inserted into (:func:`~stages.router.groups.insert_alert`).
+
+Timers: a group head's ``deadline`` is its next flush; :meth:`RouterCore.fire` flushes it
+(``GroupFlush`` output, subject suffix = group id, message id
+``router:<org>:<group id>:<flush_seq>``) and sets the next one ``group_interval`` later.
+A step never fires a due timer itself: an alert that arrives after a deadline the runtime
+has not fired yet joins that flush, as an alert does in Alertmanager while a flush is
+pending. A retired-group mark's deadline is its expiry.
+
+Configuration reload: the runtime builds a new core with a new table; state is untouched,
+so existing groups keep their deadlines and flush counts (no early flush, no re-send).
+A group whose identity (route key, receiver, group labels) survives the reload carries on
+as before. A group made under another configuration is re-checked at its next flush:
+its alerts are routed again and inserted into the groups they now belong to (new groups
+follow the usual rules, so alerts older than group_wait flush at once, as Alertmanager's
+re-created groups do after a reload), alerts that no longer route here leave it, and a
+group none of whose alerts route here any more is deleted without a last flush (its route
+or receiver is gone, which is what Alertmanager does to all groups on reload).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from contracts.messages import AlertChange
+from pipeline.runtime.step import Reject, Step
+from stages.router.config import RouteTable
+from stages.router.groups import Txn, flush_group, insert_alert
+from stages.router.state import AlertEntry, GroupHead, RetiredMark, StateValue
+
+__all__ = ["DEFAULT_RETENTION", "RouterCore"]
+
+# How long a deleted group's flush count is kept: Alertmanager's notification log retention.
+DEFAULT_RETENTION = 120 * 3600.0
+
+
+class RouterCore:
+    """StageCore of the router stage (state values: :data:`~stages.router.state.StateValue`)."""
+
+    value_type: Any = StateValue
+
+    def __init__(self, table: RouteTable, *, retention: float = DEFAULT_RETENTION) -> None:
+        self.table = table
+        self.retention = retention
+
+    def step(self, state: Mapping[str, StateValue], inp: AlertChange, now: float) -> Step[StateValue]:
+        if not isinstance(inp, AlertChange):
+            raise Reject(f"the router routes alert changes, not {type(inp).__name__}")
+        alert = inp.alert
+        if not alert.labels:
+            raise Reject(f"alert {alert.fingerprint!r} of {alert.org!r} has no labels")
+        entry = AlertEntry(labels=alert.labels, annotations=alert.annotations, starts_at=alert.starts_at,
+                           ends_at=alert.ends_at, generator_url=alert.generator_url,
+                           updated_at=alert.updated_at, at=now, trace=inp.trace)
+        txn = Txn(state)
+        for target in self.table.targets(alert.org, alert.labels):
+            insert_alert(txn, self.table, alert.org, target, alert.fingerprint, entry, now)
+        return txn.result()
+
+    def fire(self, state: Mapping[str, StateValue], key: str, now: float) -> Step[StateValue]:
+        value = state.get(key)
+        txn = Txn(state)
+        if isinstance(value, GroupHead) and value.deadline <= now:
+            flush_group(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
+        elif isinstance(value, RetiredMark) and value.expires <= now:
+            txn.set(key, None)
+        return txn.result()  # anything else: a timer that changed since it was scheduled
+
+    def deadline(self, key: str, value: StateValue) -> float | None:
+        if isinstance(value, GroupHead):
+            return value.deadline
+        if isinstance(value, RetiredMark):
+            return value.expires
+        return None  # alert shards have no timer

@@ -1,0 +1,115 @@
+"""The router's state values: group heads, alert shards and retired-group marks.
+
+State keys (``tok`` is ``pipeline.runtime.subjects.token(org)``, ``gid`` the group id):
+
+- ``group/<tok>/<gid>`` -> :class:`GroupHead`: the group's identity, route, flush count
+  and timer (``deadline``);
+- ``group/<tok>/<gid>/<x>`` -> :class:`AlertShard`: the group's alerts whose fingerprint
+  falls in shard ``x`` (one hex digit). Sharding keeps each value small (state subjects
+  are NATS messages, 1 MiB at most) and an alert change rewrites 1/16th of a large group,
+  not all of it;
+- ``group/<tok>/<gid>/n`` -> :class:`RetiredMark`: the flush count of a deleted group,
+  kept for a retention period so a group re-created with the same id continues its
+  ``flush_seq`` instead of reusing message ids (JetStream's duplicate window, and
+  downstream ledgers keyed by flush sequence, would drop the reused ones).
+
+All are ``array_like`` (positional on the wire), ``frozen`` (a step never mutates state)
+and ``gc=False`` (they hold only strings, numbers and flat dicts: no reference cycles, and
+100,000s of them stay out of the cyclic collector's way). A tag tells them apart when the
+runtime decodes a state subject (``StateValue``).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from typing import Final
+
+import msgspec
+
+from pipeline.runtime.subjects import token
+
+__all__ = [
+    "SHARDS",
+    "AlertEntry",
+    "AlertShard",
+    "GroupHead",
+    "RetiredMark",
+    "StateValue",
+    "group_prefix",
+    "head_key",
+    "mark_key",
+    "shard_key",
+    "shard_of",
+]
+
+SHARDS: Final = 16
+
+_token = functools.lru_cache(maxsize=1 << 12)(token)  # organisations repeat; the regex check need not
+
+
+class AlertEntry(msgspec.Struct, array_like=True, gc=False, frozen=True, omit_defaults=True):
+    """One alert of a group (its fingerprint is its key in the shard)."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    ends_at: float | None
+    generator_url: str
+    updated_at: float  # the alert's own updated_at (the rules stage's stream time of the change)
+    at: float  # stream time of the router step that stored this version: orders "the last change"
+    trace: dict[str, str] = {}  # trace context of the change that stored this version
+
+
+class AlertShard(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="s"):
+    """The alerts of one group whose fingerprints fall in one shard, by fingerprint."""
+
+    alerts: dict[str, AlertEntry]
+
+
+class GroupHead(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="g"):
+    """An aggregation group: identity, where it routes, its flush count and its timer."""
+
+    org: str
+    group_key: str
+    receiver: str
+    route_id: str  # path id of the route in the org's tree when ``cfg`` was current
+    labels: dict[str, str]  # the group labels
+    created: float
+    deadline: float  # the next flush
+    seq: int  # flushes so far (continues a retired group's count)
+    flushed: bool  # this incarnation flushed at least once (Alertmanager's hasFlushed)
+    shards: int  # bit i set: shard i holds alerts
+    cfg: str  # ``RouteTable.version`` the membership of the group was last checked against
+
+
+class RetiredMark(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="r"):
+    """The flush count of a deleted group, until ``expires``."""
+
+    seq: int
+    expires: float
+
+
+StateValue = GroupHead | AlertShard | RetiredMark
+
+
+def group_prefix(org: str) -> str:
+    """Every state key of ``org``'s groups starts with this."""
+    return f"group/{_token(org)}/"
+
+
+def head_key(org: str, gid: str) -> str:
+    return f"group/{_token(org)}/{gid}"
+
+
+def shard_key(org: str, gid: str, shard: int) -> str:
+    return f"group/{_token(org)}/{gid}/{shard:x}"
+
+
+def mark_key(org: str, gid: str) -> str:
+    return f"group/{_token(org)}/{gid}/n"
+
+
+def shard_of(fingerprint: str) -> int:
+    """The shard of an alert: CRC-32 of its fingerprint (stable across processes)."""
+    return zlib.crc32(fingerprint.encode()) % SHARDS

@@ -1,0 +1,122 @@
+"""A small fold that drives the router core as the runtime does, shared by the router tests.
+
+``Fold.step`` fires every timer due at or before the input's time (earliest first, each
+with ``now`` equal to its deadline), then steps the input; both apply ``Step.changes`` to a
+plain dict. ``advance`` moves virtual time on, firing what falls due. Every call checks
+that the core did not mutate the state it was given. ``reload`` swaps the core (a config
+reload or a restart) and keeps the state; ``roundtrip=True`` also re-decodes the state
+from its wire form, as a restarted runtime rebuilds it from the state subjects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import msgspec
+
+from contracts.labels import fingerprint
+from contracts.messages import Alert, AlertChange, Cause, GroupFlush
+from pipeline.amconfig import load_config_text
+from pipeline.runtime.step import Out, Step
+from stages.router.config import RouteTable
+from stages.router.core import RouterCore
+from stages.router.state import GroupHead, StateValue
+
+__all__ = ["Fold", "change", "flushes", "heads", "table"]
+
+_enc = msgspec.json.Encoder()
+
+
+def _snapshot(state: Mapping[str, StateValue]) -> bytes:
+    return _enc.encode(dict(sorted(state.items())))
+
+
+def table(yml: str, orgs: Mapping[str, str] | None = None) -> RouteTable:
+    """A route table from alertmanager.yml text (and per-organisation texts)."""
+    return RouteTable.from_config(load_config_text(yml),
+                                  {org: load_config_text(text) for org, text in (orgs or {}).items()})
+
+
+def change(labels: Mapping[str, str], at: float, *, starts_at: float | None = None,
+           ends_at: float | None = None, org: str = "o1", annotations: Mapping[str, str] | None = None,
+           updated_at: float | None = None, trace: Mapping[str, str] | None = None) -> AlertChange:
+    """An ``AlertChange`` as the rules stage emits it at stream time ``at``."""
+    alert = Alert(fingerprint=fingerprint(labels), org=org, labels=dict(labels),
+                  annotations=dict(annotations or {}), starts_at=at if starts_at is None else starts_at,
+                  ends_at=ends_at, updated_at=at if updated_at is None else updated_at)
+    kind: Literal["resolved", "fired"] = "resolved" if ends_at is not None and ends_at <= at else "fired"
+    return AlertChange(change=kind, alert=alert, cause=Cause(kind="push", id=f"r{at}", at=at),
+                       trace=dict(trace or {}))
+
+
+def flushes(outs: list[Out]) -> list[GroupFlush]:
+    result = []
+    for out in outs:
+        assert isinstance(out.payload, GroupFlush)
+        result.append(out.payload)
+    return result
+
+
+def heads(state: Mapping[str, StateValue]) -> dict[str, GroupHead]:
+    """Group heads by group id."""
+    return {key.rsplit("/", 1)[1]: v for key, v in state.items() if isinstance(v, GroupHead)}
+
+
+class Fold:
+    def __init__(self, core: RouterCore) -> None:
+        self.core = core
+        self.state: dict[str, StateValue] = {}
+        self.outputs: list[Out] = []
+        self.now = 0.0
+
+    def _apply(self, step: Step[StateValue]) -> list[Out]:
+        for key, value in step.changes.items():
+            if value is None:
+                assert key in self.state, f"deletes {key!r} which does not exist"
+                self.state.pop(key)
+            else:
+                self.state[key] = value
+        self.outputs.extend(step.outputs)
+        return step.outputs
+
+    def _call(self, fn: Any, *args: Any) -> Step[StateValue]:
+        before = _snapshot(self.state)
+        result: Step[StateValue] = fn(MappingProxyType(self.state), *args)
+        assert _snapshot(self.state) == before, "the core mutated the state it was given"
+        return result
+
+    def due(self) -> list[tuple[float, str]]:
+        out = []
+        for key, value in self.state.items():
+            d = self.core.deadline(key, value)
+            if d is not None:
+                out.append((d, key))
+        return sorted(out)
+
+    def advance(self, to: float) -> list[Out]:
+        """Fire every timer due at or before ``to``, earliest first."""
+        fired: list[Out] = []
+        while True:
+            due = self.due()
+            if not due or due[0][0] > to:
+                break
+            deadline, key = due[0]
+            fired += self._apply(self._call(self.core.fire, key, deadline))
+        self.now = max(self.now, to)
+        return fired
+
+    def step(self, inp: Any, now: float | None = None) -> list[Out]:
+        """Fire due timers, then step ``inp`` at ``now`` (default: the input alert's updated_at)."""
+        if now is None:
+            now = inp.alert.updated_at
+        timers = self.advance(now)
+        return timers + self._apply(self._call(self.core.step, inp, now))
+
+    def reload(self, core: RouterCore, *, roundtrip: bool = False) -> None:
+        self.core = core
+        if roundtrip:
+            data = {key: _enc.encode(value) for key, value in self.state.items()}
+            decoder = msgspec.json.Decoder(core.value_type)
+            self.state = {key: decoder.decode(raw) for key, raw in data.items()}
