@@ -31,6 +31,7 @@ __all__ = ["ALERTS", "EVENTS", "ApiContext", "api_routes"]
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
+GROUPS = StreamNames("groups")
 MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
 
 
@@ -114,6 +115,51 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         out.sort(key=lambda a: a["fingerprint"])
         return JSONResponse(out)
 
+    async def get_groups(request: Request) -> Response:
+        """Alertmanager's ``alertGroups`` from the router's aggregation groups of the caller's org."""
+        from stages.filter.views import alert_statuses
+        from stages.router.groups import groups_view
+        from stages.router.state import StateValue as RouterValue
+
+        try:
+            matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
+        except MatcherError as exc:
+            return bad_request(str(exc))
+        receiver_re = request.query_params.get("receiver")
+        try:
+            rx = re.compile(f"^(?:{receiver_re})$") if receiver_re else None
+        except re.error as exc:
+            return bad_request(f"failed to parse receiver param: {exc}")
+        active, silenced = _bool(request, "active"), _bool(request, "silenced")
+        inhibited, muted = _bool(request, "inhibited"), _bool(request, "muted")
+        org, now = ctx.org_of(request), time.time()
+        p = partition_of(org, ctx.partitions)
+        decoder = msgspec.json.Decoder(RouterValue)
+        state: dict[str, Any] = {}
+        subject = GROUPS.state_filter(p, "group", token(org))
+        async for m, deleted in read_last_per_subject(ctx.js, GROUPS.stream, subject):
+            if not deleted:
+                state[GROUPS.key_of_state_subject(m.subject)] = decoder.decode(m.data)
+        views = [g for g in groups_view(state, org, now) if not rx or rx.match(g.receiver)]
+        fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if views else {}
+        out = []
+        for g in views:
+            keys = {a.fingerprint: [g.group_key] for a in g.alerts}
+            statuses = alert_statuses(fstate, ctx.filter_config, org, g.alerts, now, keys)  # type: ignore[arg-type]
+            alerts = []
+            for a, st in zip(g.alerts, statuses, strict=True):
+                if matchers and not matchers_match(matchers, a.labels):
+                    continue
+                keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
+                    inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
+                if keep:
+                    alerts.append(gettable_alert(a, [g.receiver], {
+                        "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
+                        "mutedBy": st.muted_by}))
+            if alerts:
+                out.append({"labels": g.labels, "receiver": {"name": g.receiver}, "alerts": alerts})
+        return JSONResponse(out)
+
     async def status(_: Request) -> Response:
         return JSONResponse({
             "cluster": {"name": "tocsin", "peers": [], "status": "ready"},
@@ -145,6 +191,7 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         *silence_routes(ctx),
         Route("/api/v2/alerts", post_alerts, methods=["POST"]),
         Route("/api/v2/alerts", get_alerts, methods=["GET"]),
+        Route("/api/v2/alerts/groups", get_groups, methods=["GET"]),
         Route("/api/v2/status", status, methods=["GET"]),
         Route("/api/v2/receivers", receivers, methods=["GET"]),
         Route("/api/tocsin/history", history, methods=["GET"]),

@@ -110,3 +110,40 @@ async def test_acknowledgement_is_listed(api: httpx.AsyncClient) -> None:
         while not (acks := (await api.get("/api/tocsin/acks")).json()):
             await anyio.sleep(0.05)
     assert acks[0]["target"] == "0123456789abcdef" and acks[0]["by"] == "ana" and acks[0]["active"] is True
+
+
+GROUPED = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  routes:
+    - receiver: db
+      matchers: ['service="db"']
+receivers:
+  - name: team
+  - name: db
+"""
+
+
+async def test_alert_groups(nats_server: NatsServer, tmp_path: Path) -> None:
+    settings = Settings(storage_path=tmp_path / "data", nats_url=nats_server.url, listen="127.0.0.1:0",
+                        loaded=load_text(GROUPED), partitions=4)
+    async with running(settings, ["rules", "router", "filter", "api"]) as ep, \
+            httpx.AsyncClient(base_url=ep.api_url, timeout=15) as api:
+        await api.post("/api/v2/alerts", json=[
+            {"labels": {"alertname": "Disk", "service": "db", "i": "1"}},
+            {"labels": {"alertname": "Disk", "service": "db", "i": "2"}},
+            {"labels": {"alertname": "Cpu", "i": "3"}},
+        ])
+        with anyio.fail_after(10):
+            while len(groups := (await api.get("/api/v2/alerts/groups")).json()) < 2:
+                await anyio.sleep(0.05)
+        by_receiver = {g["receiver"]["name"]: g for g in groups}
+        assert by_receiver["db"]["labels"] == {"alertname": "Disk"}
+        assert sorted(a["labels"]["i"] for a in by_receiver["db"]["alerts"]) == ["1", "2"]
+        assert by_receiver["team"]["labels"] == {"alertname": "Cpu"}
+        only_db = (await api.get("/api/v2/alerts/groups", params={"receiver": "db"})).json()
+        assert [g["receiver"]["name"] for g in only_db] == ["db"]
+        filtered = (await api.get("/api/v2/alerts/groups", params={"filter": 'i="2"'})).json()
+        assert [[a["labels"]["i"] for a in g["alerts"]] for g in filtered] == [["2"]]
