@@ -20,8 +20,11 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from pipeline.api import ApiContext, api_routes
+from pipeline.api.auth import AuthMiddleware, auth_exception_handlers
+from pipeline.api.auth_config import AuthConfig
 from pipeline.embedded import start_nats, start_postgres
 from pipeline.http import HttpServer, health_routes
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
@@ -39,6 +42,7 @@ ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
 SENDS = StreamNames("sends")
 COMMANDS = StreamNames("commands")
+AUDIT = StreamNames("audit")
 
 
 @dataclass
@@ -176,9 +180,16 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
             return all(s.ready for s in services)
 
         routes = health_routes(ready)
+        middleware: list[Middleware] = []
         if "api" in stage_names:
+            await ensure_stream(js, AUDIT, replicas=settings.stream_replicas)
             routes = api_routes(ApiContext(nc, js, settings.partitions, settings.loaded)) + routes
-        http = HttpServer(Starlette(routes=routes), settings.listen)
+            tocsin = settings.loaded.tocsin
+            base_dir = str(settings.config_file.parent) if settings.config_file else "."
+            middleware.append(Middleware(AuthMiddleware, config=tocsin.auth or AuthConfig(),
+                                         default_org=tocsin.default_org, limits=tocsin.limits, base_dir=base_dir))
+        app = Starlette(routes=routes, middleware=middleware, exception_handlers=auth_exception_handlers())
+        http = HttpServer(app, settings.listen)
         async with anyio.create_task_group() as tg:
             await tg.start(http.run)
             for s in services:

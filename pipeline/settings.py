@@ -16,6 +16,8 @@ import msgspec
 from pipeline.amconfig import Config, ConfigError, load_config, load_config_text
 from pipeline.amconfig.decode import Decoder
 from pipeline.amconfig.load import compose_section
+from pipeline.api.auth_config import AuthConfig
+from pipeline.api.limits import LimitsConfig
 
 __all__ = ["DEFAULT_CONFIG", "Loaded", "TocsinSection", "load", "load_text"]
 
@@ -41,6 +43,8 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     notifier: dict[str, Any] | None = None
     orgs: dict[str, Any] | None = None  # per-organisation route trees (router)
     external_url: str = ""
+    auth: AuthConfig | None = None  # API authentication (default: none, as Alertmanager)
+    limits: LimitsConfig | None = None  # API abuse limits
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute, Route
 from contracts import AlertChange, encode
 from contracts.matchers import MatcherError, matchers_match, parse_matchers
 from contracts.partition import partition_of
+from pipeline.api.auth import identity_of, require
+from pipeline.api.auth_errors import Forbidden
 from pipeline.api.context import ApiContext
 from pipeline.api.convert import gettable_alert, rfc3339
 from pipeline.api.errors import bad_request, parse_error
@@ -32,6 +34,7 @@ __all__ = ["ALERTS", "EVENTS", "ApiContext", "api_routes"]
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
+AUDIT = StreamNames("audit")
 MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
 
 
@@ -51,9 +54,13 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def post_alerts(request: Request) -> Response:
         body = await request.body()
         try:
-            pushes, errors = parse_push(body, request_org=ctx.org_of(request), now=time.time())
+            pushes, errors = parse_push(body, request_org=ctx.org_of(request, "push"), now=time.time())
         except PushError as exc:
             return parse_error(str(exc))
+        identity = identity_of(request)
+        foreign = sorted({p.org for p in pushes if not identity.may_act_for(p.org)})
+        if foreign:  # an org_id label may not name an organisation the caller cannot act for
+            raise Forbidden(f"{identity.subject} may not push alerts for organisation(s) {', '.join(foreign)}")
         for push in pushes:
             p = partition_of(push.org, ctx.partitions)
             for i in range(0, len(push.alerts), MAX_ALERTS_PER_MESSAGE):
@@ -63,6 +70,8 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
                 if tp:
                     headers["traceparent"] = tp
                 await ctx.js.publish(EVENTS.out(p, "alerts"), encode(part), headers=headers)
+        for push in pushes:
+            await ctx.audit(request, push.org, "alerts.push", push.request_id, {"alerts": len(push.alerts)})
         if errors:
             return bad_request("; ".join(errors))
         return Response(status_code=200)
@@ -79,39 +88,40 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
             return bad_request(f"failed to parse receiver param: {exc}")
         active = _bool(request, "active")
         silenced, inhibited, muted = _bool(request, "silenced"), _bool(request, "inhibited"), _bool(request, "muted")
-        org = ctx.org_of(request)
         now = time.time()
-        alerts: list[tuple[Any, list[str]]] = []
         from stages.filter.views import alert_statuses
         from stages.rules.state import AlertState, StateValue, to_alert
 
         decoder = msgspec.json.Decoder(StateValue)
-        p = partition_of(org, ctx.partitions)
-        async for m, deleted in read_last_per_subject(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org)):
-            if deleted:
-                continue
-            v = decoder.decode(m.data)
-            if not isinstance(v, AlertState) or v.status != "firing":
-                continue
-            alert = to_alert(v)
-            if alert.ends_at is not None and alert.ends_at <= now:
-                continue
-            if matchers and not matchers_match(matchers, alert.labels):
-                continue
-            receivers = ctx.receivers_for(alert.labels)
-            if rx and not any(rx.match(r) for r in receivers):
-                continue
-            alerts.append((alert, receivers))
-        fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if alerts else {}
-        statuses = alert_statuses(fstate, ctx.filter_config, org, [a for a, _ in alerts], now)  # type: ignore[arg-type]
         out: list[dict[str, Any]] = []
-        for (alert, receivers), st in zip(alerts, statuses, strict=True):
-            keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
-                inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
-            if keep:
-                out.append(gettable_alert(alert, receivers, {
-                    "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
-                    "mutedBy": st.muted_by}))
+        for org in ctx.orgs_for_read(request):  # one, or the union a role may read
+            alerts: list[tuple[Any, list[str]]] = []
+            p = partition_of(org, ctx.partitions)
+            async for m, deleted in read_last_per_subject(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org)):
+                if deleted:
+                    continue
+                v = decoder.decode(m.data)
+                if not isinstance(v, AlertState) or v.status != "firing":
+                    continue
+                alert = to_alert(v)
+                if alert.ends_at is not None and alert.ends_at <= now:
+                    continue
+                if matchers and not matchers_match(matchers, alert.labels):
+                    continue
+                receivers = ctx.receivers_for(alert.labels)
+                if rx and not any(rx.match(r) for r in receivers):
+                    continue
+                alerts.append((alert, receivers))
+            fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if alerts else {}
+            statuses = alert_statuses(fstate, ctx.filter_config, org, [a for a, _ in alerts],  # type: ignore[arg-type]
+                                      now)
+            for (alert, receivers), st in zip(alerts, statuses, strict=True):
+                keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
+                    inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
+                if keep:
+                    out.append(gettable_alert(alert, receivers, {
+                        "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
+                        "mutedBy": st.muted_by}))
         out.sort(key=lambda a: a["fingerprint"])
         return JSONResponse(out)
 
@@ -160,16 +170,20 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
                 out.append({"labels": g.labels, "receiver": {"name": g.receiver}, "alerts": alerts})
         return JSONResponse(out)
 
-    async def status(_: Request) -> Response:
+    async def status(request: Request) -> Response:
+        require(request, "read")
+        # the configuration is an admin's read (secrets are redacted in any case)
+        config = ctx.loaded.config.redacted if identity_of(request).allows("admin") else ""
         return JSONResponse({
             "cluster": {"name": "tocsin", "peers": [], "status": "ready"},
-            "config": {"original": ctx.loaded.config.redacted},
+            "config": {"original": config},
             "uptime": rfc3339(ctx.started_at),
             "versionInfo": {"branch": "main", "buildDate": "", "buildUser": "", "goVersion": "",
                             "revision": "", "version": _version()},
         })
 
-    async def receivers(_: Request) -> Response:
+    async def receivers(request: Request) -> Response:
+        require(request, "read")
         return JSONResponse([{"name": r.name} for r in ctx.loaded.config.receivers])
 
     async def history(request: Request) -> Response:
@@ -187,8 +201,18 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
                             "alert": gettable_alert(ch.alert, [])})
         return JSONResponse(changes)
 
+    async def audit(request: Request) -> Response:
+        """Tocsin: the audit trail of writes in the caller's organisation (admins only)."""
+        org = ctx.org_of(request, "admin")
+        records = []
+        subject = f"{AUDIT.prefix}.out.{partition_of(org, ctx.partitions)}.{token(org)}"
+        async for m in read_messages(ctx.js, AUDIT.stream, subject):
+            records.append(msgspec.json.decode(m.data))
+        return JSONResponse(records)
+
     return [
         *silence_routes(ctx),
+        Route("/api/tocsin/audit", audit, methods=["GET"]),
         Route("/api/v2/alerts", post_alerts, methods=["POST"]),
         Route("/api/v2/alerts", get_alerts, methods=["GET"]),
         Route("/api/v2/alerts/groups", get_groups, methods=["GET"]),

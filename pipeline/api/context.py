@@ -5,14 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from starlette.requests import Request
 
 from pipeline.amconfig import compile_routes
+from pipeline.api.auth import identity_of, orgs_of, request_id_of, require
+from pipeline.api.auth_errors import BadRequest
 from pipeline.settings import Loaded
 
-__all__ = ["ApiContext"]
+__all__ = ["AUDIT_TTL", "ApiContext"]
+
+AUDIT_TTL = 400 * 24 * 3600  # seconds audit records are kept
 
 
 @dataclass
@@ -30,8 +35,18 @@ class ApiContext:
     def default_org(self) -> str:
         return self.loaded.tocsin.default_org
 
-    def org_of(self, request: Request) -> str:
-        return request.headers.get("x-scope-orgid") or self.default_org
+    def orgs_for_read(self, request: Request, permission: str = "read") -> list[str]:
+        """The organisations a read covers (several only when the caller's role allows a union)."""
+        require(request, permission)  # type: ignore[arg-type]
+        return orgs_of(request)
+
+    def org_of(self, request: Request, permission: str = "read") -> str:
+        """The one organisation a request acts for (a write must name exactly one)."""
+        require(request, permission)  # type: ignore[arg-type]
+        orgs = orgs_of(request)
+        if len(orgs) != 1:
+            raise BadRequest("this request acts for one organisation: name it with X-Scope-OrgID")
+        return orgs[0]
 
     def receivers_for(self, labels: dict[str, str]) -> list[str]:
         seen: list[str] = []
@@ -39,6 +54,19 @@ class ApiContext:
             if r.receiver not in seen:
                 seen.append(r.receiver)
         return seen
+
+    async def audit(self, request: Request, org: str, action: str, target: str,
+                    details: dict[str, object] | None = None) -> None:
+        """Record a write (who, which organisation, what, when) in TOCSIN_AUDIT."""
+        from contracts.partition import partition_of
+        from pipeline.api.audit import audit_record
+        from pipeline.runtime.subjects import StreamNames, token
+
+        names = StreamNames("audit")
+        rec = audit_record(identity_of(request), org=org, action=action, now=time.time(),
+                           request_id=request_id_of(request), target=target, details=details)
+        subject = names.out(partition_of(org, self.partitions), token(org))
+        await self.js.publish(subject, msgspec.json.encode(rec), headers={"Nats-TTL": str(AUDIT_TTL)})
 
     @property
     def filter_config(self) -> object:

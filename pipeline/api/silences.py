@@ -24,6 +24,7 @@ from contracts.partition import partition_of
 from pipeline.api.context import ApiContext
 from pipeline.api.convert import rfc3339
 from pipeline.api.errors import bad_request, not_found, parse_error
+from pipeline.api.limits import check_silence
 from pipeline.api.push import PushError, parse_time
 from pipeline.runtime.jetstream import last_message
 from pipeline.runtime.reads import read_last_per_subject
@@ -111,7 +112,7 @@ def _parse_silence(doc: Any, org: str, now: float) -> Silence:
 
 def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def post_silences(request: Request) -> Response:
-        org, now = ctx.org_of(request), time.time()
+        org, now = ctx.org_of(request, "silence"), time.time()
         try:
             sil = _parse_silence(msgspec.json.decode(await request.body()), org, now)
         except (PushError, msgspec.DecodeError) as exc:
@@ -124,6 +125,14 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
             validate_silence(sil)
         except SilenceError as exc:
             return bad_request(str(exc))
+        limits = ctx.loaded.tocsin.limits
+        if limits is not None:
+            existing = [st for st in silences_view(await filter_state(ctx, org, "silence", "silences"), org, now)
+                        if st.state != "expired"]
+            problem = check_silence(limits, existing=len(existing), matchers=len(sil.matchers),
+                                    size=len(encode(sil)), new=not sil.id)
+            if problem:
+                return bad_request(problem)
         state: dict[str, Any] = {}
         if sil.id:
             prev = await _silence(ctx, org, sil.id)
@@ -137,6 +146,8 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
         assert cmd.silence is not None
         await _publish(ctx, org, cmd, f"silence:{cmd.silence.id}:{now!r}")
         await _wait_for(ctx, org, cmd.silence.id, now)
+        await ctx.audit(request, org, "silence.create" if not sil.id else "silence.update", cmd.silence.id,
+                        {"replaces": sil.id} if sil.id and sil.id != cmd.silence.id else None)
         return JSONResponse({"silenceID": cmd.silence.id})
 
     async def get_silences(request: Request) -> Response:
@@ -163,7 +174,7 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse(gettable_silence(st.silence, now))
 
     async def delete_silence(request: Request) -> Response:
-        org, now = ctx.org_of(request), time.time()
+        org, now = ctx.org_of(request, "silence"), time.time()
         sid = request.path_params["id"]
         v = await _silence(ctx, org, sid)
         if v is None:
@@ -176,10 +187,11 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
             while (cur := await _silence(ctx, org, sid)) is not None and silence_state(cur.silence, time.time()) \
                     != "expired":
                 await anyio.sleep(0.02)
+        await ctx.audit(request, org, "silence.expire", sid)
         return Response(status_code=200)
 
     async def post_ack(request: Request) -> Response:
-        org, now = ctx.org_of(request), time.time()
+        org, now = ctx.org_of(request, "ack"), time.time()
         try:
             doc = msgspec.json.decode(await request.body())
         except msgspec.DecodeError as exc:
@@ -195,6 +207,8 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
                          by=str(doc.get("by") or ""), comment=str(doc.get("comment") or ""), expires_at=expires,
                          request_id=uuid.uuid4().hex)
         await _publish(ctx, org, cmd, f"ack:{cmd.request_id}")
+        await ctx.audit(request, org, "alert.ack" if cmd.action == "ack" else "alert.unack",
+                        cmd.group_key or cmd.fingerprint)
         return JSONResponse({"accepted": True}, status_code=202)
 
     async def get_acks(request: Request) -> Response:
