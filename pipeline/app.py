@@ -8,6 +8,7 @@ through ``task_status.started()``; SIGINT/SIGTERM drain the stages before the se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -125,6 +126,22 @@ def _filter(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
+def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.notifier.service import build_notifier
+
+    if settings.loaded.tocsin.external_url:
+        settings.extra.setdefault("external_url", settings.loaded.tocsin.external_url)
+    return build_notifier(settings, nc, js, settings.loaded.config)
+
+
+def _source(settings: Settings, nc: Any, js: Any) -> Service:
+    from stages.source.service import build_source
+
+    if settings.loaded.tocsin.source is not None:
+        settings.extra.setdefault("source", settings.loaded.tocsin.source)
+    return build_source(settings, nc, js)
+
+
 class _Api:
     """The API has no loop of its own: its routes join the process's HTTP server."""
 
@@ -147,10 +164,12 @@ _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "rules": (_rules, False),
     "router": (_router, False),
     "filter": (_filter, False),
+    "notifier": (_notifier, False),
+    "source": (_source, True),
     "api": (_api, False),
 }
 STAGE_NAMES = tuple(_FACTORIES)
-UP_STAGES: tuple[str, ...] = ("rules", "router", "filter", "api")  # `tocsin up` runs these (grows as stages land)
+UP_STAGES: tuple[str, ...] = ("source", "rules", "router", "filter", "notifier", "api")  # what `tocsin up` runs
 
 
 async def run_process(settings: Settings, stage_names: list[str], *, handle_signals: bool = True,
@@ -168,6 +187,7 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         dsn = settings.postgres_dsn or ""
         if needs_pg and not dsn:
             dsn = (await stack.enter_async_context(start_postgres(storage / "postgres"))).dsn
+        settings = dataclasses.replace(settings, nats_url=nats_url, postgres_dsn=dsn or None)
         nc = await connect(nats_url, name=f"tocsin-{'+'.join(stage_names) or 'up'}")
         stack.push_async_callback(nc.close)
         js = nc.jetstream()

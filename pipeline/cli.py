@@ -60,13 +60,43 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run every stage and the API in one process")
     _common(up)
+    up.add_argument("--topology", choices=["process", "processes"], default="process",
+                    help="process: everything in this process; processes: each stage its own process against "
+                         "a 3-node NATS cluster, as the Helm chart arranges it")
+    up.add_argument("--replicas", type=int, default=1, help="replicas per stage with --topology processes")
+    up.add_argument("--with-source", action="store_true", help="with --topology processes: run the source too")
     run = sub.add_parser("run", help="run one stage (for separate processes and Helm)")
     run.add_argument("stage")
     _common(run)
     cc = sub.add_parser("check-config", help="validate an Alertmanager configuration file")
     cc.add_argument("files", nargs="+")
     sub.add_parser("version", help="print the version")
+    from stages.source.mapping import add_emit_arguments
+
+    emit = sub.add_parser("emit", help="insert one event row into the events table (demos, tests)")
+    add_emit_arguments(emit)
+    emit.add_argument("--postgres-dsn", default=_dsn_from_env(), help="default: the running `tocsin up`'s, from "
+                      "<storage.path>/endpoints.json")
+    emit.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
+    db = sub.add_parser("db", help="database tasks")
+    dbsub = db.add_subparsers(dest="db_cmd", required=True)
+    migrate = dbsub.add_parser("migrate", help="create the events table, index and publication when missing")
+    migrate.add_argument("--postgres-dsn", default=_dsn_from_env())
+    migrate.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
     return p
+
+
+def _running_dsn(args: argparse.Namespace) -> str:
+    if args.postgres_dsn:
+        return str(args.postgres_dsn)
+    endpoints = Path(args.storage_path) / "endpoints.json"
+    if endpoints.exists():
+        import json
+
+        dsn = json.loads(endpoints.read_text()).get("postgres_dsn")
+        if dsn:
+            return str(dsn)
+    raise SystemExit("tocsin: no Postgres: give --postgres-dsn (or TOCSIN_POSTGRES_DSN), or run `tocsin up` first")
 
 
 def _settings(args: argparse.Namespace, default_listen: str) -> object:
@@ -92,6 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "version":
         print(f"tocsin {_version()}")
         return 0
+    if args.cmd == "emit":
+        from stages.source.emit import emit
+        from stages.source.mapping import EmitArgsError, emit_request_from_args
+
+        try:
+            request = emit_request_from_args(args)
+        except EmitArgsError as exc:
+            print(f"tocsin emit: {exc}", file=sys.stderr)
+            return 2
+        print(anyio.run(emit, _running_dsn(args), request))
+        return 0
+    if args.cmd == "db":
+        from stages.source.emit import migrate
+
+        anyio.run(migrate, _running_dsn(args))
+        print("migrated")
+        return 0
     if args.cmd == "check-config":
         from pipeline.amconfig import check_config_report
 
@@ -112,6 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print("tocsin: invalid configuration:\n  " + "\n  ".join(exc.errors), file=sys.stderr)
         return 1
+
+    if args.cmd == "up" and args.topology == "processes":
+        from pipeline.topology import run_topology
+
+        async def _topology() -> None:
+            async with anyio.create_task_group() as tg:
+                topo = await tg.start(lambda task_status: run_topology(
+                    Path(args.storage_path), replicas=args.replicas, partitions=args.partitions,
+                    listen=args.listen or ":9093", config_file=Path(args.config_file) if args.config_file else None,
+                    with_source=args.with_source, task_status=task_status))
+                print(f"tocsin {_version()} ready (processes): API {topo.api_url}  NATS {topo.nats_url}  "
+                      f"{len(topo.children)} stage processes  data {topo.storage}", flush=True)
+
+        try:
+            anyio.run(_topology)
+        except KeyboardInterrupt:
+            return 130
+        return 0
 
     async def _main() -> None:
         async with anyio.create_task_group() as tg:
