@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from pipeline.api.auth import AuthMiddleware, auth_exception_handlers
 from pipeline.api.auth_config import AuthConfig
 from pipeline.embedded import start_nats, start_postgres
 from pipeline.http import HttpServer, health_routes
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, retry_transient
 from pipeline.runtime.partition import Input, StageSpec
 from pipeline.runtime.stage import StageRunner
 from pipeline.runtime.subjects import StreamNames
@@ -191,9 +192,11 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         nc = await connect(nats_url, name=f"tocsin-{'+'.join(stage_names) or 'up'}")
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
-        await ensure_partitions(js, nc, settings.partitions, replicas=settings.stream_replicas)
+        await retry_transient("partition count", functools.partial(
+            ensure_partitions, js, nc, settings.partitions, replicas=settings.stream_replicas))
         for names in (EVENTS, COMMANDS):
-            await ensure_stream(js, names, replicas=settings.stream_replicas)
+            await retry_transient(f"stream {names.stream}", functools.partial(
+                ensure_stream, js, names, replicas=settings.stream_replicas))
         services = [_FACTORIES[n][0](settings, nc, js) for n in stage_names]
 
         def ready() -> bool:
@@ -202,7 +205,8 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         routes = health_routes(ready)
         middleware: list[Middleware] = []
         if "api" in stage_names:
-            await ensure_stream(js, AUDIT, replicas=settings.stream_replicas)
+            await retry_transient("stream TOCSIN_AUDIT", functools.partial(
+                ensure_stream, js, AUDIT, replicas=settings.stream_replicas))
             routes = api_routes(ApiContext(nc, js, settings.partitions, settings.loaded)) + routes
             tocsin = settings.loaded.tocsin
             base_dir = str(settings.config_file.parent) if settings.config_file else "."

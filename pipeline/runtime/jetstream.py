@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import msgspec
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
@@ -27,11 +31,33 @@ __all__ = [
     "ensure_stream",
     "last_message",
     "publish_atomic",
+    "retry_transient",
 ]
+
+log = logging.getLogger("tocsin.jetstream")
 
 MAX_BATCH = 1000  # the server's atomic batch limit (messages per batch)
 FENCE_ERROR = 10071  # "wrong last sequence": the expected-last-subject-sequence check failed
 DUPLICATE_IN_BATCH = 10201
+
+
+T = TypeVar("T")
+
+
+async def retry_transient(what: str, fn: Callable[[], Awaitable[T]], *, timeout: float = 60.0) -> T:
+    """Run ``fn`` until it succeeds, retrying NATS errors that pass (a cluster electing its
+    leaders, a server restarting) with backoff, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            if isinstance(exc, PartitionCountMismatch) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: %r; retrying in %.1fs", what, exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def connect(url: str, name: str = "tocsin") -> NATS:

@@ -20,6 +20,8 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from pipeline.runtime.jetstream import retry_transient
+
 __all__ = ["MEMBERS_STREAM", "Membership", "assign"]
 
 log = logging.getLogger("tocsin.membership")
@@ -59,8 +61,8 @@ class Membership:
                 await self.js.stream_info(MEMBERS_STREAM)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._ensure_stream()
-        await self._tick()
+        await retry_transient("members stream", self._ensure_stream)
+        await retry_transient("first heartbeat", self._tick)
         task_status.started()
         while True:
             await anyio.sleep(self.beat)

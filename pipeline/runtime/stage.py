@@ -11,7 +11,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from pipeline.runtime.jetstream import ensure_stream
+from pipeline.runtime.jetstream import ensure_stream, retry_transient
 from pipeline.runtime.membership import Membership, assign
 from pipeline.runtime.metrics import stage_metrics
 from pipeline.runtime.partition import PartitionWorker, StageSpec
@@ -50,9 +50,9 @@ class StageRunner:
         return assign(self.spec.partitions, self.membership.members, self.replica)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await ensure_stream(self.js, self.spec.output, replicas=self.stream_replicas)
-        for inp in self.spec.inputs:
-            await ensure_stream(self.js, inp.names, replicas=self.stream_replicas)
+        for names in (self.spec.output, *(i.names for i in self.spec.inputs)):
+            await retry_transient(f"stream {names.stream}", functools.partial(
+                ensure_stream, self.js, names, replicas=self.stream_replicas))
         async with anyio.create_task_group() as tg:
             await tg.start(self.membership.run)
             await self._rebalance(tg, initial=True)
