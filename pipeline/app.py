@@ -24,9 +24,10 @@ from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from pipeline.api import ApiContext, api_routes
+from pipeline.api.app import api_routes
 from pipeline.api.auth import AuthMiddleware, auth_exception_handlers
 from pipeline.api.auth_config import AuthConfig
+from pipeline.api.context import ApiContext
 from pipeline.embedded import start_nats, start_postgres
 from pipeline.http import HttpServer, health_routes
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, retry_transient

@@ -53,6 +53,35 @@ class Loaded:
     tocsin: TocsinSection
 
 
+def _line_of(node: Any, key: str) -> int:
+    for k, v in getattr(node, "value", []) or []:
+        if getattr(k, "value", None) == key:
+            return int(k.start_mark.line) + 1
+    return int(node.start_mark.line) + 1 if node is not None else 0
+
+
+def _check_stage_sections(section: TocsinSection, config: Config, node: Any, filename: str) -> list[str]:
+    """Each stage validates its own section; errors name the file, the line and the section."""
+    from stages.filter.config import filter_options
+    from stages.notifier.config import load_notifier_config
+    from stages.rules.rules import load_rules
+    from stages.source.config import load_source_config
+
+    checks: list[tuple[str, Any]] = [
+        ("rules", lambda: load_rules(section.rules) if section.rules is not None else None),
+        ("filter", lambda: filter_options(section.filter)),
+        ("source", lambda: load_source_config(section.source)),
+        ("notifier", lambda: load_notifier_config(config.tocsin)),
+    ]
+    errors = []
+    for name, check in checks:
+        try:
+            check()
+        except (ValueError, TypeError, msgspec.ValidationError) as exc:
+            errors.append(f"{filename}:{_line_of(node, name)}: tocsin.{name}: {exc}")
+    return errors
+
+
 def _tocsin(config: Config, text: str, filename: str) -> TocsinSection:
     node = compose_section(text, "tocsin") if config.tocsin is not None else None
     if node is None:
@@ -62,6 +91,9 @@ def _tocsin(config: Config, text: str, filename: str) -> TocsinSection:
     if decoder.errors:
         raise ConfigError(decoder.errors)
     assert isinstance(section, TocsinSection)
+    errors = _check_stage_sections(section, config, node, filename)
+    if errors:
+        raise ConfigError(errors)
     return section
 
 

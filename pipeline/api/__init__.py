@@ -1,6 +1,6 @@
-"""Tocsin's HTTP API: Alertmanager's API v2 plus Tocsin's own endpoints."""
+"""Tocsin's HTTP API: Alertmanager's API v2 plus Tocsin's own endpoints.
 
-from pipeline.api.app import api_routes
-from pipeline.api.context import ApiContext
-
-__all__ = ["ApiContext", "api_routes"]
+Modules: ``app`` (routes), ``context``, ``push``, ``silences``, ``convert``, ``errors``, and the
+identity layer ``auth*``, ``limits``, ``audit``. Nothing is imported here, so configuration
+code can use ``pipeline.api.auth_config`` without loading the HTTP handlers.
+"""

@@ -40,3 +40,18 @@ def test_check_config_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     f.write_text("route:\n  receiver: nobody\nreceivers:\n- name: x\n")
     assert main(["check-config", str(f)]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("section,line,message", [
+    ("tocsin:\n  rules:\n    groups: [{name: x}]\n", 6, "tocsin.rules: invalid event rules"),
+    ("tocsin:\n  filter:\n    silence_retention: banana\n", 6, 'invalid duration "banana"'),
+    ("tocsin:\n  source:\n    slot: 5\n", 6, "tocsin.source"),
+], ids=["rules", "filter", "source"])
+def test_stage_sections_are_validated_at_load(section: str, line: int, message: str) -> None:
+    from pipeline.amconfig import ConfigError
+    from pipeline.settings import load_text
+
+    with pytest.raises(ConfigError) as err:
+        load_text("route:\n  receiver: a\nreceivers:\n- name: a\n" + section, "am.yml")
+    (error,) = err.value.errors
+    assert error.startswith(f"am.yml:{line}: ") and message in error
