@@ -54,7 +54,7 @@ class Loaded:
 
 
 def _line_of(node: Any, key: str) -> int:
-    for k, v in getattr(node, "value", []) or []:
+    for k, _ in getattr(node, "value", []) or []:
         if getattr(k, "value", None) == key:
             return int(k.start_mark.line) + 1
     return int(node.start_mark.line) + 1 if node is not None else 0
