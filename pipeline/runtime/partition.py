@@ -281,28 +281,15 @@ class PartitionWorker:
             self._deadlines[key] = deadline
             heapq.heappush(self._heap, (deadline, key))
 
-    def _due_timers(self, now: float) -> list[tuple[float, str]]:
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            d, key = heapq.heappop(self._heap)
-            if self._deadlines.get(key) == d:
-                del self._deadlines[key]
-                due.append((d, key))
-        return due
-
     async def _process(self, batches: list[tuple[str, list[Msg]]]) -> None:
-        spec, core, p = self.spec, self.spec.core, self.p
+        """Step a fetched batch. A due timer fires before an input exactly when its deadline is
+        at or before the input's stream time, so the interleaving of timers and inputs depends
+        on their times only, not on how inputs happened to be batched (or a crash redone)."""
+        spec = self.spec
         commit = _Commit()
         acks: dict[str, Msg] = {}
+        wall = time.time()
         t0 = time.perf_counter()
-        for deadline, key in self._due_timers(time.time()):
-            try:
-                result = core.fire(self.state, key, deadline)
-            except Exception:  # a timer cannot be dead-lettered; keep the partition going
-                log.exception("%s p%d: timer of %r failed; dropped", spec.name, p, key)
-                self.metrics.dead_letters.labels(spec.name, "timer").inc()
-                continue
-            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}")
         for name, msgs in batches:
             for msg in msgs:
                 seq, dseq, _, ts, pending = ack_metadata(msg)
@@ -311,16 +298,37 @@ class PartitionWorker:
                                  "expected (another fetcher or a redelivery)")
                 self._expected_dseq[name] = dseq + 1
                 acks[name] = msg
-                self.metrics.lag.labels(spec.name, name, str(p)).set(pending)
+                self.metrics.lag.labels(spec.name, name, str(self.p)).set(pending)
                 if seq <= self.progress.inputs.get(name, 0):
                     self.metrics.skipped.labels(spec.name).inc()
                     continue
-                commit = await self._step_one(commit, name, msg, seq, ts / 1e9)
+                now = ts / 1e9
+                commit = await self._fire_due(commit, min(now, wall))
+                commit = await self._step_one(commit, name, msg, seq, now)
+        commit = await self._fire_due(commit, wall)
         if commit.inputs or commit.msgs or commit.changes:
             await self._commit(commit)
         for msg in acks.values():  # AckAll: the last message acks every one before it
             await msg.ack()
         self.metrics.step_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+
+    async def _fire_due(self, commit: _Commit, upto: float) -> _Commit:
+        """Fire every timer due at or before ``upto``, in deadline order (timers a firing sets
+        that are due too fire in the same pass)."""
+        spec, p = self.spec, self.p
+        while self._heap and self._heap[0][0] <= upto:
+            deadline, key = heapq.heappop(self._heap)
+            if self._deadlines.get(key) != deadline:
+                continue  # stale entry: the key's deadline changed
+            del self._deadlines[key]
+            try:
+                result = spec.core.fire(self.state, key, deadline)
+            except Exception:  # a timer cannot be dead-lettered; keep the partition going
+                log.exception("%s p%d: timer of %r failed; dropped", spec.name, p, key)
+                self.metrics.dead_letters.labels(spec.name, "timer").inc()
+                continue
+            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}")
+        return commit
 
     async def _step_one(self, commit: _Commit, name: str, msg: Msg, seq: int, now: float) -> _Commit:
         spec, p = self.spec, self.p

@@ -1,0 +1,249 @@
+"""The idempotency ledger of hop C, and the attempt log the API reads.
+
+Stream ``TOCSIN_LEDGER`` (subjects ``tocsin.ledger.>``, rollup, direct get) holds:
+
+- ``tocsin.ledger.send.<id>``: the last :class:`LedgerRecord` of one send (the id
+  token-encoded, older records rolled up). It is written ``sending`` before the first
+  attempt (compare-and-set on the subject's last sequence, so two workers never both claim a
+  new send), updated after each failed attempt (and marked ``giving_up`` when retrying ends,
+  so a crash during the hand-off redoes the hand-off, not the attempts), and ends ``sent``,
+  ``fallback`` (the integration gave up and the notification was handed to the fallback
+  receiver) or ``failed`` (given up, dead-lettered). The ``sent`` record and the attempt
+  log are written without waiting for the server's confirmation (see
+  :meth:`Ledger.write_unconfirmed`). A redelivered request whose record is final is
+  acknowledged without sending; one still ``sending`` (its worker died during the request)
+  is sent again, with the same idempotency key.
+- ``tocsin.ledger.attempts.<org>.<group>``: one :class:`AttemptRecord` per attempt and per
+  give-up, for :func:`attempts` (``<group>`` is a hash of the group key).
+
+Records are kept ``ledger_max_age`` (default 7 days).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from typing import Literal
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from contracts.messages import SendRequest
+from pipeline.runtime.jetstream import last_message
+from pipeline.runtime.subjects import StreamNames, token
+
+__all__ = [
+    "FINAL_STATES",
+    "LEDGER",
+    "AttemptRecord",
+    "Decision",
+    "Ledger",
+    "LedgerRecord",
+    "State",
+    "attempts",
+    "attempts_subject",
+    "decide",
+    "ensure_ledger",
+    "integration_name",
+    "send_subject",
+]
+
+LEDGER = StreamNames("ledger")
+State = Literal["sending", "sent", "failed", "fallback"]
+FINAL_STATES: frozenset[str] = frozenset({"sent", "failed", "fallback"})
+Decision = Literal["new", "resume", "done"]
+_WRONG_LAST_SEQUENCE = 10071
+_ROLLUP = {"Nats-Rollup": "sub"}
+
+
+class LedgerRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The state of one send (one integration of one receiver for one flush)."""
+
+    id: str
+    state: State
+    at: float  # when this record was written
+    org: str
+    receiver: str
+    integration: str  # e.g. "webhook[0]"
+    group_key: str
+    fingerprints: list[str] = []
+    attempts: int = 0
+    last_error: str = ""
+    reason: str = ""  # Alertmanager's failure reason label of the last failure
+    spent: float = 0.0  # seconds of the retry budget used (attempts and backoff waits)
+    first_at: float = 0.0  # when the first attempt started
+    idempotency_key: str = ""
+    fallback: str = ""  # the receiver the notification was handed to (state "fallback")
+    giving_up: bool = False  # retrying has ended; the fallback hand-off and dead letter follow
+    permanent: bool = False  # ... because of a permanent failure (else the budget ran out)
+
+
+class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One attempt (``sent`` / ``failed``) or the end of retrying (``gave_up``) of a send."""
+
+    send_id: str
+    status: Literal["sent", "failed", "gave_up"]
+    at: float
+    org: str
+    receiver: str
+    integration: str
+    group_key: str
+    attempt: int = 0
+    error: str = ""
+    reason: str = ""
+    status_code: int = 0
+    duration: float = 0.0
+    fingerprints: list[str] = []
+    flush_seq: int = 0
+    fallback: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: dict[str, object] | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+_record_decoder = msgspec.json.Decoder(LedgerRecord)
+_attempt_decoder = msgspec.json.Decoder(AttemptRecord)
+
+
+def integration_name(req: SendRequest) -> str:
+    return f"{req.integration.kind}[{req.integration.index}]"
+
+
+def send_subject(send_id: str) -> str:
+    return f"{LEDGER.prefix}.send.{token(send_id)}"
+
+
+def _group_token(group_key: str) -> str:
+    return hashlib.sha256(group_key.encode()).hexdigest()[:32]
+
+
+def attempts_subject(org: str, group_key: str) -> str:
+    return f"{LEDGER.prefix}.attempts.{token(org)}.{_group_token(group_key)}"
+
+
+def decide(record: LedgerRecord | None) -> Decision:
+    """What a worker does with a request given its ledger record: send it as new, send it
+    again with the same key (a worker died or deferred it mid-retry), or only acknowledge it."""
+    if record is None:
+        return "new"
+    if record.state in FINAL_STATES:
+        return "done"
+    return "resume"
+
+
+async def ensure_ledger(js: JetStreamContext, *, replicas: int = 1, max_age: float = 7 * 86400.0) -> None:
+    """Create the ledger stream or bring its configuration up to date (idempotent)."""
+    cfg = StreamConfig(name=LEDGER.stream, subjects=[LEDGER.all], storage=StorageType.FILE, num_replicas=replicas,
+                       max_age=max_age, allow_rollup_hdrs=True, allow_direct=True, duplicate_window=60.0)
+    try:
+        await js.stream_info(LEDGER.stream)
+    except NotFoundError:
+        await js.add_stream(cfg)
+        return
+    await js.update_stream(cfg)
+
+
+class LedgerError(RuntimeError):
+    pass
+
+
+class Ledger:
+    """Reads and writes ledger records and attempt logs."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, *, timeout: float = 10.0) -> None:
+        self._nc = nc
+        self._js = js
+        self._timeout = timeout
+
+    async def read(self, send_id: str) -> tuple[int, LedgerRecord] | None:
+        """(subject sequence to compare against, record) of a send, or None when it has none."""
+        got = await last_message(self._js, LEDGER.stream, send_subject(send_id))
+        if got is None:
+            return None
+        seq, data = got
+        return seq, _record_decoder.decode(data)
+
+    async def write(self, record: LedgerRecord, *, expect: int | None = None) -> int | None:
+        """Store ``record`` as the send's last; return its sequence.
+
+        With ``expect`` the write happens only if the send's last record has that sequence
+        (0: it has none) and ``None`` is returned when it does not.
+        """
+        headers = {"Nats-Rollup": "sub"}
+        if expect is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
+        reply = await self._nc.request(send_subject(record.id), msgspec.json.encode(record), timeout=self._timeout,
+                                       headers=headers)
+        ack = _ack_decoder.decode(reply.data)
+        if ack.error is not None:
+            if ack.error.get("err_code") == _WRONG_LAST_SEQUENCE:
+                return None
+            raise LedgerError(f"ledger write refused: {json.dumps(ack.error)}")
+        return ack.seq
+
+    async def write_unconfirmed(self, record: LedgerRecord) -> None:
+        """Store ``record`` without waiting for the server's confirmation.
+
+        For ``sent`` after a successful send, followed by the request's ack: if the record
+        were lost (the server failing at that moment) the ack most likely is too, and the
+        redelivered request is sent again with the same idempotency key; waiting for the
+        confirmation would not close that window (the server does not fsync each message)
+        and would cost a round trip per notification.
+        """
+        await self._nc.publish(send_subject(record.id), msgspec.json.encode(record), headers=_ROLLUP)
+
+    async def log(self, record: AttemptRecord) -> None:
+        """Append to the attempt log, without waiting for the server's confirmation: the log
+        is for reading, the send records carry the guarantees (a log entry can be lost if
+        the server fails at that moment)."""
+        await self._nc.publish(attempts_subject(record.org, record.group_key), msgspec.json.encode(record))
+
+
+async def attempts(js: JetStreamContext, org: str, *, group_key: str | None = None, fingerprint: str | None = None,
+                   since: float | None = None, limit: int = 100) -> list[AttemptRecord]:
+    """The last ``limit`` attempts of an organisation's group, oldest first.
+
+    With ``group_key`` the group's own log is read; with only ``fingerprint`` every log of
+    the organisation is scanned for attempts that carried that alert (pass ``since``, Unix
+    seconds, to bound the scan). Both given: the group's attempts carrying the alert.
+    """
+    if group_key is None and fingerprint is None:
+        raise ValueError("give a group_key or a fingerprint")
+    subject = attempts_subject(org, group_key) if group_key is not None else f"{LEDGER.prefix}.attempts.{token(org)}.>"
+    if since is not None:
+        import datetime as _dt
+
+        start = _dt.datetime.fromtimestamp(since, _dt.UTC).isoformat().replace("+00:00", "Z")
+        policy = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
+    else:
+        policy = {"deliver_policy": DeliverPolicy.ALL}
+    try:
+        psub = await js.pull_subscribe(subject, durable=None, stream=LEDGER.stream, config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE, inactive_threshold=10.0, mem_storage=True, num_replicas=1,
+            **policy))  # type: ignore[arg-type]
+    except NotFoundError:
+        return []
+    out: deque[AttemptRecord] = deque(maxlen=limit)
+    try:
+        info = await psub.consumer_info()
+        pending = int(info.num_pending or 0)
+        seen = 0
+        while seen < pending:
+            for m in await psub.fetch(min(1000, pending - seen), timeout=5):
+                seen += 1
+                try:
+                    rec = _attempt_decoder.decode(m.data)
+                except msgspec.ValidationError:
+                    continue
+                if fingerprint is None or fingerprint in rec.fingerprints:
+                    out.append(rec)
+    finally:
+        await psub.unsubscribe()
+    return list(out)

@@ -1,0 +1,83 @@
+"""The notifier as a service of a Tocsin process (``pipeline.app.Service``).
+
+``build_notifier(settings, nc, js, config)`` reads ``tocsin.notifier`` from the loaded
+Alertmanager config, builds one sender per delivered integration and returns the service;
+it raises :class:`~stages.notifier.config.NotifierConfigError` when the notifier settings
+cannot work (unknown keys, fallbacks naming unknown receivers or forming a cycle).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from pipeline.amconfig.model import Config
+
+from .config import NotifierConfig, NotifierConfigError, check_fallbacks, load_notifier_config
+from .delivery import Senders, build_senders
+from .templates import TemplateSet
+from .worker import Worker
+
+if TYPE_CHECKING:  # pipeline.app imports the stages' factories: no import cycle at run time
+    from pipeline.app import Settings
+
+__all__ = ["NotifierService", "build_notifier", "default_external_url"]
+
+log = logging.getLogger("tocsin.notifier")
+
+
+def default_external_url(listen: str) -> str:
+    """Alertmanager's default: ``http://<hostname>:<port of the listen address>``."""
+    port = listen.rpartition(":")[2] or "9093"
+    return f"http://{socket.gethostname()}:{port}"
+
+
+class NotifierService:
+    """A notifier worker and its senders; closes the senders' connections when it stops."""
+
+    def __init__(self, worker: Worker, senders: Senders, settings: NotifierConfig) -> None:
+        self.worker = worker
+        self.senders = senders
+        self.settings = settings
+
+    @property
+    def ready(self) -> bool:
+        return self.worker.ready
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.worker.run(task_status=task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.senders.aclose()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        await self.worker.drain(timeout)
+
+
+def build_notifier(settings: Settings, nc: Any, js: Any, config: Config, *, templates: TemplateSet | None = None,
+                   clock: Callable[[], float] = time.time) -> NotifierService:
+    """The notifier service for ``config`` (see the module doc).
+
+    The external URL of templates and webhooks is ``tocsin.notifier.external_url``, else
+    ``settings.extra["external_url"]``, else Alertmanager's default from ``settings.listen``.
+    ``templates``: the named templates of the configuration (default: Alertmanager's).
+    """
+    ncfg = load_notifier_config(config.tocsin)
+    problems = check_fallbacks(ncfg, [r.name for r in config.receivers])
+    if problems:
+        raise NotifierConfigError("; ".join(problems))
+    external_url = ncfg.external_url or str(settings.extra.get("external_url") or "") or default_external_url(
+        settings.listen)
+    senders = build_senders(config, external_url=external_url, templates=templates, default_timeout=ncfg.timeout)
+    for problem in senders.problems:
+        log.warning("notifier: %s", problem)
+    worker = Worker(nc, js, config=config, settings=ncfg, senders=senders, clock=clock,
+                    stream_replicas=settings.stream_replicas)
+    return NotifierService(worker, senders, ncfg)

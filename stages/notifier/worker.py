@@ -1,0 +1,581 @@
+"""Notifier workers: deliver send requests with retries, pacing, fallback and the ledger.
+
+Every worker binds the one durable pull consumer ``notifier`` on ``TOCSIN_SENDS``
+(``tocsin.sends.out.>``, explicit acks), so any replica takes any request. A worker keeps at
+most ``concurrency`` requests in flight; each goes:
+
+1. decode (a bad message is dead-lettered on ``tocsin.sends.dlq.notifier``, then acked);
+2. ``select_alerts`` (nothing to send: acked);
+3. a redelivered request reads its ledger record: final means acked without sending;
+4. the endpoint's gates: an open circuit (or a long rate-limit wait) returns the request
+   with a delayed nak, before anything is written, and its budget is not spent;
+5. the ledger record ``sending`` is written (compare-and-set), then attempts are made,
+   each logged; retryable failures wait (backoff with full jitter, or ``Retry-After``)
+   while in-progress acks keep the message; the breaker learns from every attempt;
+6. success: ledger ``sent``, ack. Permanent failure or exhausted budget: the notification is
+   published to the fallback receiver's integrations (if configured) as new send requests,
+   the failure is dead-lettered, the ledger says ``fallback`` or ``failed``, ack.
+
+Concurrency is a fixed pool of ``concurrency`` tasks in the worker's task group, fed by one
+fetch loop that pulls as many requests as there are free slots (in batches under load).
+A worker never crashes on one message: an unexpected error naks it with a delay.
+Run one alone with ``python -m stages.notifier.worker --nats-url URL --config.file FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge, Histogram
+
+from contracts.messages import DeadLetter, Integration, SendRequest, decode_as, encode
+from pipeline.amconfig.model import Config
+from pipeline.runtime.jetstream import ensure_stream
+from pipeline.runtime.metrics import REGISTRY
+from pipeline.runtime.subjects import StreamNames
+
+from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
+from .classify import Verdict, classify_transport
+from .config import NotifierConfig
+from .delivery import Outcome, Sender, SenderKey, Senders, attempt
+from .ledger import AttemptRecord, Ledger, LedgerRecord, decide, ensure_ledger, integration_name
+from .payloads import idempotency_key, select_alerts
+
+__all__ = [
+    "CONSUMER",
+    "DLQ_SUBJECT",
+    "SENDS",
+    "SENDS_FILTER",
+    "NotifierMetrics",
+    "Worker",
+    "fallback_request",
+    "main",
+    "notifier_metrics",
+]
+
+log = logging.getLogger("tocsin.notifier")
+
+SENDS = StreamNames("sends")
+SENDS_FILTER = f"{SENDS.prefix}.out.>"
+DLQ_SUBJECT = SENDS.dlq("notifier")
+CONSUMER = "notifier"
+_LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class NotifierMetrics:
+    notifications: Counter
+    failed: Counter
+    latency: Histogram
+    dead_letters: Counter
+    skipped: Counter
+    deferred: Counter
+    fallbacks: Counter
+    in_flight: Gauge
+
+
+_metrics: NotifierMetrics | None = None
+
+
+def notifier_metrics() -> NotifierMetrics:
+    """The process's notifier metrics (Alertmanager's names with ``tocsin_``), created once."""
+    global _metrics
+    if _metrics is None:
+        r = REGISTRY
+        _metrics = NotifierMetrics(
+            notifications=Counter("tocsin_notifications", "Notification attempts", ["integration"], registry=r),
+            failed=Counter("tocsin_notifications_failed", "Failed notification attempts",
+                           ["integration", "reason"], registry=r),
+            latency=Histogram("tocsin_notification_latency_seconds", "Latency of notification attempts",
+                              ["integration"], buckets=_LAT, registry=r),
+            dead_letters=Counter("tocsin_notifier_dead_letters", "Send requests dead-lettered", ["cause"],
+                                 registry=r),
+            skipped=Counter("tocsin_notifier_skipped", "Send requests acknowledged without sending", ["why"],
+                            registry=r),
+            deferred=Counter("tocsin_notifier_deferred", "Send requests returned for later by an open circuit "
+                             "or the rate limit", ["integration", "cause"], registry=r),
+            fallbacks=Counter("tocsin_notifier_fallbacks", "Notifications handed to a fallback receiver",
+                              ["receiver"], registry=r),
+            in_flight=Gauge("tocsin_notifier_in_flight", "Send requests being worked on", registry=r),
+        )
+    return _metrics
+
+
+def fallback_request(req: SendRequest, receiver: str, kind: str, index: int) -> SendRequest:
+    """The send request handing ``req`` to one integration of the fallback ``receiver``
+    (a new send with its own deterministic id, ledger record and idempotency key)."""
+    return msgspec.structs.replace(req, id=f"{req.id}/fallback/{receiver}/{kind}/{index}", receiver=receiver,
+                                   integration=Integration(kind=kind, index=index))
+
+
+class _Defer(Exception):
+    """Return the request to the stream for ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
+class Worker:
+    """One notifier worker process's consumer loop (see the module doc)."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, *, config: Config, settings: NotifierConfig,
+                 senders: Senders, clock: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random, stream_replicas: int = 1,
+                 fetch_timeout: float = 1.0, batch_linger: float = 0.005) -> None:
+        self.nc = nc
+        self.js = js
+        self.config = config
+        self.settings = settings
+        self.senders = senders
+        self.clock = clock
+        self.rand = rand
+        self.stream_replicas = stream_replicas
+        self.fetch_timeout = fetch_timeout
+        self.batch_linger = batch_linger
+        self.ledger = Ledger(nc, js)
+        self.metrics = notifier_metrics()
+        retry = settings.retry
+        self.budget = RetryBudget(seconds=retry.budget, max_attempts=retry.max_attempts,
+                                  backoff_base=retry.backoff_base, backoff_cap=retry.backoff_cap,
+                                  max_retry_after=retry.max_retry_after)
+        self.gates = Gates(
+            make_breaker=lambda: CircuitBreaker(threshold=settings.breaker.failures, cooldown=settings.breaker.cooldown,
+                                                probe_timeout=max(60.0, settings.timeout * 2)),
+            make_bucket=self._bucket)
+        self.in_flight: dict[int, tuple[Msg, float]] = {}  # by id(msg)
+        self.ready = False
+        self._fetch_scope = anyio.CancelScope()
+        self._handlers_scope = anyio.CancelScope()
+        self._stopping = False
+        self._freed = anyio.Event()
+        self._fetch_done = anyio.Event()
+        self._children: dict[str, tuple[Any, Any]] = {}
+        self.metrics.in_flight.set_function(lambda: len(self.in_flight))
+
+    def _bucket(self, key: Any) -> TokenBucket:
+        limit = self.settings.rate_limit_for(key[0])
+        return TokenBucket(rate=limit.rate, burst=limit.burst)
+
+    # ------------------------------------------------------------------ running
+
+    async def setup(self) -> Any:
+        await ensure_stream(self.js, SENDS, replicas=self.stream_replicas)
+        await ensure_ledger(self.js, replicas=self.stream_replicas, max_age=self.settings.ledger_max_age)
+        cfg = ConsumerConfig(durable_name=CONSUMER, filter_subject=SENDS_FILTER, ack_policy=AckPolicy.EXPLICIT,
+                             deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait, max_deliver=-1,
+                             max_ack_pending=self.settings.max_ack_pending, max_waiting=512)
+        await self.js.add_consumer(SENDS.stream, cfg)
+        return await self.js.pull_subscribe_bind(durable=CONSUMER, stream=SENDS.stream)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        psub = await self.setup()
+        send, receive = anyio.create_memory_object_stream[Msg](max_buffer_size=self.settings.concurrency)
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._heartbeat)
+                with self._handlers_scope:
+                    async with anyio.create_task_group() as pool:
+                        # a fixed pool of `concurrency` tasks: no task to create per request
+                        for _ in range(self.settings.concurrency):
+                            pool.start_soon(self._serve, receive)
+                        self.ready = True
+                        task_status.started()
+                        with self._fetch_scope:
+                            try:
+                                await self._fetch_loop(psub, send)
+                            finally:
+                                self._fetch_done.set()
+                        await send.aclose()  # drained: the pool ends once the fetched requests are done
+                outer.cancel_scope.cancel()
+        finally:
+            self.ready = False
+            with anyio.CancelScope(shield=True):
+                try:
+                    await psub.unsubscribe()
+                except Exception:
+                    pass
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop taking requests; let those in flight finish for up to ``timeout``, then nak them.
+
+        The fetch loop is let finish its current pull (at most ``fetch_timeout``) rather than
+        cancelled: a pull request left open at the server would swallow the requests naked
+        next, and they would wait out the ack wait instead of going to another worker.
+        """
+        self._stopping = True
+        self.ready = False
+        self._freed.set()
+        with anyio.move_on_after(self.fetch_timeout + 1.0):
+            await self._fetch_done.wait()
+        self._fetch_scope.cancel()
+        with anyio.move_on_after(timeout):
+            while self.in_flight:
+                await anyio.sleep(0.05)
+        self._handlers_scope.cancel()
+        with anyio.move_on_after(3.0):  # the cancelled handlers record their attempt and nak
+            while self.in_flight:
+                await anyio.sleep(0.02)
+        for msg, _ in list(self.in_flight.values()):  # fetched but never started
+            await self._settle(msg.nak())
+        self.in_flight.clear()
+
+    async def _fetch_loop(self, psub: Any, send: MemoryObjectSendStream[Msg]) -> None:
+        concurrency = self.settings.concurrency
+        # Under load slots free up one by one; fetching one message per round trip would make
+        # the fetch loop the bottleneck, so a few free slots wait a moment for more.
+        batch_min = max(1, min(32, concurrency // 4))
+        while not self._stopping:
+            self._freed = anyio.Event()  # before counting: a slot freed after the count sets this one
+            free = concurrency - len(self.in_flight)
+            if free <= 0:
+                await self._freed.wait()
+                continue
+            if free < batch_min:
+                await anyio.sleep(self.batch_linger)
+                free = concurrency - len(self.in_flight)
+            msgs: list[Msg] = []
+            try:
+                msgs = await psub.fetch(free, timeout=self.fetch_timeout)
+            except TimeoutError:
+                pass
+            except Exception as exc:  # reconnecting, consumer being recreated...: try again shortly
+                if self._stopping:
+                    raise
+                log.warning("fetch failed: %s: %s", type(exc).__name__, exc)
+                await anyio.sleep(0.5)
+            now = self.clock()
+            for m in msgs:
+                self.in_flight[id(m)] = (m, now)
+                send.send_nowait(m)
+
+    async def _serve(self, receive: MemoryObjectReceiveStream[Msg]) -> None:
+        async for msg in receive:
+            await self._handle(msg)
+
+    async def _heartbeat(self) -> None:
+        """In-progress acks for requests held longer than a quarter of ``ack_wait``."""
+        every = max(1.0, self.settings.ack_wait / 4)
+        while True:
+            await anyio.sleep(every)
+            now = self.clock()
+            for m, started in list(self.in_flight.values()):
+                if now - started >= every:
+                    try:
+                        await m.in_progress()
+                    except Exception as exc:
+                        log.debug("in-progress ack failed: %s", exc)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._process(msg)
+        except _Defer as d:
+            await self._settle(msg.nak(delay=d.delay))
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._settle(msg.nak())  # drained: another worker takes it now
+            raise
+        except Exception:
+            log.exception("send request at stream sequence %s failed; returned for retry", _stream_seq(msg))
+            await self._settle(msg.nak(delay=5.0))
+        finally:
+            self.in_flight.pop(id(msg), None)
+            self._freed.set()
+
+    @staticmethod
+    async def _settle(aw: Any) -> None:
+        try:
+            await aw
+        except Exception as exc:
+            log.warning("ack/nak failed: %s", exc)
+
+    # ------------------------------------------------------------------ one request
+
+    async def _process(self, msg: Msg) -> None:
+        now = self.clock()
+        try:
+            req = decode_as(msg.data, SendRequest)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await self._dead_letter(msg, f"undecodable send request: {exc}", now, cause="undecodable")
+            await msg.ack()
+            return
+        key: SenderKey = (req.receiver, str(req.integration.kind), req.integration.index)
+        sender = self.senders.get(key)
+        if sender is None:
+            await self._dead_letter(msg, f"no integration {req.receiver}/{integration_name(req)} in the loaded "
+                                    "configuration", now, cause="unknown_integration", send_id=req.id)
+            await msg.ack()
+            return
+        selected = select_alerts(req, sender.send_resolved)
+        if selected is None:
+            self.metrics.skipped.labels("nothing_to_send").inc()
+            await msg.ack()
+            return
+
+        found: tuple[int, LedgerRecord] | None = None
+        if _num_delivered(msg) > 1:
+            found = await self.ledger.read(req.id)
+            if found is not None and decide(found[1]) == "done":
+                self.metrics.skipped.labels("already_done").inc()
+                await msg.ack()
+                return
+
+        await self._gate(key)
+        try:
+            claimed = await self._claim(req, found, now)
+        except BaseException:
+            self.gates.breaker(key).release(self.clock())
+            raise
+        if claimed is None:
+            self.gates.breaker(key).release(self.clock())
+            self.metrics.skipped.labels("already_done").inc()
+            await msg.ack()
+            return
+        seq, record = claimed
+        if record.giving_up:  # a worker died handing the failure over: finish that, send nothing
+            self.gates.breaker(key).release(self.clock())
+            verdict = Verdict(ok=False, retryable=not record.permanent, reason=record.reason)  # type: ignore[arg-type]
+            await self._give_up(msg, selected, record, Outcome(verdict, record.last_error))
+            return
+        await self._deliver(msg, selected, sender, record, seq)
+
+    async def _gate(self, key: SenderKey) -> None:
+        """Wait for the endpoint's breaker and rate limit; raise :class:`_Defer` for long waits."""
+        while True:
+            wait, cause = self.gates.wait(key, self.clock())
+            if wait <= 0:
+                return
+            if cause == "breaker" or wait > self.settings.max_wait_in_process:
+                self.metrics.deferred.labels(key[1], cause).inc()
+                # spread the returns a little so a reopened endpoint is not hit by all at once
+                raise _Defer(wait + self.rand() * min(wait, 1.0))
+            await anyio.sleep(wait)
+
+    async def _claim(self, req: SendRequest, found: tuple[int, LedgerRecord] | None,
+                     now: float) -> tuple[int, LedgerRecord] | None:
+        """Write ``sending`` before the first attempt; None when the send is already final."""
+        if found is None:
+            record = LedgerRecord(id=req.id, state="sending", at=now, org=req.org, receiver=req.receiver,
+                                  integration=integration_name(req), group_key=req.group_key,
+                                  fingerprints=[a.fingerprint for a in req.alerts], first_at=now,
+                                  idempotency_key=idempotency_key(req))
+            seq = await self.ledger.write(record, expect=0)
+            if seq is not None:
+                return seq, record
+            found = await self.ledger.read(req.id)
+            if found is None:
+                raise _Defer(1.0)
+        prev_seq, prev = found
+        if decide(prev) == "done":
+            return None
+        record = msgspec.structs.replace(prev, at=now)
+        seq = await self.ledger.write(record, expect=prev_seq)
+        if seq is None:  # another worker holds it right now; look again later
+            raise _Defer(5.0)
+        return seq, record
+
+    async def _deliver(self, msg: Msg, req: SendRequest, sender: Sender, record: LedgerRecord, seq: int) -> None:
+        key = sender.key
+        kind = key[1]
+        gated = True  # _process passed the gate for the first attempt
+        while True:
+            if not gated:
+                try:
+                    await self._gate(key)
+                except _Defer:
+                    # keep what was spent; the redelivery resumes from this record
+                    await self.ledger.write(msgspec.structs.replace(record, at=self.clock()))
+                    raise
+            gated = False
+            started = self.clock()
+            t0 = time.perf_counter()
+            try:
+                outcome = await attempt(sender, req, started)
+            except anyio.get_cancelled_exc_class():
+                # stopped (drained) mid-attempt: record it, so the attempt count stays true
+                self.gates.breaker(key).release(self.clock())
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    cut = Outcome(classify_transport("canceled"), "canceled: the worker stopped during the attempt")
+                    now = self.clock()
+                    self._observe(kind, cut, time.perf_counter() - t0)
+                    await self.ledger.log(self._attempt_record(req, record, record.attempts + 1, cut, now,
+                                                               time.perf_counter() - t0))
+                    await self.ledger.write(msgspec.structs.replace(
+                        record, attempts=record.attempts + 1, last_error=cut.error, reason=cut.verdict.reason, at=now))
+                raise
+            except BaseException:
+                self.gates.breaker(key).release(self.clock())
+                raise
+            duration = time.perf_counter() - t0
+            now = self.clock()
+            self._observe(kind, outcome, duration)
+            breaker = self.gates.breaker(key)
+            if outcome.ok or not outcome.verdict.retryable:
+                breaker.success(now)  # the endpoint answered; a permanent refusal is about the request
+            else:
+                breaker.failure(now)
+            attempts = record.attempts + 1
+            spent = record.spent + duration
+            await self.ledger.log(self._attempt_record(req, record, attempts, outcome, now, duration))
+            if outcome.ok:
+                final = msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now)
+                await self.ledger.write_unconfirmed(final)
+                await msg.ack()
+                return
+            record = msgspec.structs.replace(record, attempts=attempts, spent=spent, last_error=outcome.error,
+                                             reason=outcome.verdict.reason, at=now)
+            delay = retry_delay(self.budget, outcome.verdict, attempts=attempts, spent=spent, rand=self.rand(),
+                                retry_after=outcome.retry_after)
+            if delay is None:
+                record = msgspec.structs.replace(record, giving_up=True, permanent=not outcome.verdict.retryable)
+                await self.ledger.write(record)  # a crash from here on redoes the hand-off, not the attempts
+                await self._give_up(msg, req, record, outcome)
+                return
+            log.info("send %s to %s/%s failed (%s), retry %d in %.2fs", req.id, req.receiver, kind,
+                     outcome.error, attempts, delay)
+            record = msgspec.structs.replace(record, spent=spent + delay)
+            await self.ledger.write(record)
+            await anyio.sleep(delay)
+
+    def _observe(self, kind: str, outcome: Outcome, duration: float) -> None:
+        children = self._children.get(kind)
+        if children is None:  # labels() takes a lock and a lookup; keep the children per kind
+            children = self._children[kind] = (self.metrics.notifications.labels(kind),
+                                               self.metrics.latency.labels(kind))
+        children[0].inc()
+        children[1].observe(duration)
+        if not outcome.ok:
+            self.metrics.failed.labels(kind, outcome.verdict.reason or "other").inc()
+
+    @staticmethod
+    def _attempt_record(req: SendRequest, record: LedgerRecord, attempt_no: int, outcome: Outcome, now: float,
+                        duration: float) -> AttemptRecord:
+        return AttemptRecord(send_id=req.id, status="sent" if outcome.ok else "failed", at=now, org=req.org,
+                             receiver=req.receiver, integration=record.integration, group_key=req.group_key,
+                             attempt=attempt_no, error=outcome.error, reason=outcome.verdict.reason,
+                             status_code=outcome.status, duration=duration, fingerprints=record.fingerprints,
+                             flush_seq=req.flush_seq)
+
+    async def _give_up(self, msg: Msg, req: SendRequest, record: LedgerRecord, outcome: Outcome) -> None:
+        """Hand the notification to the fallback receiver, dead-letter the failure, record it.
+
+        Publishing first (deduplicated by message id and by the fallback sends' own ledger)
+        and recording last makes a crash in between redo the hand-off, never skip it.
+        """
+        now = self.clock()
+        fallback = self.settings.fallbacks.get(req.receiver, "")
+        targets = self.senders.for_receiver(fallback) if fallback else []
+        if fallback and not targets:
+            log.error("fallback receiver %r of %r has no deliverable integration", fallback, req.receiver)
+        p = SENDS.partition_of_subject(msg.subject) if msg.subject.startswith(f"{SENDS.prefix}.out.") else 0
+        for target in targets:
+            fb = fallback_request(req, target.key[0], target.key[1], target.key[2])
+            await self.js.publish(SENDS.out(p, "fallback"), encode(fb), headers={"Nats-Msg-Id": fb.id})
+        if targets:
+            self.metrics.fallbacks.labels(fallback).inc()
+        exhausted = outcome.verdict.retryable
+        why = (f"gave up after {record.attempts} attempt(s) ({'retry budget exhausted' if exhausted else 'permanent'})"
+               f": {outcome.error}")
+        reason = f"{req.receiver}/{record.integration}: {why}"
+        if targets:
+            reason += f"; handed to fallback receiver {fallback!r}"
+        await self._dead_letter(msg, reason, now, cause="exhausted" if exhausted else "permanent", send_id=req.id)
+        state = "fallback" if targets else "failed"
+        final = msgspec.structs.replace(record, state=state, at=now, fallback=fallback if targets else "")
+        await self.ledger.log(AttemptRecord(send_id=req.id, status="gave_up", at=now, org=req.org,
+                                            receiver=req.receiver, integration=record.integration,
+                                            group_key=req.group_key, attempt=record.attempts, error=why,
+                                            reason=outcome.verdict.reason, fingerprints=record.fingerprints,
+                                            flush_seq=req.flush_seq, fallback=fallback if targets else ""))
+        await self.ledger.write(final)
+        log.warning("send %s: %s", req.id, reason)
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, reason: str, now: float, *, cause: str, send_id: str = "") -> None:
+        seq = _stream_seq(msg)
+        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+        dl = DeadLetter(stage="notifier", reason=reason, subject=msg.subject, stream_seq=seq, payload=msg.data,
+                        headers=headers, at=now, key=send_id)
+        msg_id = f"notifier-dlq:{send_id}" if send_id else f"notifier-dlq:seq:{seq}"
+        await self.js.publish(DLQ_SUBJECT, encode(dl), headers={"Nats-Msg-Id": msg_id})
+        self.metrics.dead_letters.labels(cause).inc()
+
+
+def _stream_seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
+
+
+def _num_delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m stages.notifier.worker",
+                                 description="Run one notifier worker against an external NATS.")
+    ap.add_argument("--nats-url", required=True)
+    ap.add_argument("--config.file", dest="config_file", required=True, help="alertmanager.yml")
+    ap.add_argument("--external-url", default="", help="externalURL of templates and webhooks")
+    ap.add_argument("--stream-replicas", type=int, default=1)
+    ap.add_argument("--drain-timeout", type=float, default=10.0)
+    ap.add_argument("--log-level", default="info")
+    return ap.parse_args(argv)
+
+
+async def _amain(args: argparse.Namespace) -> None:
+    from pipeline.amconfig import load_config
+    from pipeline.app import Settings
+    from pipeline.runtime.jetstream import connect
+
+    from .service import build_notifier
+
+    config = load_config(args.config_file)
+    nc = await connect(args.nats_url, name="tocsin-notifier")
+    try:
+        settings = Settings(nats_url=args.nats_url, stream_replicas=args.stream_replicas,
+                            extra={"external_url": args.external_url} if args.external_url else {})
+        service = build_notifier(settings, nc, nc.jetstream(), config)
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            log.info("notifier worker ready")
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            with anyio.CancelScope(shield=True):
+                await service.drain(args.drain_timeout)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    anyio.run(_amain, args)
+
+
+if __name__ == "__main__":
+    main()
