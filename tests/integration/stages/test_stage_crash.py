@@ -129,8 +129,8 @@ def filter_inputs(rng: random.Random) -> Inputs:
                 alerts=alerts, flush_seq=seqs[(org, name + receiver)], flushed_at=T0 + i * 60, group_interval=3600,
                 repeat_interval=4 * 3600)))
         else:
-            sil = Silence(id=f"s{i}", org=org, matchers=[SilenceMatcher(name="alertname", value=f"A{rng.randrange(6)}")],
-                          starts_at=T0 + i * 60, ends_at=T0 + i * 60 + 3600)
+            matcher = SilenceMatcher(name="alertname", value=f"A{rng.randrange(6)}")
+            sil = Silence(id=f"s{i}", org=org, matchers=[matcher], starts_at=T0 + i * 60, ends_at=T0 + i * 60 + 3600)
             out.append(("commands", SilenceCommand(action="upsert", org=org, id=sil.id, at=T0 + i * 60, silence=sil)))
     return out
 
@@ -183,7 +183,7 @@ async def run(stage: str, output: str, inputs: Inputs, tmp: Path, kills: int, rn
         (tmp / "am.yml").write_text(CONFIG)
         args = [sys.executable, "-m", "pipeline.cli", "run", stage, "--nats-url", ns.url, "--partitions", str(P),
                 "--config.file", str(tmp / "am.yml"), "--storage.path", str(tmp / "w"), "--log-level", "warning"]
-        log = open(tmp / "stage.log", "ab")  # noqa: SIM115
+        log = open(tmp / "stage.log", "ab")
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         async def feed() -> None:
             # Inputs of different streams interleave as they arrive, in any run; feeding them in
