@@ -154,9 +154,9 @@ async def test_budget_in_seconds_ends_retries(nats_server: NatsServer, http_peer
         await publish(r.js, send_request("s-budget", "team"))
         rec = await wait_ledger(r.ledger, "s-budget", {"failed"})
     calls = http_peer.on("/hook")
-    # waits of at most 0.2s within a 1s budget: a handful of attempts, all inside the budget
+    # full-jitter waits of at most 0.2s (mean 0.1s) within a 1s budget: some attempts, all inside the budget
     # (the budget counts attempts and waits; bookkeeping between them adds some wall time)
-    assert 2 <= len(calls) <= 12
+    assert 2 <= len(calls) <= 40
     assert calls[-1].at - calls[0].at < 3.0
     assert rec.spent < 1.0 and rec.attempts == len(calls)
 
