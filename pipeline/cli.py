@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("check-config", help="validate an Alertmanager configuration file")
     cc.add_argument("files", nargs="+")
     sub.add_parser("version", help="print the version")
+    routes = sub.add_parser("routes", help="the routing tree, as amtool config routes")
+    rsub = routes.add_subparsers(dest="routes_cmd", required=True)
+    show = rsub.add_parser("show", help="print the routing tree")
+    test = rsub.add_parser("test", help="print the receivers a label set routes to")
+    for r in (show, test):
+        r.add_argument("--config.file", dest="config_file", default=os.environ.get("TOCSIN_CONFIG_FILE"),
+                       required=not os.environ.get("TOCSIN_CONFIG_FILE"))
+    test.add_argument("--tree", action="store_true", help="also print the matching routes")
+    test.add_argument("--verify.receivers", dest="verify", default="",
+                      help="exit 1 unless the receivers are exactly these (comma-separated)")
+    test.add_argument("labels", nargs="*", help="label=value ...")
     from stages.source.mapping import add_emit_arguments
 
     emit = sub.add_parser("emit", help="insert one event row into the events table (demos, tests)")
@@ -84,6 +95,35 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--postgres-dsn", default=_dsn_from_env())
     migrate.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
     return p
+
+
+def _routes(args: argparse.Namespace) -> int:
+    from pipeline.amconfig import ConfigError, compile_routes, load_config
+    from pipeline.amconfig.routes import render_matching_tree, render_routes_test, render_routes_tree
+
+    try:
+        root = compile_routes(load_config(args.config_file))
+    except ConfigError as exc:
+        print("tocsin: invalid configuration:\n  " + "\n  ".join(exc.errors), file=sys.stderr)
+        return 1
+    if args.routes_cmd == "show":
+        print(render_routes_tree(root), end="")
+        return 0
+    labels = {}
+    for item in args.labels:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"tocsin routes test: {item!r} is not label=value", file=sys.stderr)
+            return 2
+        labels[name] = value.strip('"')
+    if args.tree:
+        print(render_matching_tree(root, labels))
+    receivers = render_routes_test(root, labels)
+    print(receivers)
+    if args.verify and sorted(args.verify.split(",")) != sorted(receivers.split(",")):
+        print("WARNING: Expected receivers did not match resolved receivers.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _running_dsn(args: argparse.Namespace) -> str:
@@ -122,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "version":
         print(f"tocsin {_version()}")
         return 0
+    if args.cmd == "routes":
+        return _routes(args)
     if args.cmd == "emit":
         from stages.source.emit import emit
         from stages.source.mapping import EmitArgsError, emit_request_from_args

@@ -190,7 +190,8 @@ def _tree_lines(entries: Sequence[_Entry], prefix: str) -> list[str]:
     for i, (text, children) in enumerate(entries):
         last = i == len(entries) - 1
         lines.append(f"{prefix}{'└──' if last else '├──'} {text}")
-        lines += _tree_lines(children, prefix + ("    " if last else "│   "))
+        # amtool's tree printer (treeprint) pads a continuing branch with no-break spaces
+        lines += _tree_lines(children, prefix + ("    " if last else "│\u00a0\u00a0 "))
     return lines
 
 
@@ -200,7 +201,7 @@ def _show_entry(route: RouteNode) -> _Entry:
 
 def render_routes_tree(root: RouteNode) -> str:
     """What ``amtool config routes show`` prints."""
-    return "\n".join(["Routing tree:", ".", *_tree_lines([_show_entry(root)], "")]) + "\n"
+    return "\n".join(["Routing tree:", ".", *_tree_lines([_show_entry(root)], "")]) + "\n\n"
 
 
 def _matching_entry(route: RouteNode, labels: Mapping[str, str]) -> _Entry:
@@ -215,7 +216,7 @@ def _matching_entry(route: RouteNode, labels: Mapping[str, str]) -> _Entry:
 
 def render_matching_tree(root: RouteNode, labels: Mapping[str, str]) -> str:
     """What ``amtool config routes test --tree`` prints before the receivers."""
-    return "\n".join(["Matching routes:", ".", *_tree_lines([_matching_entry(root, labels)], "")]) + "\n"
+    return "\n".join(["Matching routes:", ".", *_tree_lines([_matching_entry(root, labels)], "")]) + "\n\n"
 
 
 def render_routes_test(root: RouteNode, labels: Mapping[str, str]) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,3 +87,38 @@ async def test_amtool_alerts_silences_and_routes(url: str) -> None:
     routes = await amtool(url, "config", "routes", "test", "severity=page")
     assert routes.strip() == "pager"
     assert "receiver: pager" in await amtool(url, "config", "routes")
+
+
+ROUTES = """
+route:
+  receiver: team
+  group_by: [alertname]
+  routes:
+    - receiver: pager
+      matchers: ['severity="critical"']
+      continue: true
+      routes:
+        - receiver: db-pager
+          match: {service: database}
+    - receiver: files
+      match_re: {service: "files|blobs"}
+receivers: [{name: team}, {name: pager}, {name: db-pager}, {name: files}]
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["show"],
+    ["test", "severity=critical", "service=database"],
+    ["test", "service=blobs"],
+    ["test", "x=y"],
+    ["test", "--tree", "severity=critical", "service=files"],
+], ids=["show", "nested", "match_re", "default", "tree"])
+def test_tocsin_routes_prints_what_amtool_prints(tmp_path: Path, args: list[str]) -> None:
+    f = tmp_path / "am.yml"
+    f.write_text(ROUTES)
+    ours = subprocess.run([sys.executable, "-m", "pipeline.cli", "routes", args[0], "--config.file", str(f),
+                           *args[1:]], capture_output=True, text=True, timeout=60)
+    theirs = subprocess.run([str(AMTOOL), "config", "routes", args[0], "--config.file", str(f), *args[1:]],
+                            capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout == theirs.stdout

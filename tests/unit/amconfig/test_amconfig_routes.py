@@ -169,9 +169,10 @@ def test_render_routes_tree_like_amtool() -> None:
         ".\n"
         "└── default-route  receiver: default\n"
         '    ├── {service="db"}  receiver: db\n'
-        '    │   ├── {severity="critical"}  continue: true  receiver: pager\n'
-        '    │   └── {severity=~"critical|warning"}  receiver: chat\n'
+        '    │\u00a0\u00a0 ├── {severity="critical"}  continue: true  receiver: pager\n'
+        '    │\u00a0\u00a0 └── {severity=~"critical|warning"}  receiver: chat\n'
         '    └── {env!="dev",service="web"}  continue: true  receiver: web\n'
+        "\n"  # amtool (treeprint) pads continuing branches with no-break spaces and ends with a blank line
     )
 
 
@@ -186,6 +187,7 @@ def test_render_matching_tree_like_amtool() -> None:
         '    └── {service="db"}\n'
         '        ├── {severity="critical"}  receiver: pager\n'
         '        └── {severity=~"critical|warning"}  receiver: chat\n'
+        "\n"
     )
     assert render_routes_test(root, {"service": "x"}) == "default"
 
