@@ -110,7 +110,8 @@ def _router(settings: Settings, nc: Any, js: Any) -> Service:
     from stages.router.config import RouteTable
     from stages.router.core import RouterCore
 
-    spec = StageSpec(name="router", core=RouterCore(RouteTable.from_config(settings.loaded.config)),
+    table = RouteTable.from_config(settings.loaded.config, settings.loaded.orgs)
+    spec = StageSpec(name="router", core=RouterCore(table),
                      inputs=[Input("alerts", ALERTS)], output=GROUPS, partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)
@@ -120,8 +121,10 @@ def _filter(settings: Settings, nc: Any, js: Any) -> Service:
     from stages.filter.config import filter_config, filter_options
     from stages.filter.core import FilterCore
 
-    config = filter_config(settings.loaded.config, filter_options(settings.loaded.tocsin.filter))
-    spec = StageSpec(name="filter", core=FilterCore(config),
+    options = filter_options(settings.loaded.tocsin.filter)
+    config = filter_config(settings.loaded.config, options)
+    orgs = {org: filter_config(c, options) for org, c in settings.loaded.orgs.items()}
+    spec = StageSpec(name="filter", core=FilterCore(config, orgs),
                      inputs=[Input("groups", GROUPS), Input("alerts", ALERTS), Input("commands", COMMANDS)],
                      output=SENDS, partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
@@ -133,7 +136,7 @@ def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
 
     if settings.loaded.tocsin.external_url:
         settings.extra.setdefault("external_url", settings.loaded.tocsin.external_url)
-    return build_notifier(settings, nc, js, settings.loaded.config)
+    return build_notifier(settings, nc, js, settings.loaded.config, orgs=settings.loaded.orgs)
 
 
 def _source(settings: Settings, nc: Any, js: Any) -> Service:

@@ -7,7 +7,7 @@ each stage section is handed to that stage's own strict config type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     source: dict[str, Any] | None = None  # stages.source.config.SourceConfig
     filter: dict[str, Any] | None = None
     notifier: dict[str, Any] | None = None
-    orgs: dict[str, Any] | None = None  # per-organisation route trees (router)
+    orgs: dict[str, str] | None = None  # organisation -> its own alertmanager.yml (path relative to this file)
     external_url: str = ""
     auth: AuthConfig | None = None  # API authentication (default: none, as Alertmanager)
     limits: LimitsConfig | None = None  # API abuse limits
@@ -51,6 +51,10 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 class Loaded:
     config: Config
     tocsin: TocsinSection
+    orgs: dict[str, Config] = field(default_factory=dict)  # organisations with their own configuration
+
+    def config_for(self, org: str) -> Config:
+        return self.orgs.get(org, self.config)
 
 
 def _line_of(node: Any, key: str) -> int:
@@ -97,9 +101,30 @@ def _tocsin(config: Config, text: str, filename: str) -> TocsinSection:
     return section
 
 
-def load_text(text: str, filename: str = "<string>") -> Loaded:
+def _org_configs(section: TocsinSection, base_dir: Path) -> dict[str, Config]:
+    """Each organisation's own alertmanager.yml (its route tree, receivers, inhibit rules,
+    time intervals); a `tocsin:` section there is not allowed (Tocsin's settings are global)."""
+    out: dict[str, Config] = {}
+    errors: list[str] = []
+    for org, file in (section.orgs or {}).items():
+        path = Path(file) if Path(file).is_absolute() else base_dir / file
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            errors.extend(f"tocsin.orgs.{org}: {e}" for e in exc.errors)
+            continue
+        if cfg.tocsin is not None:
+            errors.append(f"{path}: tocsin: an organisation's configuration cannot have a tocsin section")
+        out[org] = cfg
+    if errors:
+        raise ConfigError(errors)
+    return out
+
+
+def load_text(text: str, filename: str = "<string>", base_dir: Path | None = None) -> Loaded:
     config = load_config_text(text, filename)
-    return Loaded(config, _tocsin(config, text, filename))
+    section = _tocsin(config, text, filename)
+    return Loaded(config, section, _org_configs(section, base_dir or Path(".")))
 
 
 def load(path: Path | None) -> Loaded:
@@ -107,4 +132,5 @@ def load(path: Path | None) -> Loaded:
     if path is None:
         return load_text(DEFAULT_CONFIG, "<built-in>")
     config = load_config(path)
-    return Loaded(config, _tocsin(config, config.original, str(path)))
+    section = _tocsin(config, config.original, str(path))
+    return Loaded(config, section, _org_configs(section, Path(path).parent))

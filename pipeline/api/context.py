@@ -30,6 +30,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.routes = compile_routes(self.loaded.config)
+        self.org_routes = {org: compile_routes(c) for org, c in self.loaded.orgs.items()}
 
     @property
     def default_org(self) -> str:
@@ -48,9 +49,9 @@ class ApiContext:
             raise BadRequest("this request acts for one organisation: name it with X-Scope-OrgID")
         return orgs[0]
 
-    def receivers_for(self, labels: dict[str, str]) -> list[str]:
+    def receivers_for(self, labels: dict[str, str], org: str = "") -> list[str]:
         seen: list[str] = []
-        for r in self.routes.match(labels):
+        for r in self.org_routes.get(org, self.routes).match(labels):
             if r.receiver not in seen:
                 seen.append(r.receiver)
         return seen
@@ -68,11 +69,13 @@ class ApiContext:
         subject = names.out(partition_of(org, self.partitions), token(org))
         await self.js.publish(subject, msgspec.json.encode(rec), headers={"Nats-TTL": str(AUDIT_TTL)})
 
-    @property
-    def filter_config(self) -> object:
-        """The filter's compiled configuration (inhibit rules, intervals), for alert statuses."""
-        if not hasattr(self, "_filter_config"):
+    def filter_config(self, org: str) -> object:
+        """The filter's compiled configuration (inhibit rules, intervals) of ``org``, for alert statuses."""
+        if not hasattr(self, "_filter_configs"):
+            self._filter_configs: dict[str, object] = {}
+        if org not in self._filter_configs:
             from stages.filter.config import filter_config, filter_options
 
-            self._filter_config = filter_config(self.loaded.config, filter_options(self.loaded.tocsin.filter))
-        return self._filter_config
+            config = self.loaded.config_for(org)
+            self._filter_configs[org] = filter_config(config, filter_options(self.loaded.tocsin.filter))
+        return self._filter_configs[org]

@@ -85,8 +85,12 @@ class FilterCore:
 
     value_type = StateValue
 
-    def __init__(self, config: FilterConfig | None = None) -> None:
+    def __init__(self, config: FilterConfig | None = None, orgs: Mapping[str, FilterConfig] | None = None) -> None:
         self.config = config or FilterConfig()
+        self.orgs = dict(orgs or {})  # organisations with a configuration of their own
+
+    def config_for(self, org: str) -> FilterConfig:
+        return self.orgs.get(org, self.config)
 
     # ------------------------------------------------------------------ protocol
 
@@ -97,7 +101,8 @@ class FilterCore:
             return self._alert_change(state, inp, now)
         if isinstance(inp, SilenceCommand):
             try:
-                return Step(changes=apply_silence_command(state, inp, self.config.options.silence_retention))
+                retention = self.config_for(inp.org).options.silence_retention
+                return Step(changes=apply_silence_command(state, inp, retention))
             except SilenceError as exc:
                 raise Reject(f"invalid silence: {exc}") from None
         if isinstance(inp, AckCommand):
@@ -136,18 +141,19 @@ class FilterCore:
 
     def _alert_change(self, state: Mapping[str, StateValue], ch: AlertChange, now: float) -> Step[StateValue]:
         alert = ch.alert
+        cfg = self.config_for(alert.org)
         changes: Changes = {}
         fkey = firing_key(alert.org, alert.fingerprint)
         if ch.change == "resolved":
-            index_resolved(state, self.config, alert, changes)
+            index_resolved(state, cfg, alert, changes)
             if fkey in state:
                 changes[fkey] = None
         else:
-            index_firing(state, self.config, alert, changes)
+            index_firing(state, cfg, alert, changes)
             old = state.get(fkey)
             if not isinstance(old, FiringAlert) or old.starts_at != alert.starts_at:
                 changes[fkey] = FiringAlert(labels=dict(alert.labels), starts_at=alert.starts_at)
-        changes.update(ack_changes_for_alert(state, ch, now, self.config.options.nflog_retention))
+        changes.update(ack_changes_for_alert(state, ch, now, cfg.options.nflog_retention))
         return Step(changes=changes)
 
     def _ack(self, state: Mapping[str, StateValue], cmd: AckCommand) -> Step[StateValue]:
@@ -165,7 +171,7 @@ class FilterCore:
     def _pagerduty_acks(self, state: Mapping[str, StateValue], cmd: AckCommand, record: GroupRecord) -> list[Out]:
         firing = [a for a in record.alerts if a.fingerprint in record.firing and not a.resolved_at(cmd.at)]
         outputs = []
-        for spec in self.config.receivers.get(record.receiver, ()):
+        for spec in self.config_for(cmd.org).receivers.get(record.receiver, ()):
             if spec.kind != "pagerduty":
                 continue
             entry = _entry(state, nflog_key(cmd.org, record.group_id, record.receiver, spec.kind, spec.index), cmd.at)
@@ -183,7 +189,8 @@ class FilterCore:
         return outputs
 
     def _flush(self, state: Mapping[str, StateValue], f: GroupFlush) -> Step[StateValue]:
-        cfg, opts = self.config, self.config.options
+        cfg = self.config_for(f.org)
+        opts = cfg.options
         t, org = f.flushed_at, f.org
         integrations = cfg.receivers.get(f.receiver)
         if integrations is None:
@@ -259,13 +266,14 @@ class FilterCore:
         """The intervals muting the flush, named as Alertmanager's group marker names them:
         its TimeActiveStage runs first and, outside every active interval, reports them all;
         otherwise the TimeMuteStage reports the mute intervals the time falls in."""
-        intervals, t = self.config.time_intervals, f.flushed_at
+        intervals, t = self.config_for(f.org).time_intervals, f.flushed_at
         if f.active_time_intervals and not intervals.active(f.active_time_intervals, t):
             return list(f.active_time_intervals)
         return intervals.active(f.mute_time_intervals, t)
 
     def _fates(self, state: Mapping[str, StateValue], f: GroupFlush, acked: Callable[[Alert], bool]) -> list[_Fate]:
-        cfg, opts, t = self.config, self.config.options, f.flushed_at
+        cfg = self.config_for(f.org)
+        opts, t = cfg.options, f.flushed_at
         silences = org_silences(state, f.org)
         fates = []
         for a in f.alerts:
@@ -295,7 +303,7 @@ class FilterCore:
         """Keep an acknowledged group's entry alive without notifying: were it to expire,
         the next flush would notify as a first notification. Its time is kept, so the
         repeat is due as soon as the acknowledgement ends."""
-        opts = self.config.options
+        opts = self.config_for(f.org).options
         life = min(opts.nflog_retention, 2 * f.repeat_interval) if f.repeat_interval > 0 else opts.nflog_retention
         if entry.expires_at - t < life / 2:
             changes[nkey] = _replace(entry, expires_at=t + life)
@@ -303,7 +311,7 @@ class FilterCore:
     def _keep_record(self, changes: Changes, key: str, old: GroupRecord | None, new: GroupRecord, t: float) -> None:
         """Write a group record when it changed, or to push its expiry back (coarsely, so
         that most flushes write nothing)."""
-        retention = self.config.options.nflog_retention
+        retention = self.config_for(key.split("/", 2)[1]).options.nflog_retention  # key: group/<org>/...
         if old is not None and t - old.seen_at > retention / 8:
             new = _replace(new, seen_at=t, expires_at=t + retention)
         if old is None or new != old:

@@ -30,8 +30,8 @@ import socket
 import ssl
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -742,22 +742,29 @@ class Senders:
     by_key: dict[SenderKey, Sender]
     problems: list[str]
     _clients: _Clients
+    by_org: dict[str, dict[SenderKey, Sender]] = field(default_factory=dict)  # orgs with their own receivers
 
-    def get(self, key: SenderKey) -> Sender | None:
-        return self.by_key.get(key)
+    def _table(self, org: str | None) -> dict[SenderKey, Sender]:
+        return self.by_org.get(org, self.by_key) if org is not None else self.by_key
 
-    def for_receiver(self, receiver: str) -> list[Sender]:
-        return [s for k, s in self.by_key.items() if k[0] == receiver]
+    def get(self, key: SenderKey, org: str | None = None) -> Sender | None:
+        return self._table(org).get(key)
+
+    def for_receiver(self, receiver: str, org: str | None = None) -> list[Sender]:
+        return [s for k, s in self._table(org).items() if k[0] == receiver]
 
     async def aclose(self) -> None:
-        for s in self.by_key.values():
-            await s.aclose()
+        for table in (self.by_key, *self.by_org.values()):
+            for s in table.values():
+                await s.aclose()
         await self._clients.aclose()
 
 
 def build_senders(config: Config, *, external_url: str, templates: TemplateSet | None = None,
-                  default_timeout: float = 30.0, secrets: SecretReader | None = None) -> Senders:
-    """One sender per delivered integration of every receiver of ``config``.
+                  default_timeout: float = 30.0, secrets: SecretReader | None = None,
+                  orgs: Mapping[str, Config] | None = None) -> Senders:
+    """One sender per delivered integration of every receiver of ``config`` (and of each
+    organisation's own configuration in ``orgs``).
 
     An integration whose configuration cannot work at all (no smarthost, a bad TLS file)
     is left out and described in ``problems``; sends to it are dead-lettered.
@@ -765,8 +772,17 @@ def build_senders(config: Config, *, external_url: str, templates: TemplateSet |
     templates = templates or default_templates()
     secrets = secrets or SecretReader()
     clients = _Clients()
-    by_key: dict[SenderKey, Sender] = {}
     problems: list[str] = []
+    by_key = _build_table(config, clients, problems, external_url=external_url, templates=templates,
+                          default_timeout=default_timeout, secrets=secrets)
+    by_org = {org: _build_table(c, clients, problems, external_url=external_url, templates=templates,
+                                default_timeout=default_timeout, secrets=secrets) for org, c in (orgs or {}).items()}
+    return Senders(by_key, problems, clients, by_org)
+
+
+def _build_table(config: Config, clients: _Clients, problems: list[str], *, external_url: str,
+                 templates: TemplateSet, default_timeout: float, secrets: SecretReader) -> dict[SenderKey, Sender]:
+    by_key: dict[SenderKey, Sender] = {}
     for rcv in config.receivers:
         for kind, index, cfg in delivered_integrations(rcv):
             key: SenderKey = (rcv.name, kind, index)
@@ -793,4 +809,4 @@ def build_senders(config: Config, *, external_url: str, templates: TemplateSet |
                 problems.append(f"receiver {rcv.name!r}: {kind}_configs[{index}]: {type(exc).__name__}: {exc}")
                 continue
             by_key[key] = sender
-    return Senders(by_key, problems, clients)
+    return by_key

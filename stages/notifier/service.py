@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -62,7 +62,8 @@ class NotifierService:
 
 
 def build_notifier(settings: Settings, nc: Any, js: Any, config: Config, *, templates: TemplateSet | None = None,
-                   clock: Callable[[], float] = time.time) -> NotifierService:
+                   clock: Callable[[], float] = time.time, orgs: Mapping[str, Config] | None = None
+                   ) -> NotifierService:
     """The notifier service for ``config`` (see the module doc).
 
     The external URL of templates and webhooks is ``tocsin.notifier.external_url``, else
@@ -75,7 +76,8 @@ def build_notifier(settings: Settings, nc: Any, js: Any, config: Config, *, temp
         raise NotifierConfigError("; ".join(problems))
     external_url = ncfg.external_url or str(settings.extra.get("external_url") or "") or default_external_url(
         settings.listen)
-    senders = build_senders(config, external_url=external_url, templates=templates, default_timeout=ncfg.timeout)
+    senders = build_senders(config, external_url=external_url, templates=templates, default_timeout=ncfg.timeout,
+                            orgs=orgs)
     for problem in senders.problems:
         log.warning("notifier: %s", problem)
     worker = Worker(nc, js, config=config, settings=ncfg, senders=senders, clock=clock,

@@ -314,7 +314,7 @@ class Worker:
             await msg.ack()
             return
         key: SenderKey = (req.receiver, str(req.integration.kind), req.integration.index)
-        sender = self.senders.get(key)
+        sender = self.senders.get(key, req.org)
         if sender is None:
             await self._dead_letter(msg, f"no integration {req.receiver}/{integration_name(req)} in the loaded "
                                     "configuration", now, cause="unknown_integration", send_id=req.id)
@@ -478,7 +478,7 @@ class Worker:
         """
         now = self.clock()
         fallback = self.settings.fallbacks.get(req.receiver, "")
-        targets = self.senders.for_receiver(fallback) if fallback else []
+        targets = self.senders.for_receiver(fallback, req.org) if fallback else []
         if fallback and not targets:
             log.error("fallback receiver %r of %r has no deliverable integration", fallback, req.receiver)
         p = SENDS.partition_of_subject(msg.subject) if msg.subject.startswith(f"{SENDS.prefix}.out.") else 0
