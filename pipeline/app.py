@@ -101,7 +101,7 @@ def _rules(settings: Settings, nc: Any, js: Any) -> Service:
     core = RulesCore(load_rules(section) if section else None,
                      resolve_timeout=settings.loaded.config.global_.resolve_timeout)
     spec = StageSpec(name="rules", core=core, inputs=[Input("events", EVENTS)], output=ALERTS,
-                     partitions=settings.partitions)
+                     partitions=settings.partitions, output_ttl=int(settings.loaded.tocsin.history_retention))
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)
 

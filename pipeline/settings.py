@@ -16,6 +16,7 @@ import msgspec
 from pipeline.amconfig import Config, ConfigError, load_config, load_config_text
 from pipeline.amconfig.decode import Decoder
 from pipeline.amconfig.load import compose_section
+from pipeline.amconfig.model import PromDuration
 from pipeline.api.auth_config import AuthConfig
 from pipeline.api.limits import LimitsConfig
 
@@ -43,6 +44,7 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     notifier: dict[str, Any] | None = None
     orgs: dict[str, str] | None = None  # organisation -> its own alertmanager.yml (path relative to this file)
     external_url: str = ""
+    history_retention: PromDuration = 7 * 24 * 3600.0  # how long alert changes (the history) are kept, e.g. 30d
     auth: AuthConfig | None = None  # API authentication (default: none, as Alertmanager)
     limits: LimitsConfig | None = None  # API abuse limits
 

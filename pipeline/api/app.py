@@ -187,19 +187,52 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse([{"name": r.name} for r in ctx.loaded.config_for(org).receivers])
 
     async def history(request: Request) -> Response:
-        """Tocsin: every state change of one alert (``fingerprint``) of the caller's organisation."""
+        """Tocsin: every state change of one alert (``fingerprint``) or of every alert of one
+        resource (``resource=KIND/NAME``) of the caller's organisation, oldest first."""
         org = ctx.org_of(request)
         fp = request.query_params.get("fingerprint", "")
-        if not re.fullmatch(r"[0-9a-f]{16}", fp):
-            return bad_request("fingerprint must be 16 hex digits")
-        subject = f"{ALERTS.prefix}.out.{partition_of(org, ctx.partitions)}.{token(org)}.{fp}"
+        resource = request.query_params.get("resource", "")
+        base = f"{ALERTS.prefix}.out.{partition_of(org, ctx.partitions)}.{token(org)}"
+        if fp:
+            if not re.fullmatch(r"[0-9a-f]{16}", fp):
+                return bad_request("fingerprint must be 16 hex digits")
+            subject = f"{base}.{fp}"
+        elif resource:
+            kind, sep, name = resource.partition("/")
+            if not sep or not kind or not name:
+                return bad_request("resource is KIND/NAME")
+            subject = f"{base}.*"  # the organisation's history, filtered below
+        else:
+            return bad_request("give fingerprint or resource")
         changes = []
         async for m in read_messages(ctx.js, ALERTS.stream, subject):
             ch = msgspec.json.decode(m.data, type=AlertChange)
+            if resource and (ch.alert.labels.get("resource_kind"), ch.alert.labels.get("resource")) != (kind, name):
+                continue
             changes.append({"change": ch.change, "at": rfc3339(ch.alert.updated_at or ch.cause.at),
                             "cause": {"kind": ch.cause.kind, "id": ch.cause.id},
                             "alert": gettable_alert(ch.alert, [])})
         return JSONResponse(changes)
+
+    async def attempts(request: Request) -> Response:
+        """Tocsin: delivery attempts of a group (``groupKey``) or an alert (``fingerprint``)."""
+        from stages.notifier.ledger import attempts as read_attempts
+
+        org = ctx.org_of(request)
+        group_key = request.query_params.get("groupKey")
+        fp = request.query_params.get("fingerprint")
+        if not group_key and not fp:
+            return bad_request("give groupKey or fingerprint")
+        try:
+            since = float(request.query_params["since"]) if "since" in request.query_params else None
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            return bad_request("since is Unix seconds and limit a whole number")
+        records = await read_attempts(ctx.js, org, group_key=group_key, fingerprint=fp, since=since, limit=limit)
+        return JSONResponse([{
+            "sendId": r.send_id, "status": r.status, "at": rfc3339(r.at), "receiver": r.receiver,
+            "integration": r.integration, "groupKey": r.group_key, "attempt": r.attempt, "error": r.error,
+            "reason": r.reason, "statusCode": r.status_code, "duration": r.duration} for r in records])
 
     async def audit(request: Request) -> Response:
         """Tocsin: the audit trail of writes in the caller's organisation (admins only)."""
@@ -213,6 +246,7 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
     return [
         *silence_routes(ctx),
         Route("/api/tocsin/audit", audit, methods=["GET"]),
+        Route("/api/tocsin/attempts", attempts, methods=["GET"]),
         Route("/api/v2/alerts", post_alerts, methods=["POST"]),
         Route("/api/v2/alerts", get_alerts, methods=["GET"]),
         Route("/api/v2/alerts/groups", get_groups, methods=["GET"]),

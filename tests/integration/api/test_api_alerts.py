@@ -110,3 +110,20 @@ async def test_status_and_receivers(api: httpx.AsyncClient) -> None:
     status = (await api.get("/api/v2/status")).json()
     assert "resolve_timeout: 6s" in status["config"]["original"] and status["cluster"]["status"] == "ready"
     assert (await api.get("/api/v2/receivers")).json() == [{"name": "team"}, {"name": "db"}]
+
+
+async def test_history_of_a_resource(nats_server: NatsServer, tmp_path: Path) -> None:
+    settings = Settings(storage_path=tmp_path / "data", nats_url=nats_server.url, listen="127.0.0.1:0",
+                        loaded=load_text(CONFIG), partitions=4)
+    async with running(settings, ["rules", "api"]) as ep, httpx.AsyncClient(base_url=ep.api_url, timeout=10) as api:
+        def labels(name: str, res: str) -> dict[str, str]:
+            return {"alertname": name, "resource_kind": "device", "resource": res}
+
+        await api.post("/api/v2/alerts", json=[{"labels": labels("Cpu", "gw-1")}, {"labels": labels("Disk", "gw-1")},
+                                               {"labels": labels("Cpu", "gw-2")}])
+        await wait_alerts(api, 3)
+        hist = (await api.get("/api/tocsin/history", params={"resource": "device/gw-1"})).json()
+        assert sorted(h["alert"]["labels"]["alertname"] for h in hist) == ["Cpu", "Disk"]
+        assert {h["change"] for h in hist} == {"fired"}
+        assert (await api.get("/api/tocsin/history", params={"resource": "nonsense"})).status_code == 400
+        assert (await api.get("/api/tocsin/history")).status_code == 400

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -66,6 +67,12 @@ async def test_push_then_webhook_after_group_wait_then_resolved(pipeline: Endpoi
         assert [a["labels"] for a in body["alerts"]] == [{"alertname": "HighLatency", "job": "api"}]
         assert body["alerts"][0]["annotations"] == {"summary": "p99 > 1s"}
         assert first.headers.get("idempotency-key")
+        with anyio.fail_after(5):  # the delivery attempt is listed for the group
+            while not (tries := (await api.get("/api/tocsin/attempts", params={"groupKey": body["groupKey"]})
+                                 ).json()):
+                await anyio.sleep(0.05)
+        assert tries[0]["status"] == "sent" and tries[0]["receiver"] == "hook"
+        assert tries[0]["sendId"] == first.headers["idempotency-key"]
         # resolve it: the next flush (group_interval 2s after the first) sends "resolved"
         t1 = time.time()
         await api.post("/api/v2/alerts", json=[{"labels": {"alertname": "HighLatency", "job": "api"},
