@@ -1,4 +1,5 @@
-"""Throughput of the stage runtime with the counter test stage (issue: foundation).
+"""Throughput of the stage runtime with the counter test stage (issue: foundation), or of
+a real stage (``--stage router``).
 
 Pre-loads N events into EVENTS across P partitions, then starts one counter stage process
 (in this process) and measures inputs/s from start to the last committed input. Compares with
@@ -62,17 +63,66 @@ async def bare_loop(nc, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def run(n: int, partitions: int, orgs: int, keys: int) -> None:
+ALERTS = StreamNames("alerts")
+STAGE_CONFIG = """
+route:
+  receiver: team
+  group_by: [alertname, instance]
+  group_wait: 1h
+  routes:
+    - {receiver: db, matchers: ['service="db"']}
+    - {receiver: web, matchers: ['service=~"web|api"'], continue: true}
+receivers: [{name: team}, {name: db}, {name: web}]
+"""
+
+
+async def preload_alert_changes(nc, n: int, partitions: int, orgs: int, keys: int) -> None:
+    from contracts import Alert, AlertChange, Cause
+    from contracts.labels import fingerprint
+
+    js = nc.jetstream()
+    pending = []
+    now = time.time()
+    for i in range(n):
+        org = f"org{i % orgs}"
+        labels = {"alertname": f"A{i % 50}", "instance": f"h{i % keys}", "service": ("db", "web", "x")[i % 3]}
+        alert = Alert(fingerprint=fingerprint(labels), org=org, labels=labels, starts_at=now, updated_at=now + i)
+        ch = AlertChange(change="fired", alert=alert, cause=Cause(kind="push", id=str(i), at=now))
+        pending.append(js.publish(ALERTS.out(partition_of(org, partitions), "x"), encode(ch)))
+        if len(pending) >= 2000:
+            for f in pending:
+                await f
+            pending = []
+    for f in pending:
+        await f
+
+
+def stage_spec(stage: str, partitions: int) -> tuple[StageSpec, StreamNames]:
+    if stage == "counter":
+        return StageSpec(name="counter", core=CounterCore(delay=3600), inputs=[Input("events", EVENTS)],
+                         output=StreamNames("counts"), partitions=partitions), EVENTS
+    from pipeline.settings import load_text
+    from stages.router.config import RouteTable
+    from stages.router.core import RouterCore
+
+    table = RouteTable.from_config(load_text(STAGE_CONFIG).config)
+    return StageSpec(name="router", core=RouterCore(table), inputs=[Input("alerts", ALERTS)],
+                     output=StreamNames("groups"), partitions=partitions), ALERTS
+
+
+async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "counter") -> None:
     with tempfile.TemporaryDirectory() as d:
         async with start_nats(Path(d) / "nats") as ns:
             nc = await connect(ns.url)
             js = nc.jetstream()
             await ensure_partitions(js, nc, partitions)
-            await ensure_stream(js, EVENTS)
-            await preload(nc, n, partitions, orgs, keys)
+            spec, source = stage_spec(stage, partitions)
+            await ensure_stream(js, source)
+            if stage == "counter":
+                await preload(nc, n, partitions, orgs, keys)
+            else:
+                await preload_alert_changes(nc, n, partitions, orgs, keys)
             bare = await bare_loop(nc, n)
-            spec = StageSpec(name="counter", core=CounterCore(delay=3600), inputs=[Input("events", EVENTS)],
-                             output=StreamNames("counts"), partitions=partitions)
             runner = StageRunner(nc, js, spec, replica="bench")
             async with anyio.create_task_group() as tg:
                 t0 = time.perf_counter()
@@ -80,7 +130,7 @@ async def run(n: int, partitions: int, orgs: int, keys: int) -> None:
                 ready = time.perf_counter()
                 from pipeline.runtime.metrics import stage_metrics
 
-                counter = stage_metrics().inputs.labels("counter")
+                counter = stage_metrics().inputs.labels(spec.name)
                 while counter._value.get() < n:
                     await anyio.sleep(0.01)
                 t1 = time.perf_counter()
@@ -89,7 +139,7 @@ async def run(n: int, partitions: int, orgs: int, keys: int) -> None:
             rate = n / (t1 - ready)
             print(f"events={n} partitions={partitions} orgs={orgs} keys={keys}")
             print(f"acquire+rebuild of {partitions} partitions: {ready - t0:.2f}s")
-            print(f"runtime (counter stage): {rate:,.0f} inputs/s in one process")
+            print(f"runtime ({spec.name} stage): {rate:,.0f} inputs/s in one process")
             print(f"bare nats-py atomic-batch loop, same server, same run: {bare:,.0f} inputs/s")
             print(f"ratio runtime/bare: {rate / bare:.2f}")
             await nc.close()
@@ -101,8 +151,10 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--orgs", type=int, default=200)
     ap.add_argument("--keys", type=int, default=5000)
+    ap.add_argument("--stage", choices=["counter", "router"], default="counter",
+                    help="counter: the runtime's test stage; router: the router/grouper stage (50 alert names)")
     a = ap.parse_args()
-    anyio.run(run, a.events, a.partitions, a.orgs, a.keys)
+    anyio.run(run, a.events, a.partitions, a.orgs, a.keys, a.stage)
 
 
 if __name__ == "__main__":
