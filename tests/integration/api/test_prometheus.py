@@ -72,7 +72,7 @@ alerting:
     proc = subprocess.Popen([str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
                              "--rules.alert.resend-delay=1s"],
-                            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=tocsin) as api:
             with anyio.fail_after(60):
