@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
-
-import msgspec
 
 from contracts.labels import fingerprint
 from contracts.messages import (
@@ -27,12 +24,12 @@ from contracts.messages import (
     SilenceMatcher,
 )
 from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out, Step
+from pipeline.runtime.step import Out
 from stages.filter.config import FilterConfig, FilterOptions, filter_config
 from stages.filter.core import FilterCore
 from stages.filter.state import StateValue
+from tests.core_fold import CoreFold
 
-_enc = msgspec.json.Encoder()
 _seq = itertools.count(1)
 
 CONFIG_YAML = """
@@ -98,52 +95,8 @@ def core(**options: Any) -> FilterCore:
     return FilterCore(config(**options))
 
 
-def _snapshot(state: Mapping[str, StateValue]) -> bytes:
-    return _enc.encode(dict(sorted(state.items())))
 
-
-class Fold:
-    def __init__(self, core: FilterCore) -> None:
-        self.core = core
-        self.state: dict[str, StateValue] = {}
-        self.outputs: list[Out] = []
-        self.now = 0.0
-
-    def _apply(self, step: Step[StateValue]) -> list[Out]:
-        for key, value in step.changes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.outputs.extend(step.outputs)
-        return step.outputs
-
-    def _call(self, fn: Any, *args: Any) -> Step[StateValue]:
-        before = _snapshot(self.state)
-        result: Step[StateValue] = fn(MappingProxyType(self.state), *args)
-        assert _snapshot(self.state) == before, "the core mutated the state it was given"
-        return result
-
-    def due(self) -> list[tuple[float, str]]:
-        out = []
-        for key, value in self.state.items():
-            d = self.core.deadline(key, value)
-            if d is not None:
-                out.append((d, key))
-        return sorted(out)
-
-    def advance(self, to: float) -> list[Out]:
-        """Fire every timer due at or before ``to``, earliest first."""
-        fired: list[Out] = []
-        while True:
-            due = self.due()
-            if not due or due[0][0] > to:
-                break
-            deadline, key = due[0]
-            fired += self._apply(self._call(self.core.fire, key, deadline))
-        self.now = max(self.now, to)
-        return fired
-
+class Fold(CoreFold[StateValue]):
     def step(self, inp: Any, now: float | None = None) -> list[Out]:
         """Fire due timers, then step ``inp`` at ``now`` (default: the input's own time)."""
         if now is None:

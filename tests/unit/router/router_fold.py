@@ -11,7 +11,6 @@ from its wire form, as a restarted runtime rebuilds it from the state subjects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, Literal
 
 import msgspec
@@ -19,18 +18,16 @@ import msgspec
 from contracts.labels import fingerprint
 from contracts.messages import Alert, AlertChange, Cause, GroupFlush
 from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out, Step
+from pipeline.runtime.step import Out
 from stages.router.config import RouteTable
 from stages.router.core import RouterCore
 from stages.router.state import GroupHead, StateValue
+from tests.core_fold import CoreFold
 
 __all__ = ["Fold", "change", "flushes", "heads", "table"]
 
 _enc = msgspec.json.Encoder()
 
-
-def _snapshot(state: Mapping[str, StateValue]) -> bytes:
-    return _enc.encode(dict(sorted(state.items())))
 
 
 def table(yml: str, orgs: Mapping[str, str] | None = None) -> RouteTable:
@@ -64,48 +61,8 @@ def heads(state: Mapping[str, StateValue]) -> dict[str, GroupHead]:
     return {key.rsplit("/", 1)[1]: v for key, v in state.items() if isinstance(v, GroupHead)}
 
 
-class Fold:
-    def __init__(self, core: RouterCore) -> None:
-        self.core = core
-        self.state: dict[str, StateValue] = {}
-        self.outputs: list[Out] = []
-        self.now = 0.0
-
-    def _apply(self, step: Step[StateValue]) -> list[Out]:
-        for key, value in step.changes.items():
-            if value is None:
-                assert key in self.state, f"deletes {key!r} which does not exist"
-                self.state.pop(key)
-            else:
-                self.state[key] = value
-        self.outputs.extend(step.outputs)
-        return step.outputs
-
-    def _call(self, fn: Any, *args: Any) -> Step[StateValue]:
-        before = _snapshot(self.state)
-        result: Step[StateValue] = fn(MappingProxyType(self.state), *args)
-        assert _snapshot(self.state) == before, "the core mutated the state it was given"
-        return result
-
-    def due(self) -> list[tuple[float, str]]:
-        out = []
-        for key, value in self.state.items():
-            d = self.core.deadline(key, value)
-            if d is not None:
-                out.append((d, key))
-        return sorted(out)
-
-    def advance(self, to: float) -> list[Out]:
-        """Fire every timer due at or before ``to``, earliest first."""
-        fired: list[Out] = []
-        while True:
-            due = self.due()
-            if not due or due[0][0] > to:
-                break
-            deadline, key = due[0]
-            fired += self._apply(self._call(self.core.fire, key, deadline))
-        self.now = max(self.now, to)
-        return fired
+class Fold(CoreFold[StateValue]):
+    strict_deletes = True
 
     def step(self, inp: Any, now: float | None = None) -> list[Out]:
         """Fire due timers, then step ``inp`` at ``now`` (default: the input alert's updated_at)."""

@@ -10,70 +10,25 @@ not mutate the state it was given.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
-import msgspec
-
 from contracts.messages import AlertChange, Event, PushedAlert, PushedAlerts
-from pipeline.runtime.step import Out, Reject, Step
+from pipeline.runtime.step import Out, Reject
 from stages.rules.core import RulesCore
 from stages.rules.state import StateValue
+from tests.core_fold import CoreFold
 
 __all__ = ["Fold", "changes", "ev", "pa", "payloads", "push"]
 
-_enc = msgspec.json.Encoder()
 _ids = itertools.count(1)
 
 
-def _snapshot(state: Mapping[str, StateValue]) -> bytes:
-    return _enc.encode(dict(sorted(state.items())))
 
-
-class Fold:
+class Fold(CoreFold[StateValue]):
     def __init__(self, core: RulesCore, *, eager: bool = True) -> None:
-        self.core = core
+        super().__init__(core)
         self.eager = eager
-        self.state: dict[str, StateValue] = {}
-        self.outputs: list[Out] = []
         self.rejects: list[str] = []
-        self.now = 0.0
-
-    def _apply(self, step: Step[StateValue]) -> list[Out]:
-        for key, value in step.changes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.outputs.extend(step.outputs)
-        return step.outputs
-
-    def _call(self, fn: Any, *args: Any) -> Step[StateValue]:
-        before = _snapshot(self.state)
-        result: Step[StateValue] = fn(MappingProxyType(self.state), *args)
-        assert _snapshot(self.state) == before, "the core mutated the state it was given"
-        return result
-
-    def due(self) -> list[tuple[float, str]]:
-        out = []
-        for key, value in self.state.items():
-            d = self.core.deadline(key, value)
-            if d is not None:
-                out.append((d, key))
-        return sorted(out)
-
-    def advance(self, to: float) -> list[Out]:
-        """Fire every timer due at or before ``to``, earliest first."""
-        fired: list[Out] = []
-        while True:
-            due = self.due()
-            if not due or due[0][0] > to:
-                break
-            deadline, key = due[0]
-            fired += self._apply(self._call(self.core.fire, key, deadline))
-        self.now = max(self.now, to)
-        return fired
 
     def step(self, inp: Any, now: float | None = None) -> list[Out]:
         """Fire due timers (eager mode), then step ``inp`` at ``now`` (default: the current time)."""
