@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.runtime_bench
+	$(BIN)/python -m loadtest.run --scenario all --short
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
