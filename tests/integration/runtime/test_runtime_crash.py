@@ -122,22 +122,25 @@ async def test_timer_due_during_crash_fires_once_after_restart(nats_server: Nats
     nc = await connect(nats_server.url)
     await ensure_partitions(nc.jetstream(), nc, P)
     await ensure_stream(nc.jetstream(), EVENTS)
-    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=2.0)
+    delay = 8.0  # long enough that the kill below comes before it even on a slow, loaded machine
+    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=delay)
     worker.start()
+    await wait_ready(tmp_path / "w-w1")
     t0 = time.time()
     await publish_events(nc, [event(1, "acme", "sensor", at=t0)], P)
     msgs = await wait_for_outputs(nc, 1, timeout=20)
+    worker.kill()  # the timer (t0 + delay) falls due while no worker runs
+    assert time.time() < t0 + delay, "the machine was too slow to kill the worker before the timer"
     assert decode_outputs(msgs) == [("acme/sensor", 1, False)]
-    worker.kill()  # the timer (t0 + 2 s) falls due while no worker runs
-    await anyio.sleep(max(0.0, t0 + 2.5 - time.time()))
+    await anyio.sleep(max(0.0, t0 + delay + 0.5 - time.time()))
     worker.start()
-    got = decode_outputs(await wait_for_outputs(nc, 2, timeout=30))
+    await wait_for_outputs(nc, 2, timeout=30)
     await anyio.sleep(1.0)  # a second firing would show up by now
     got = decode_outputs(await read_all(nc, COUNTS, f"{COUNTS.prefix}.out.>"))
     worker.stop()
     assert got == [("acme/sensor", 1, False), ("acme/sensor", 0, True)]
     fired_at = (await read_state(nc))["acme/sensor"].fired_at
-    assert fired_at == pytest.approx(t0 + 2.0)  # deterministic: the timer's now is its deadline
+    assert fired_at == pytest.approx(t0 + delay)  # deterministic: the timer's now is its deadline
     await nc.close()
 
 
