@@ -220,6 +220,7 @@ class Verdict:
     delivered: int = 0  # expected notifications that arrived
     missing: list[tuple[str, str]] = field(default_factory=list)
     duplicated: list[tuple[str, str]] = field(default_factory=list)
+    deliveries_of: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)  # duplicated: (key, at)
     repeats: list[tuple[str, str, str, float]] = field(default_factory=list)  # (lifecycle, status, key, at)
     unexpected: list[Delivery] = field(default_factory=list)
     label_mismatch: list[tuple[str, str]] = field(default_factory=list)
@@ -260,6 +261,7 @@ def check(expected: Mapping[tuple[str, str], Expectation], deliveries: Iterable[
             keys[d.key] = keys.get(d.key, 0) + 1
         if distinct > 1:
             v.duplicated.append(k)
+            v.deliveries_of[k] = [(d.key, d.at) for d in ds]
     v.missing = sorted(k for k in expected if k not in seen)
     for lat in v.latency.values():
         lat.sort()

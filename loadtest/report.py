@@ -92,8 +92,10 @@ def summary(r: TargetResult) -> dict[str, Any]:
     v = r.verdict
     sent = len(r.sent_times)
     in_load = sum(1 for t in r.sent_times if t <= r.load_end)
-    firing = summarize(lat for _, lat in v.latency["firing"])
-    resolved = summarize(lat for _, lat in v.latency["resolved"])
+    # steady load: notifications of events sent while the load ran (a burst after it is apart)
+    firing = summarize(lat for a, lat in v.latency["firing"] if a - lat <= r.load_end)
+    resolved = summarize(lat for a, lat in v.latency["resolved"] if a - lat <= r.load_end)
+    burst_firing = summarize(lat for a, lat in v.latency["firing"] if a - lat > r.load_end)
     cpu: dict[str, dict[str, float]] = {}
     for _, role, c, m in r.samples.cpu:
         e = cpu.setdefault(role, {"n": 0, "cpu_sum": 0.0, "cpu_max": 0.0, "mem_max": 0.0})
@@ -101,7 +103,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
         e["cpu_sum"] += c
         e["cpu_max"] = max(e["cpu_max"], c)
         e["mem_max"] = max(e["mem_max"], m)
-    last_firing = max((a for a, _ in v.latency["firing"]), default=math.nan)
+    last_firing = max((a for a, lat in v.latency["firing"] if a - lat <= r.load_end), default=math.nan)
     out: dict[str, Any] = {
         "target": r.target, "label": r.label, "mode": r.mode,
         "load_seconds": round(r.load_seconds, 3),
@@ -113,7 +115,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
         "expected": v.expected, "delivered": v.delivered, "missing": len(v.missing),
         "duplicated": len(v.duplicated), "same_key_repeats": len(v.repeats), "unexpected": len(v.unexpected),
         "label_mismatch": len(v.label_mismatch),
-        "firing_latency_s": firing, "resolved_latency_s": resolved,
+        "firing_latency_s": firing, "resolved_latency_s": resolved, "burst_firing_latency_s": burst_firing,
         "firing_drain_s": (last_firing - r.load_end) if last_firing == last_firing else math.nan,
         "spacing": {"refires": r.spacing.refires, "min_gap_s": r.spacing.min_gap, "below_guard": r.spacing.below,
                     "guard_s": r.spacing.guard},
@@ -246,7 +248,7 @@ def _plots(out: Path, results: Sequence[TargetResult]) -> list[str]:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for r in results:
         c = colors.get(r.target)
-        w = window_percentiles(r.verdict.latency["firing"], r.t0, 5.0)
+        w = window_percentiles([(a, x) for a, x in r.verdict.latency["firing"] if a - x <= r.load_end], r.t0, 5.0)
         ax.plot([t for t, _ in w], [q[0] * 1000 for _, q in w], color=c, lw=1.0, ls="--", label=f"{r.label}: p50")
         ax.plot([t for t, _ in w], [q[1] * 1000 for _, q in w], color=c, lw=1.4, label=f"{r.label}: p99")
     ax.set_yscale("log")
@@ -261,15 +263,16 @@ def _plots(out: Path, results: Sequence[TargetResult]) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in results:
-        for status, ls in (("firing", "-"), ("resolved", ":")):
-            lat = sorted(x for _, x in r.verdict.latency[status])
+        for status, ls in (("firing", "-"), ("resolved", ":"), ("burst firing", "--")):
+            pts = r.verdict.latency["firing" if status == "burst firing" else status]
+            lat = sorted(x for a, x in pts if (a - x > r.load_end) == (status == "burst firing"))
             if lat:
                 ax.plot([x * 1000 for x in lat], [(i + 1) / len(lat) for i in range(len(lat))],
                         color=colors.get(r.target), ls=ls, label=f"{r.label}: {status}")
     ax.set_xscale("log")
     ax.set_xlabel("latency, ms")
     ax.set_ylabel("fraction of notifications")
-    ax.set_title("Latency distribution (resolved waits for the group_interval tick)")
+    ax.set_title("Latency distribution (resolved waits for the group_interval tick)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -337,8 +340,8 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
         f"| **missing / duplicated** | **{s['missing']} / {s['duplicated']}** |",
         f"| same-key repeats (hop C, a notifier died mid-request) | {s['same_key_repeats']} |",
         f"| unexpected / wrong labels | {s['unexpected']} / {s['label_mismatch']} |",
-        f"| firing latency p50 / p90 / p99 / max | {_ms(f['p50'])} / {_ms(f['p90'])} / {_ms(f['p99'])} / "
-        f"{_ms(f['max'])} ({_num(f['count'])} notifications) |",
+        f"| firing latency p50 / p90 / p99 / max (steady load) | {_ms(f['p50'])} / {_ms(f['p90'])} / "
+        f"{_ms(f['p99'])} / {_ms(f['max'])} ({_num(f['count'])} notifications) |",
         f"| resolved latency p50 / p99 / max | {_ms(rs['p50'])} / {_ms(rs['p99'])} / {_ms(rs['max'])} "
         "(includes the wait for the group_interval tick) |",
         f"| last firing notification after the load ended | {s['firing_drain_s']:.2f} s |",
@@ -402,6 +405,9 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
         lines.append("Largest consumer lag seen: " + ", ".join(f"{k} {v:,.0f}" for k, v in
                                                               sorted(s["max_lag"].items())) + ".")
         lines.append("")
+    if s["bursts"]:
+        bf = s["burst_firing_latency_s"]
+        lines.append(f"Burst firing latency p50 / p99 / max: {_ms(bf['p50'])} / {_ms(bf['p99'])} / {_ms(bf['max'])}.")
     for b in s["bursts"]:
         lines.append(f"Burst ({b['status']}): {b['n']:,} alerts pushed in {b['push_s']:.2f} s "
                      f"({b['ingest_per_s']:,.0f}/s accepted); {b['delivered']:,} notifications "
@@ -421,10 +427,14 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
             why = f"notifier kills before it: {', '.join(before)}" if before else "no notifier kill before it"
             lines.append(f"- t+{at - r.t0:.1f}s `{key}` ({lc} {st}): {why}")
         lines.append("")
-    for title, items in (("Missing (first 10)", r.verdict.missing[:10]),
-                         ("Duplicated (first 10)", r.verdict.duplicated[:10])):
-        if items:
-            lines += [f"{title}: " + ", ".join(f"{lc}/{st}" for lc, st in items), ""]
+    if r.verdict.missing:
+        lines += ["Missing (first 10): " + ", ".join(f"{lc}/{st}" for lc, st in r.verdict.missing[:10]), ""]
+    if r.verdict.duplicated:
+        lines += ["Duplicated (first 20; each delivery's Idempotency-Key and arrival):", ""]
+        for k in r.verdict.duplicated[:20]:
+            seen = "; ".join(f"`{key or '-'}` at t+{at - r.t0:.1f}s" for key, at in r.verdict.deliveries_of.get(k, []))
+            lines.append(f"- {k[0]} {k[1]}: {seen}")
+        lines.append("")
     for role, (samples, hots) in sorted(r.profiles.items()):
         if not hots:
             continue
@@ -487,7 +497,10 @@ def _comparison(results: Sequence[TargetResult], sums: Sequence[dict[str, Any]])
         row(f"burst ({ab['status']}): notifications/s end to end", ab["e2e_per_s"], tb["e2e_per_s"])
     fa, ft = am["firing_latency_s"], to["firing_latency_s"]
     for q in ("p50", "p90", "p99", "max"):
-        lines.append(f"| firing latency {q} | {_ms(fa[q])} | {_ms(ft[q])} | |")
+        lines.append(f"| firing latency {q}, steady load | {_ms(fa[q])} | {_ms(ft[q])} | |")
+    ba, bt = am["burst_firing_latency_s"], to["burst_firing_latency_s"]
+    for q in ("p50", "p99"):
+        lines.append(f"| firing latency {q}, burst | {_ms(ba[q])} | {_ms(bt[q])} | |")
     lines += [f"| missing / duplicated | {am['missing']} / {am['duplicated']} | "
               f"{to['missing']} / {to['duplicated']} | |",
               "", "Throughput ratio (end to end, firing burst): "

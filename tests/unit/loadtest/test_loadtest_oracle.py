@@ -119,6 +119,7 @@ def test_check(deliveries: list[Delivery], want: tuple[int, int, int, int, int])
     v = check(expected_two(), deliveries)
     got = (len(v.missing), len(v.duplicated), len(v.repeats), len(v.unexpected), len(v.label_mismatch))
     assert got == want
+    assert set(v.deliveries_of) == set(v.duplicated)
     assert v.ok == (want[0] == want[1] == want[3] == want[4] == 0)
 
 
