@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from contracts import AlertChange, encode
-from contracts.matchers import MatcherError, matchers_match, parse_matchers
+from contracts.matchers import matchers_match, parse_matchers
 from contracts.partition import partition_of
 from pipeline.api.auth import identity_of
 from pipeline.api.auth_errors import Forbidden
@@ -43,6 +43,16 @@ def _version() -> str:
         return version("tocsin")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _filters(request: Request) -> tuple[list[Any], re.Pattern[str] | None]:
+    """The ``filter`` matchers and the ``receiver`` regex of an alerts read (ValueError: bad input)."""
+    matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
+    receiver_re = request.query_params.get("receiver")
+    try:
+        return matchers, re.compile(f"^(?:{receiver_re})$") if receiver_re else None
+    except re.error as exc:
+        raise ValueError(f"failed to parse receiver param: {exc}") from exc
 
 
 def _bool(request: Request, name: str, default: bool = True) -> bool:
@@ -78,14 +88,9 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def get_alerts(request: Request) -> Response:
         try:
-            matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
-        except MatcherError as exc:
+            matchers, rx = _filters(request)
+        except ValueError as exc:
             return bad_request(str(exc))
-        receiver_re = request.query_params.get("receiver")
-        try:
-            rx = re.compile(f"^(?:{receiver_re})$") if receiver_re else None
-        except re.error as exc:
-            return bad_request(f"failed to parse receiver param: {exc}")
         active = _bool(request, "active")
         silenced, inhibited, muted = _bool(request, "silenced"), _bool(request, "inhibited"), _bool(request, "muted")
         now = time.time()
@@ -132,14 +137,9 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         from stages.router.state import StateValue as RouterValue
 
         try:
-            matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
-        except MatcherError as exc:
+            matchers, rx = _filters(request)
+        except ValueError as exc:
             return bad_request(str(exc))
-        receiver_re = request.query_params.get("receiver")
-        try:
-            rx = re.compile(f"^(?:{receiver_re})$") if receiver_re else None
-        except re.error as exc:
-            return bad_request(f"failed to parse receiver param: {exc}")
         active, silenced = _bool(request, "active"), _bool(request, "silenced")
         inhibited, muted = _bool(request, "inhibited"), _bool(request, "muted")
         org, now = ctx.org_of(request), time.time()
