@@ -28,10 +28,12 @@ from pipeline.api.app import api_routes
 from pipeline.api.auth import AuthMiddleware, auth_exception_handlers
 from pipeline.api.auth_config import AuthConfig
 from pipeline.api.context import ApiContext
+from pipeline.api.errors import stale_read
 from pipeline.embedded import start_nats, start_postgres
 from pipeline.http import HttpServer, health_routes
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, retry_transient
 from pipeline.runtime.partition import Input, StageSpec
+from pipeline.runtime.reads import StaleRead
 from pipeline.runtime.stage import StageRunner
 from pipeline.runtime.subjects import StreamNames
 from pipeline.settings import Loaded, load
@@ -216,7 +218,8 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
             base_dir = str(settings.config_file.parent) if settings.config_file else "."
             middleware.append(Middleware(AuthMiddleware, config=tocsin.auth or AuthConfig(),
                                          default_org=tocsin.default_org, limits=tocsin.limits, base_dir=base_dir))
-        app = Starlette(routes=routes, middleware=middleware, exception_handlers=auth_exception_handlers())
+        app = Starlette(routes=routes, middleware=middleware,
+                        exception_handlers={**auth_exception_handlers(), StaleRead: stale_read})
         http = HttpServer(app, settings.listen)
         async with anyio.create_task_group() as tg:
             await tg.start(http.run)

@@ -133,7 +133,7 @@ class NatsServer:
 @contextlib.asynccontextmanager
 async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "tocsin",
                      cluster_name: str | None = None, cluster_port: int | None = None,
-                     routes: Sequence[str] = (), extra_args: Sequence[str] = (),
+                     routes: Sequence[str] = (), extra_args: Sequence[str] = (), extra_config: str = "",
                      timeout: float = 15.0) -> AsyncIterator[NatsServer]:
     """Start nats-server with JetStream storing under ``store_dir``; stop it on exit."""
     store_dir = Path(store_dir)
@@ -141,7 +141,7 @@ async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "t
     port = port or free_port()
     conf = store_dir / "nats-server.conf"
     # Large group flushes and pushes exceed the 1 MiB default payload.
-    conf.write_text(f"max_payload: {MAX_PAYLOAD}\n")
+    conf.write_text(f"max_payload: {MAX_PAYLOAD}\n{extra_config}")
     args = [nats_server_binary(), "-c", str(conf), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
             str(store_dir), "-n", name]
     if cluster_name:

@@ -142,10 +142,15 @@ async def ensure_stream(js: JetStreamContext, names: StreamNames, *, replicas: i
     await js.update_stream(cfg)
 
 
-async def last_message(js: JetStreamContext, stream: str, subject: str) -> tuple[int, bytes] | None:
-    """(stream sequence, data) of the last message of ``subject`` (direct get), or None."""
+async def last_message(js: JetStreamContext, stream: str, subject: str, *,
+                       leader: bool = False) -> tuple[int, bytes] | None:
+    """(stream sequence, data) of the last message of ``subject``, or None.
+
+    By default a direct get, which any replica of an R3 stream answers, a lagging follower
+    included; ``leader=True`` asks the stream leader, for a read a decision depends on.
+    """
     try:
-        raw = await js.get_last_msg(stream, subject, direct=True)
+        raw = await js.get_last_msg(stream, subject, direct=not leader)
     except NotFoundError:
         return None
     return int(raw.seq or 0), bytes(raw.data or b"")

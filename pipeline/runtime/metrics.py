@@ -21,6 +21,7 @@ class StageMetrics:
     dead_letters: Counter
     commits: Counter
     resets: Counter
+    stale_reads: Counter
     step_seconds: Histogram
     commit_seconds: Histogram
     rebuild_seconds: Histogram
@@ -46,6 +47,8 @@ def stage_metrics() -> StageMetrics:
             commits=Counter("tocsin_stage_commits", "Atomic batches committed", ["stage"], registry=r),
             resets=Counter("tocsin_stage_partition_resets", "Partitions re-acquired after a fence or gap",
                            ["stage"], registry=r),
+            stale_reads=Counter("tocsin_stage_stale_reads", "State reads served by a replica behind the "
+                                "partition's claim, read again", ["stage"], registry=r),
             step_seconds=Histogram("tocsin_stage_step_seconds", "Time to step and commit one fetched batch",
                                    ["stage"], buckets=_LAT, registry=r),
             commit_seconds=Histogram("tocsin_stage_commit_seconds", "Atomic batch commit latency",

@@ -29,7 +29,7 @@ from contracts import DeadLetter
 from contracts import decode as decode_message
 from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
-from pipeline.runtime.reads import DELETED, read_last_per_subject
+from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
 from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, token
 from pipeline.telemetry import step_span
@@ -162,7 +162,7 @@ class PartitionWorker:
         spec, p = self.spec, self.p
         t0 = time.monotonic()
         await self._unsubscribe()
-        raw = await last_message(self.js, spec.output.stream, spec.output.progress(p))
+        raw = await last_message(self.js, spec.output.stream, spec.output.progress(p), leader=True)
         fence = raw[0] if raw is not None else 0
         current = msgspec.json.decode(raw[1], type=Progress) if raw is not None and raw[1] else Progress()
         # Claim: a new progress record moves the fence, so a stale owner can no longer commit.
@@ -179,19 +179,33 @@ class PartitionWorker:
         log.info("%s p%d acquired (epoch %d, %d keys, inputs %s)", spec.name, p, claim.epoch,
                  len(self.state), claim.inputs)
 
-    async def _rebuild(self) -> None:
-        """State = the last value of every state subject of the partition."""
-        self.state = {}
-        self._deadlines = {}
-        self._heap = []
+    async def _rebuild(self, patience: float = 60.0) -> None:
+        """State = the last value of every state subject of the partition, read from a replica
+        that has applied our claim (a lagging follower's older state would make the core decide
+        again what it already decided, with other outputs: duplicates with other ids)."""
         out = self.spec.output
-        async for m, deleted in read_last_per_subject(self.js, out.stream, out.state_filter(self.p)):
-            if deleted:
-                continue
-            key = out.key_of_state_subject(m.subject)
-            value = self._value_decoder.decode(m.data)
-            self.state[key] = value
-            self._track(key, value)
+        give_up = time.monotonic() + patience
+        while True:
+            self.state = {}
+            self._deadlines = {}
+            self._heap = []
+            try:
+                async for m, deleted in read_last_per_subject(self.js, out.stream, out.state_filter(self.p),
+                                                              fresh=(out.progress(self.p), self.fence)):
+                    if deleted:
+                        continue
+                    key = out.key_of_state_subject(m.subject)
+                    value = self._value_decoder.decode(m.data)
+                    self.state[key] = value
+                    self._track(key, value)
+                return
+            except (StaleRead, TimeoutError) as exc:
+                if isinstance(exc, StaleRead):
+                    self.metrics.stale_reads.labels(self.spec.name).inc()
+                if time.monotonic() > give_up:
+                    raise _Reset(f"state rebuild: {exc}") from None
+                log.info("%s p%d: %s; reading again", self.spec.name, self.p, exc)
+                await anyio.sleep(0.25)
 
     def _consumer_name(self, inp: Input) -> str:
         return f"{self.spec.name}_{inp.name}_p{self.p}"

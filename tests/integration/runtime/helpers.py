@@ -64,10 +64,11 @@ class Worker:
     """A `tocsin run counter` process against an external NATS (killed at test teardown)."""
 
     def __init__(self, nats_url: str, tmp: Path, replica: str, *, partitions: int = 16, delay: float = 0.3,
-                 member_ttl: float | None = None) -> None:
+                 member_ttl: float | None = None, stream_replicas: int = 1) -> None:
         self.args = [sys.executable, "-m", "pipeline.cli", "run", "counter", "--nats-url", nats_url,
                      "--partitions", str(partitions), "--replica", replica, "--counter-delay", str(delay),
-                     "--storage.path", str(tmp / f"w-{replica}"), "--log-level", "info"]
+                     "--storage.path", str(tmp / f"w-{replica}"), "--log-level", "info",
+                     "--stream-replicas", str(stream_replicas)]
         self.log = tmp / f"worker-{replica}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
