@@ -6,36 +6,45 @@ their streams, so any API replica answers the same.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Sequence
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from contracts import AlertChange, encode
-from contracts.matchers import matchers_match, parse_matchers
+from contracts import Alert, AlertChange, encode
+from contracts.matchers import Matcher, MatcherError, compile_go_regex, matchers_match, parse_matcher
 from contracts.partition import partition_of
 from pipeline.api.auth import identity_of
 from pipeline.api.auth_errors import Forbidden
 from pipeline.api.context import ApiContext
-from pipeline.api.convert import gettable_alert, rfc3339
+from pipeline.api.convert import alert_status, gettable_alert, rfc3339
 from pipeline.api.errors import bad_request, parse_error
 from pipeline.api.push import PushError, parse_push
 from pipeline.api.silences import filter_state, silence_routes
-from pipeline.runtime.reads import read_last_per_subject, read_messages
+from pipeline.api.unprocessed import pending_pushes, unprocessed_alerts, wait_for_rules
+from pipeline.runtime.reads import read_messages, read_partition_state
 from pipeline.runtime.subjects import StreamNames, token
 
-__all__ = ["ALERTS", "EVENTS", "ApiContext", "api_routes"]
+__all__ = ["ALERTS", "EVENTS", "OPENAPI", "ApiContext", "api_routes", "query_bool", "suppression_kept"]
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
 AUDIT = StreamNames("audit")
 MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
+OPENAPI = Path(__file__).with_name("openapi.yaml")  # Tocsin's description of the API v2 it serves
+# go-swagger's booleans (swag.ConvertBool): these spellings are true, any other is false
+_TRUE = frozenset({"true", "1", "yes", "ok", "y", "on", "selected", "checked", "t", "enabled"})
 
 
 def _version() -> str:
@@ -45,19 +54,42 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _filters(request: Request) -> tuple[list[Any], re.Pattern[str] | None]:
-    """The ``filter`` matchers and the ``receiver`` regex of an alerts read (ValueError: bad input)."""
-    matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
+@cache
+def _openapi() -> tuple[bytes, bytes]:
+    text = OPENAPI.read_bytes()
+    return text, json.dumps(yaml.safe_load(text)).encode()
+
+
+def _filters(request: Request) -> tuple[list[Matcher], re.Pattern[str] | None]:
+    """The ``filter`` matchers (one per value) and the ``receiver`` regex (RE2, anchored) of an
+    alerts read; ``MatcherError`` (a ValueError) names the bad one as Alertmanager does."""
+    matchers = [parse_matcher(f) for f in request.query_params.getlist("filter")]
     receiver_re = request.query_params.get("receiver")
     try:
-        return matchers, re.compile(f"^(?:{receiver_re})$") if receiver_re else None
-    except re.error as exc:
+        return matchers, compile_go_regex(receiver_re) if receiver_re else None
+    except MatcherError as exc:
         raise ValueError(f"failed to parse receiver param: {exc}") from exc
 
 
-def _bool(request: Request, name: str, default: bool = True) -> bool:
-    v = request.query_params.get(name)
-    return default if v is None else v.lower() == "true"
+def query_bool(request: Request, name: str, default: bool = True) -> bool:
+    """A boolean query parameter as go-swagger binds it: the last value counts, an empty or
+    missing one is the default, and only swag's spellings of true are true."""
+    values = request.query_params.getlist(name)
+    if not values or values[-1] == "":
+        return default
+    return values[-1].lower() in _TRUE
+
+
+def suppression_kept(status: dict[str, Any], *, active: bool, silenced: bool, inhibited: bool,
+                     unprocessed: bool = True) -> bool:
+    """Alertmanager's alert filter: each false flag excludes the alerts it names (an alert
+    both silenced and inhibited is excluded by either flag)."""
+    return not ((not active and status["state"] == "active") or (not silenced and status["silencedBy"])
+                or (not inhibited and status["inhibitedBy"]) or (not unprocessed and status["state"] == "unprocessed"))
+
+
+def _receivers_ok(rx: re.Pattern[str] | None, receivers: Sequence[str]) -> bool:
+    return rx is None or any(rx.match(r) for r in receivers)
 
 
 def api_routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -66,7 +98,7 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         try:
             pushes, errors = parse_push(body, request_org=ctx.org_of(request, "push"), now=time.time())
         except PushError as exc:
-            return parse_error(str(exc))
+            return parse_error(str(exc), exc.code)
         identity = identity_of(request)
         foreign = sorted({p.org for p in pushes if not identity.may_act_for(p.org)})
         if foreign:  # an org_id label may not name an organisation the caller cannot act for
@@ -87,51 +119,55 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         return Response(status_code=200)
 
     async def get_alerts(request: Request) -> Response:
+        """Alertmanager's ``GET /alerts``: the unresolved alerts of the rules state, with the
+        status silences and inhibitions give them now, and the pushes not yet applied
+        (``unprocessed``, see ``pipeline.api.unprocessed``)."""
+        from stages.filter.views import alert_statuses
+        from stages.rules.state import AlertState, StateValue, to_alert
+
         try:
             matchers, rx = _filters(request)
         except ValueError as exc:
             return bad_request(str(exc))
-        active = _bool(request, "active")
-        silenced, inhibited, muted = _bool(request, "silenced"), _bool(request, "inhibited"), _bool(request, "muted")
+        flags = {name: query_bool(request, name) for name in ("active", "silenced", "inhibited", "unprocessed")}
+        orgs = ctx.orgs_for_read(request)  # one, or the union a role may read
+        partitions = {partition_of(o, ctx.partitions) for o in orgs}
+        pushes = {b.partition: await pending_pushes(ctx.js, b) for b in await wait_for_rules(ctx.js, partitions)}
         now = time.time()
-        from stages.filter.views import alert_statuses
-        from stages.rules.state import AlertState, StateValue, to_alert
-
         decoder = msgspec.json.Decoder(StateValue)
+        resolve_timeout = ctx.loaded.config.global_.resolve_timeout
         out: list[dict[str, Any]] = []
-        for org in ctx.orgs_for_read(request):  # one, or the union a role may read
-            alerts: list[tuple[Any, list[str]]] = []
+        for org in orgs:
             p = partition_of(org, ctx.partitions)
-            async for m, deleted in read_last_per_subject(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org)):
+            known: list[Alert] = []
+            for m, deleted in await read_partition_state(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org),
+                                                         ALERTS.progress(p)):
                 if deleted:
                     continue
                 v = decoder.decode(m.data)
-                if not isinstance(v, AlertState) or v.status != "firing":
-                    continue
-                alert = to_alert(v)
-                if alert.ends_at is not None and alert.ends_at <= now:
-                    continue
-                if matchers and not matchers_match(matchers, alert.labels):
-                    continue
-                receivers = ctx.receivers_for(alert.labels, org)
-                if rx and not any(rx.match(r) for r in receivers):
-                    continue
-                alerts.append((alert, receivers))
-            fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if alerts else {}
-            statuses = alert_statuses(fstate, ctx.filter_config(org), org, [a for a, _ in alerts],  # type: ignore[arg-type]
-                                      now)
-            for (alert, receivers), st in zip(alerts, statuses, strict=True):
-                keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
-                    inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
-                if keep:
-                    out.append(gettable_alert(alert, receivers, {
-                        "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
-                        "mutedBy": st.muted_by}))
+                if isinstance(v, AlertState) and v.status == "firing" and (v.ends_at is None or v.ends_at > now):
+                    known.append(to_alert(v))
+            pending = unprocessed_alerts(pushes.get(p, []), org, {a.fingerprint for a in known}, resolve_timeout, now)
+            shown = [(a, rs) for a in known + pending if matchers_match(matchers, a.labels)
+                     for rs in [ctx.receivers_for(a.labels, org)] if _receivers_ok(rx, rs)]
+            unapplied = {a.fingerprint for a in pending}
+            processed = [a for a, _ in shown if a.fingerprint not in unapplied]
+            fstate = await filter_state(ctx, org, "silence", "inhibit") if processed else {}
+            statuses = {st.fingerprint: alert_status(st.state, st.silenced_by, st.inhibited_by, st.muted_by)
+                        for st in alert_statuses(fstate, ctx.filter_config(org), org, processed, now)}  # type: ignore[arg-type]
+            for a, receivers in shown:
+                status = statuses.get(a.fingerprint) or alert_status("unprocessed")
+                if suppression_kept(status, **flags):
+                    out.append(gettable_alert(a, receivers, status))
         out.sort(key=lambda a: a["fingerprint"])
         return JSONResponse(out)
 
     async def get_groups(request: Request) -> Response:
-        """Alertmanager's ``alertGroups`` from the router's aggregation groups of the caller's org."""
+        """Alertmanager's ``alertGroups`` from the router's aggregation groups of the caller's org.
+
+        An alert's receivers are those of every listed group holding it; a group left without
+        alerts by the filters is not listed; ``muted=false`` drops the groups a time interval
+        muted at their last flush (their alerts then show ``mutedBy`` and are suppressed)."""
         from stages.filter.views import alert_statuses
         from stages.router.groups import groups_view
         from stages.router.state import StateValue as RouterValue
@@ -140,34 +176,35 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
             matchers, rx = _filters(request)
         except ValueError as exc:
             return bad_request(str(exc))
-        active, silenced = _bool(request, "active"), _bool(request, "silenced")
-        inhibited, muted = _bool(request, "inhibited"), _bool(request, "muted")
+        flags = {name: query_bool(request, name) for name in ("active", "silenced", "inhibited")}
+        muted = query_bool(request, "muted")
         org, now = ctx.org_of(request), time.time()
         p = partition_of(org, ctx.partitions)
         decoder = msgspec.json.Decoder(RouterValue)
         state: dict[str, Any] = {}
         subject = GROUPS.state_filter(p, "group", token(org))
-        async for m, deleted in read_last_per_subject(ctx.js, GROUPS.stream, subject):
+        for m, deleted in await read_partition_state(ctx.js, GROUPS.stream, subject, GROUPS.progress(p)):
             if not deleted:
                 state[GROUPS.key_of_state_subject(m.subject)] = decoder.decode(m.data)
-        views = [g for g in groups_view(state, org, now) if not rx or rx.match(g.receiver)]
+        views = [g for g in groups_view(state, org, now) if _receivers_ok(rx, [g.receiver])]
         fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if views else {}
-        out = []
+        listed: list[tuple[Any, list[tuple[Alert, dict[str, Any]]]]] = []
+        receivers: dict[str, set[str]] = {}
         for g in views:
-            keys = {a.fingerprint: [g.group_key] for a in g.alerts}
-            statuses = alert_statuses(fstate, ctx.filter_config(org), org, g.alerts, now, keys)  # type: ignore[arg-type]
-            alerts = []
-            for a, st in zip(g.alerts, statuses, strict=True):
-                if matchers and not matchers_match(matchers, a.labels):
-                    continue
-                keep = (active and st.state == "active") or (silenced and bool(st.silenced_by)) or (
-                    inhibited and bool(st.inhibited_by)) or (muted and bool(st.muted_by))
-                if keep:
-                    alerts.append(gettable_alert(a, [g.receiver], {
-                        "state": st.state, "silencedBy": st.silenced_by, "inhibitedBy": st.inhibited_by,
-                        "mutedBy": st.muted_by}))
-            if alerts:
-                out.append({"labels": g.labels, "receiver": {"name": g.receiver}, "alerts": alerts})
+            alerts = [a for a in g.alerts if matchers_match(matchers, a.labels)]
+            keys = {a.fingerprint: [g.group_key] for a in alerts}
+            statuses = alert_statuses(fstate, ctx.filter_config(org), org, alerts, now, keys)  # type: ignore[arg-type]
+            kept: list[tuple[Alert, dict[str, Any]]] = []
+            for a, st in zip(alerts, statuses, strict=True):
+                status = alert_status(st.state, st.silenced_by, st.inhibited_by, st.muted_by)
+                if suppression_kept(status, **flags):
+                    kept.append((a, status))
+                    receivers.setdefault(a.fingerprint, set()).add(g.receiver)
+            if kept:
+                listed.append((g, kept))
+        out = [{"labels": g.labels, "receiver": {"name": g.receiver},
+                "alerts": [gettable_alert(a, sorted(receivers[a.fingerprint]), st) for a, st in kept]}
+               for g, kept in listed if muted or not any(st["mutedBy"] for _, st in kept)]
         return JSONResponse(out)
 
     async def status(request: Request) -> Response:
@@ -243,8 +280,16 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
             records.append(msgspec.json.decode(m.data))
         return JSONResponse(records)
 
+    async def openapi_yaml(request: Request) -> Response:
+        return Response(_openapi()[0], media_type="application/yaml")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(_openapi()[1], media_type="application/json")
+
     return [
         *silence_routes(ctx),
+        Route("/api/v2/openapi.yaml", openapi_yaml, methods=["GET"]),
+        Route("/api/v2/openapi.json", openapi_json, methods=["GET"]),
         Route("/api/tocsin/audit", audit, methods=["GET"]),
         Route("/api/tocsin/attempts", attempts, methods=["GET"]),
         Route("/api/v2/alerts", post_alerts, methods=["POST"]),

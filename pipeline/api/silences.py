@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -19,21 +20,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from contracts import AckCommand, Silence, SilenceCommand, SilenceMatcher, encode
-from contracts.matchers import MatcherError, matchers_match, parse_matchers
+from contracts.matchers import Matcher, MatcherError, MatchType, parse_matcher
 from contracts.partition import partition_of
 from pipeline.api.context import ApiContext
-from pipeline.api.convert import rfc3339
-from pipeline.api.errors import bad_request, not_found, parse_error
+from pipeline.api.convert import gettable_silence, rfc3339
+from pipeline.api.errors import MIN_ITEMS, REQUIRED, bad_request, not_found, parse_error
 from pipeline.api.limits import check_silence
 from pipeline.api.push import PushError, parse_time
 from pipeline.runtime.jetstream import last_message
-from pipeline.runtime.reads import read_last_per_subject
+from pipeline.runtime.reads import read_partition_state
 from pipeline.runtime.subjects import StreamNames
 from stages.filter.silences import SilenceError, plan_upsert, silence_state, validate_silence
 from stages.filter.state import SilenceValue, StateValue, silence_key
 from stages.filter.views import acks_view, silence_view, silences_view
 
-__all__ = ["COMMANDS", "SENDS", "filter_state", "silence_routes"]
+__all__ = ["COMMANDS", "SENDS", "filter_state", "parse_silence", "silence_has_matchers", "silence_routes"]
 
 COMMANDS = StreamNames("commands")
 SENDS = StreamNames("sends")
@@ -45,7 +46,8 @@ async def filter_state(ctx: ApiContext, org: str, *prefixes: str) -> dict[str, A
     p = partition_of(org, ctx.partitions)
     state: dict[str, Any] = {}
     for prefix in prefixes:
-        async for m, deleted in read_last_per_subject(ctx.js, SENDS.stream, SENDS.state_filter(p, prefix, org)):
+        for m, deleted in await read_partition_state(ctx.js, SENDS.stream, SENDS.state_filter(p, prefix, org),
+                                                     SENDS.progress(p)):
             if not deleted:
                 state[SENDS.key_of_state_subject(m.subject)] = _decoder.decode(m.data)
     return state
@@ -53,25 +55,11 @@ async def filter_state(ctx: ApiContext, org: str, *prefixes: str) -> dict[str, A
 
 async def _silence(ctx: ApiContext, org: str, sid: str) -> SilenceValue | None:
     subject = SENDS.state(partition_of(org, ctx.partitions), silence_key(org, sid))
-    raw = await last_message(ctx.js, SENDS.stream, subject)
+    raw = await last_message(ctx.js, SENDS.stream, subject, leader=True)
     if raw is None or not raw[1]:
         return None
     v = _decoder.decode(raw[1])
     return v if isinstance(v, SilenceValue) else None
-
-
-def gettable_silence(s: Silence, now: float) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "status": {"state": silence_state(s, now)},
-        "updatedAt": rfc3339(s.updated_at or s.starts_at),
-        "comment": s.comment,
-        "createdBy": s.created_by,
-        "endsAt": rfc3339(s.ends_at),
-        "startsAt": rfc3339(s.starts_at),
-        "matchers": [{"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
-                     for m in s.matchers],
-    }
 
 
 async def _publish(ctx: ApiContext, org: str, cmd: msgspec.Struct, msg_id: str) -> None:
@@ -89,34 +77,69 @@ async def _wait_for(ctx: ApiContext, org: str, sid: str, updated_at: float, time
             await anyio.sleep(0.02)
 
 
-def _parse_silence(doc: Any, org: str, now: float) -> Silence:
+_ZERO = datetime(1, 1, 1, tzinfo=UTC).timestamp()  # Go's zero time: what an empty time decodes to
+_MATCH_TYPES = {(False, True): MatchType.EQUAL, (False, False): MatchType.NOT_EQUAL,
+                (True, True): MatchType.REGEX, (True, False): MatchType.NOT_REGEX}
+
+
+def parse_silence(body: bytes, org: str, now: float) -> Silence:
+    """A ``postableSilence`` checked as go-swagger checks it (``PushError``, see ``push``): first
+    the types (400), then the required fields in its order (422), with Alertmanager's messages."""
+    if not body.strip():
+        raise PushError("silence in body is required", REQUIRED)
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PushError(f"parsing silence body from \"\" failed, because {exc}") from exc
     if not isinstance(doc, dict):
         raise PushError("silence in body must be of type object")
+    for name in ("id", "createdBy", "comment"):
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise PushError(f"{name} in body must be of type string")
     raw_matchers = doc.get("matchers")
-    if not isinstance(raw_matchers, list) or not raw_matchers:
-        raise PushError("matchers in body is required")
-    matchers = []
-    for i, m in enumerate(raw_matchers):
-        if not isinstance(m, dict) or "name" not in m or "value" not in m or "isRegex" not in m:
-            raise PushError(f"matchers.{i} in body must have name, value and isRegex")
-        matchers.append(SilenceMatcher(name=str(m["name"]), value=str(m["value"]), is_regex=bool(m["isRegex"]),
-                                       is_equal=bool(m.get("isEqual", True))))
+    if raw_matchers is not None and not isinstance(raw_matchers, list):
+        raise PushError("matchers in body must be of type array")
+    for i, m in enumerate(raw_matchers or []):
+        if not isinstance(m, dict):
+            raise PushError(f"matchers.{i} in body must be of type object")
+        for name, kind in (("name", str), ("value", str), ("isRegex", bool), ("isEqual", bool)):
+            if m.get(name) is not None and not isinstance(m[name], kind):
+                raise PushError(f"matchers.{i}.{name} in body must be of type {'string' if kind is str else 'boolean'}")
     starts = parse_time(doc.get("startsAt"), "startsAt")
     ends = parse_time(doc.get("endsAt"), "endsAt")
-    if starts is None or ends is None:
-        raise PushError("startsAt and endsAt in body are required")
-    return Silence(id=str(doc.get("id") or ""), org=org, matchers=matchers, starts_at=max(starts, 0.0),
-                   ends_at=ends, created_by=str(doc.get("createdBy", "")), comment=str(doc.get("comment", "")),
-                   updated_at=now)
+    for name in ("comment", "createdBy", "endsAt", "matchers"):
+        if doc.get(name) is None:
+            raise PushError(f"{name} in body is required", REQUIRED)
+    assert isinstance(raw_matchers, list)
+    if not raw_matchers:
+        raise PushError("matchers in body should have at least 1 items", MIN_ITEMS)
+    for i, m in enumerate(raw_matchers):
+        for name in ("isRegex", "name", "value"):
+            if m.get(name) is None:
+                raise PushError(f"matchers.{i}.{name} in body is required", REQUIRED)
+    if doc.get("startsAt") is None:
+        raise PushError("startsAt in body is required", REQUIRED)
+    matchers = [SilenceMatcher(name=m["name"], value=m["value"], is_regex=m["isRegex"],
+                               is_equal=m.get("isEqual") is not False) for m in raw_matchers]
+    return Silence(id=doc.get("id") or "", org=org, matchers=matchers,
+                   starts_at=max(_ZERO if starts is None else starts, 0.0), ends_at=_ZERO if ends is None else ends,
+                   created_by=doc["createdBy"], comment=doc["comment"], updated_at=now)
+
+
+def silence_has_matchers(s: Silence, filters: list[Matcher]) -> bool:
+    """Alertmanager's silence filter: every filter matcher is one of the silence's matchers
+    (same name, type and value); the filter is not matched against label values."""
+    return all(any(m.name == f.name and m.value == f.value and _MATCH_TYPES[(m.is_regex, m.is_equal)] == f.type
+                   for m in s.matchers) for f in filters)
 
 
 def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def post_silences(request: Request) -> Response:
         org, now = ctx.org_of(request, "silence"), time.time()
         try:
-            sil = _parse_silence(msgspec.json.decode(await request.body()), org, now)
-        except (PushError, msgspec.DecodeError) as exc:
-            return parse_error(str(exc))
+            sil = parse_silence(await request.body(), org, now)
+        except PushError as exc:
+            return parse_error(str(exc), exc.code)
         if sil.starts_at >= sil.ends_at:
             return bad_request("Failed to create silence: start time must be before end time")
         if sil.ends_at < now:
@@ -153,16 +176,12 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def get_silences(request: Request) -> Response:
         org, now = ctx.org_of(request), time.time()
         try:
-            matchers = [m for f in request.query_params.getlist("filter") for m in parse_matchers(f)]
+            filters = [parse_matcher(f) for f in request.query_params.getlist("filter")]
         except MatcherError as exc:
             return bad_request(str(exc))
-        out = []
-        for st in silences_view(await filter_state(ctx, org, "silence", "silences"), org, now):
-            labels = {m.name: m.value for m in st.silence.matchers if m.is_equal and not m.is_regex}
-            if matchers and not matchers_match(matchers, labels):
-                continue
-            out.append(gettable_silence(st.silence, now))
-        return JSONResponse(out)
+        return JSONResponse([gettable_silence(st.silence, st.state)
+                             for st in silences_view(await filter_state(ctx, org, "silence", "silences"), org, now)
+                             if silence_has_matchers(st.silence, filters)])
 
     async def get_silence(request: Request) -> Response:
         org, now = ctx.org_of(request), time.time()
@@ -170,16 +189,16 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
         v = await _silence(ctx, org, sid)
         st = silence_view({silence_key(org, sid): v}, org, sid, now) if v else None
         if st is None:
-            return not_found(f"silence {sid} not found")
-        return JSONResponse(gettable_silence(st.silence, now))
+            return not_found()
+        return JSONResponse(gettable_silence(st.silence, st.state))
 
     async def delete_silence(request: Request) -> Response:
         org, now = ctx.org_of(request, "silence"), time.time()
         sid = request.path_params["id"]
         v = await _silence(ctx, org, sid)
         if v is None:
-            return not_found(f"silence {sid} not found")
-        if silence_state(v.silence, now) == "expired":
+            return not_found()
+        if silence_state(v.silence, now) == "expired":  # Alertmanager answers 500 here; expiring is idempotent
             return Response(status_code=200)
         await _publish(ctx, org, SilenceCommand(action="expire", org=org, id=sid, at=now),
                        f"silence-expire:{sid}:{now!r}")

@@ -1,0 +1,65 @@
+"""Tocsin's OpenAPI document of the Alertmanager API v2 (pipeline/api/openapi.yaml) against the routes
+the API serves: every /api/v2 route is described, and every operation documents the authentication
+layer's answers and the X-Request-Id header."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+import pytest
+import schemathesis
+import yaml
+from starlette.routing import Route
+
+from pipeline.api.app import OPENAPI, api_routes
+from pipeline.api.context import ApiContext
+from pipeline.settings import load_text
+
+DOC: dict[str, Any] = yaml.safe_load(OPENAPI.read_text())
+METHODS = {"get", "post", "put", "delete", "patch"}
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(m.upper(), path, op) for path, item in DOC["paths"].items() for m, op in item.items() if m in METHODS]
+
+
+def test_the_document_is_valid_openapi() -> None:
+    schemathesis.openapi.from_path(str(OPENAPI)).validate()  # raises on a schema error
+    assert DOC["openapi"].startswith("3.0") and DOC["servers"] == [{"url": "/api/v2"}]
+
+
+def test_every_alertmanager_route_served_is_described_and_nothing_else() -> None:
+    ctx = ApiContext(cast(Any, None), cast(Any, None), 1, load_text("route: {receiver: a}\nreceivers: [{name: a}]\n"))
+    served = {(method, re.sub(r"\{[^}]+\}", "{}", r.path.removeprefix("/api/v2")))
+              for r in api_routes(ctx) if isinstance(r, Route) and r.path.startswith("/api/v2/")
+              and not r.path.startswith("/api/v2/openapi.") for method in (r.methods or set()) - {"HEAD"}}
+    described = {(method, re.sub(r"\{[^}]+\}", "{}", path)) for method, path, _ in operations()}
+    assert served == described
+    assert len(described) == 9
+
+
+@pytest.mark.parametrize("method,path,op", operations(), ids=[f"{m} {p}" for m, p, _ in operations()])
+def test_each_operation_documents_auth_errors_and_request_ids(method: str, path: str, op: dict[str, Any]) -> None:
+    responses = op["responses"]
+    assert {"200", "401", "403", "429", "503"} <= set(responses)
+    if "requestBody" in op:
+        assert {"400", "413", "422"} <= set(responses)
+    for code, response in responses.items():
+        if "$ref" in response:
+            response = DOC["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+        assert "X-Request-Id" in response.get("headers", {}), code
+
+
+@pytest.mark.parametrize("name,fields", [
+    ("gettableAlert", {"labels", "annotations", "receivers", "fingerprint", "startsAt", "updatedAt", "endsAt",
+                       "status"}),
+    ("alertStatus", {"state", "silencedBy", "inhibitedBy", "mutedBy"}),
+    ("gettableSilence", {"id", "status", "updatedAt", "matchers", "startsAt", "endsAt", "createdBy", "comment"}),
+    ("alertGroup", {"labels", "receiver", "alerts"}),
+    ("alertmanagerStatus", {"cluster", "versionInfo", "config", "uptime"}),
+    ("receiver", {"name"}),
+], ids=["alert", "alert-status", "silence", "group", "status", "receiver"])
+def test_alertmanagers_required_fields_are_required(name: str, fields: set[str]) -> None:
+    schema = DOC["components"]["schemas"][name]
+    assert set(schema["required"]) == fields and schema["additionalProperties"] is False
