@@ -30,7 +30,7 @@ from contracts import PushedAlert, PushedAlerts
 from contracts.matchers import go_quote
 from pipeline.api.errors import INVALID_TYPE, PARSE, REQUIRED
 
-__all__ = ["ORG_LABEL", "PushError", "is_request_uri", "parse_push", "parse_time"]
+__all__ = ["ORG_LABEL", "PushError", "decode_body", "is_request_uri", "parse_push", "parse_time"]
 
 ORG_LABEL = "org_id"
 # the times Alertmanager's API can hand back (RFC 3339 has four-digit years)
@@ -144,17 +144,23 @@ def _validate(labels: Mapping[str, str], annotations: Mapping[str, str], starts:
     return None
 
 
-def parse_push(body: bytes, *, request_org: str, now: float,
-               request_id: str | None = None) -> tuple[list[PushedAlerts], list[str]]:
-    """The request's alerts grouped by organisation, and the validation errors of the others."""
+def decode_body(body: bytes, name: str, kind: type, kind_name: str) -> Any:
+    """The JSON body as go-swagger first checks it: present (422), JSON, of ``kind`` (400)."""
     if not body.strip():
-        raise PushError("alerts in body is required", REQUIRED)
+        raise PushError(f"{name} in body is required", REQUIRED)
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise PushError(f"parsing alerts body from \"\" failed, because {exc}") from exc
-    if not isinstance(doc, list):
-        raise PushError("alerts in body must be of type array")
+        raise PushError(f"parsing {name} body from \"\" failed, because {exc}") from exc
+    if not isinstance(doc, kind):
+        raise PushError(f"{name} in body must be of type {kind_name}")
+    return doc
+
+
+def parse_push(body: bytes, *, request_org: str, now: float,
+               request_id: str | None = None) -> tuple[list[PushedAlerts], list[str]]:
+    """The request's alerts grouped by organisation, and the validation errors of the others."""
+    doc = decode_body(body, "alerts", list, "array")
     raws = [_decode(raw, i) for i, raw in enumerate(doc)]
     for i, a in enumerate(raws):
         _check_schema(a, i)

@@ -26,7 +26,7 @@ from pipeline.api.context import ApiContext
 from pipeline.api.convert import gettable_silence, rfc3339
 from pipeline.api.errors import MIN_ITEMS, REQUIRED, bad_request, not_found, parse_error
 from pipeline.api.limits import check_silence
-from pipeline.api.push import PushError, parse_time
+from pipeline.api.push import PushError, decode_body, parse_time
 from pipeline.runtime.jetstream import last_message
 from pipeline.runtime.reads import read_partition_state
 from pipeline.runtime.subjects import StreamNames
@@ -85,14 +85,7 @@ _MATCH_TYPES = {(False, True): MatchType.EQUAL, (False, False): MatchType.NOT_EQ
 def parse_silence(body: bytes, org: str, now: float) -> Silence:
     """A ``postableSilence`` checked as go-swagger checks it (``PushError``, see ``push``): first
     the types (400), then the required fields in its order (422), with Alertmanager's messages."""
-    if not body.strip():
-        raise PushError("silence in body is required", REQUIRED)
-    try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise PushError(f"parsing silence body from \"\" failed, because {exc}") from exc
-    if not isinstance(doc, dict):
-        raise PushError("silence in body must be of type object")
+    doc = decode_body(body, "silence", dict, "object")
     for name in ("id", "createdBy", "comment"):
         if doc.get(name) is not None and not isinstance(doc[name], str):
             raise PushError(f"{name} in body must be of type string")

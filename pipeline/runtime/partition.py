@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from contracts import DeadLetter
 from contracts import decode as decode_message
+from pipeline.runtime.commit import CommitUnknown, GroupCommitter
 from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
@@ -103,8 +104,10 @@ class PartitionWorker:
     """Owns partition ``p`` of a stage while it is assigned to this replica."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, spec: StageSpec, p: int, replica: str,
-                 metrics: StageMetrics, should_own: Callable[[], bool] = lambda: True) -> None:
+                 metrics: StageMetrics, should_own: Callable[[], bool] = lambda: True,
+                 committer: GroupCommitter | None = None) -> None:
         self.nc, self.js, self.spec, self.p, self.replica = nc, js, spec, p, replica
+        self.committer = committer or GroupCommitter(nc)  # shared by a process's partitions of a stage
         self.metrics = metrics
         self.should_own = should_own
         self.state: dict[str, Any] = {}
@@ -138,7 +141,7 @@ class PartitionWorker:
                     started = True
                 failures = 0
                 await self._serve()
-            except (_Reset, BatchError) as exc:
+            except (_Reset, BatchError, CommitUnknown) as exc:
                 failures += 1
                 log.warning("%s p%d: %s; re-acquiring", self.spec.name, self.p, exc)
                 self.metrics.resets.labels(self.spec.name).inc()
@@ -428,7 +431,6 @@ class PartitionWorker:
             msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
                              {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"}),
                     *body[start:start + room]]
-            last = await publish_atomic(self.nc, msgs)
-            self.fence = last - len(msgs) + 1
+            self.fence = await self.committer.commit(msgs)
             self.metrics.commits.labels(spec.name).inc()
         self.metrics.commit_seconds.labels(spec.name).observe(time.perf_counter() - t0)

@@ -11,6 +11,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from pipeline.runtime.commit import GroupCommitter
 from pipeline.runtime.jetstream import ensure_stream, retry_transient
 from pipeline.runtime.membership import Membership, assign
 from pipeline.runtime.metrics import stage_metrics
@@ -33,6 +34,7 @@ class StageRunner:
                                      replicas=stream_replicas)
         self.stream_replicas = stream_replicas
         self.workers: dict[int, PartitionWorker] = {}
+        self.committer = GroupCommitter(nc)  # the partitions' commits share atomic batches
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._draining = False
 
@@ -71,7 +73,7 @@ class StageRunner:
         new = []
         for p in sorted(wanted - set(self.workers)):
             worker = PartitionWorker(self.nc, self.js, self.spec, p, self.replica, self.metrics,
-                                     should_own=functools.partial(self._owns, p))
+                                     should_own=functools.partial(self._owns, p), committer=self.committer)
             self.workers[p] = worker
             new.append(worker)
         if initial:  # acquire concurrently; readiness once every partition is rebuilt

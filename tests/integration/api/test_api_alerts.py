@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ from pipeline.app import Settings
 from pipeline.embedded import NatsServer
 from pipeline.settings import load_text
 from tests.pipeline_process import running
+from tests.times import iso
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,6 @@ tocsin:
   default_org: acme
 """
 
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -16,6 +15,7 @@ from pipeline.app import Settings
 from pipeline.embedded import NatsServer
 from pipeline.settings import load
 from tests.pipeline_process import running
+from tests.times import iso
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +41,6 @@ tocsin:
       tokens_file: tokens.yml
 """
 
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def auth(token: str, org: str | None = None) -> dict[str, str]:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from pipeline.app import Settings
 from pipeline.embedded import start_nats
 from pipeline.settings import load
 from tests.pipeline_process import running
+from tests.times import iso
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +83,6 @@ tocsin:
       tokens_file: tokens.yml
 """
 
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 SEED_ALERTS: list[dict[str, Any]] = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -17,12 +16,10 @@ from pipeline.embedded import NatsServer
 from pipeline.settings import load_text
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
+from tests.times import iso
 
 pytestmark = pytest.mark.integration
 
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def config(url: str) -> str:
