@@ -11,7 +11,9 @@ fetch, ledger ``sending``, payload, HTTP/SMTP, attempt log, ledger ``sent``, ack
 
 Besides notifications per second of wall time it prints notifications per CPU-second of the
 worker process: on a shared machine that is the figure to compare, and what one worker on
-a core of its own reaches.
+a core of its own reaches. A second line gives the cores each process used during the run
+(worker, nats-server, receiver, this driver) and how busy the whole machine was, to tell
+which one limits and whether something else was running.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from contracts.messages import Alert, Integration, SendRequest, encode
 from pipeline.embedded import free_port, start_nats
 from pipeline.runtime.jetstream import connect, ensure_stream
 from pipeline.runtime.subjects import StreamNames
+
+__all__ = ["fast_time_format", "main"]
 
 SENDS = StreamNames("sends")
 
@@ -134,19 +139,46 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(count, total: int, timeout: float, pid: int) -> tuple[float, float, float]:
-    """(seconds from the first delivery to the last, from start to the first, worker CPU seconds between)."""
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, summed over its cores (/proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+class _Span(NamedTuple):
+    """What one run measured between the first delivery and the last."""
+
+    seconds: float  # wall time from the first delivery to the last
+    startup: float  # from the worker's start to the first delivery
+    cpu: dict[str, float]  # CPU seconds of each process (worker, nats-server, receiver, driver)
+    busy: float  # CPU seconds of the whole machine, all processes
+    capacity: float  # CPU seconds the machine had (wall time x cores)
+
+
+async def _measure(count, total: int, timeout: float, pids: dict[str, int]) -> _Span:
+    """Poll the receiver's count; CPU of ``pids`` and of the machine between first and last delivery."""
     t_start = time.perf_counter()
     t_first = None
-    cpu_first = 0.0
+    cpu_first: dict[str, float] = {}
+    machine_first = (0.0, 0.0)
+
+    def cpu_now() -> dict[str, float]:
+        return {name: _cpu_seconds(pid) for name, pid in pids.items()}
+
     while True:
         n = await count()
         now = time.perf_counter()
         if n > 0 and t_first is None:
             t_first = now
-            cpu_first = _cpu_seconds(pid)
+            cpu_first = cpu_now()
+            machine_first = _machine_busy()
         if n >= total:
-            return now - (t_first or now), (t_first or now) - t_start, _cpu_seconds(pid) - cpu_first
+            first = t_first or now
+            busy, capacity = _machine_busy()
+            cpu = {k: v - cpu_first.get(k, 0.0) for k, v in cpu_now().items()}
+            return _Span(now - first, first - t_start, cpu, busy - machine_first[0], capacity - machine_first[1])
         if now - t_start > timeout:
             raise TimeoutError(f"only {n} of {total} delivered in {timeout}s")
         await asyncio.sleep(0.02)
@@ -193,7 +225,7 @@ def _worker_command(worker_args: list[str], *, fast_time: bool, profile: str) ->
 
 
 async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, config: str, count,
-               args: argparse.Namespace) -> float:
+               args: argparse.Namespace, pids: dict[str, int]) -> float:
     await _publish(nats_url, [_request(i, "bench", kind, alerts) for i in range(total)])
     cfg_file = tmp / f"{kind}.yml"
     cfg_file.write_text(config)
@@ -202,15 +234,21 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     worker = _spawn(_worker_command(worker_args, fast_time=args.fast_time_format, profile=profile),
                     tmp / f"worker-{kind}.log")
     try:
-        span, startup, cpu = await _measure(count, total, timeout=600, pid=worker.pid)
+        span = await _measure(count, total, timeout=600,
+                              pids={"worker": worker.pid, **pids, "driver": os.getpid()})
     finally:
         worker.terminate()
         worker.wait(10)
-    rate = total / span if span > 0 else float("inf")
+    rate = total / span.seconds if span.seconds > 0 else float("inf")
+    cpu = span.cpu["worker"]
     what_if = " [what-if: fast time format]" if args.fast_time_format else ""
-    print(f"{kind}{what_if}: {total} notifications ({alerts} alerts each) in {span:.2f}s = {rate:,.0f}/s wall; "
-          f"worker CPU {cpu:.2f}s = {total / cpu:,.0f} per CPU-second "
-          f"(one worker process, concurrency {args.concurrency}; start to first delivery {startup:.2f}s)")
+    print(f"{kind}{what_if}: {total} notifications ({alerts} alerts each) in {span.seconds:.2f}s = {rate:,.0f}/s "
+          f"wall; worker CPU {cpu:.2f}s = {total / cpu:,.0f} per CPU-second "
+          f"(one worker process, concurrency {args.concurrency}; start to first delivery {span.startup:.2f}s)")
+    if span.seconds > 0:
+        shares = ", ".join(f"{name} {sec / span.seconds:.2f}" for name, sec in span.cpu.items())
+        print(f"  cores used during the run: {shares}; whole machine {span.busy / span.seconds:.2f} "
+              f"of {span.capacity / span.seconds:.0f}")
     return rate
 
 
@@ -241,7 +279,8 @@ async def main() -> None:
                         tocsin: {{notifier: {{concurrency: {args.concurrency}}}}}
                         """)
                     await _run("webhook", args.webhooks, args.alerts, tmp, nats.url, config,
-                               lambda: _count_http(port), args)
+                               lambda: _count_http(port), args,
+                               {"nats-server": nats.proc.pid, "receiver": procs[-1].pid})
                 if args.emails:
                     port, count_port = free_port(), free_port()
                     procs.append(_spawn([sys.executable, "-c", _SMTP_RECEIVER, str(port), str(count_port)],
@@ -257,7 +296,8 @@ async def main() -> None:
                         tocsin: {{notifier: {{concurrency: {args.concurrency}}}}}
                         """)
                     await _run("email", args.emails, args.alerts, tmp, nats.url, config,
-                               lambda: _count_smtp(count_port), args)
+                               lambda: _count_smtp(count_port), args,
+                               {"nats-server": nats.proc.pid, "receiver": procs[-1].pid})
             finally:
                 for p in procs:
                     p.terminate()

@@ -5,7 +5,7 @@
     tocsin:
       notifier:
         concurrency: 64            # sends in flight per worker process
-        ack_wait: 2m               # JetStream ack wait; in-progress acks extend it while retrying
+        ack_wait: 30s              # JetStream ack wait; in-progress acks extend it while a send lasts
         timeout: 30s               # per attempt, when the integration sets no ``timeout``
         retry: {budget: 5m, max_attempts: 20, backoff_base: 500ms, backoff_cap: 30s}
         breaker: {failures: 5, cooldown: 30s}
@@ -106,7 +106,7 @@ class NotifierConfig(_Strict, frozen=True):
     """
 
     concurrency: int = 64
-    ack_wait: float = 120.0
+    ack_wait: float = 30.0  # a dead worker's requests go to another after this; live ones send in-progress acks
     max_ack_pending: int = 1024
     timeout: float = 30.0
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)

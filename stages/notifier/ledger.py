@@ -17,17 +17,31 @@ Stream ``TOCSIN_LEDGER`` (subjects ``tocsin.ledger.>``, rollup, direct get) hold
   give-up, for :func:`attempts` (``<group>`` is a hash of the group key).
 
 Records are kept ``ledger_max_age`` (default 7 days).
+
+Stale reads. :meth:`Ledger.read` is a direct get, which on a replicated stream any replica
+may answer, possibly one that lags. Workers decide with :meth:`Ledger.read_latest`, answered
+by the stream leader, and still never send on a read alone: every send is preceded by a
+write that compares the subject's last sequence with the one read, so a record that changed
+since (however it was read) makes the claim fail. Once a worker holds a send, the records it
+writes after a failed attempt are compare-and-sets too, so a worker that lost the send
+(another took it over) stops instead of writing ``sending`` over a final record: a final
+record is never followed by a non-final one, which is why a final record read from any
+replica can be trusted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
 from collections import deque
 from typing import Literal
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -116,6 +130,7 @@ def integration_name(req: SendRequest) -> str:
     return f"{req.integration.kind}[{req.integration.index}]"
 
 
+@functools.lru_cache(maxsize=4096)  # a send's subject is needed for its claim and again for its end
 def send_subject(send_id: str) -> str:
     return f"{LEDGER.prefix}.send.{token(send_id)}"
 
@@ -124,6 +139,7 @@ def _group_token(group_key: str) -> str:
     return hashlib.sha256(group_key.encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=4096)  # a group is notified again and again: hash its key once
 def attempts_subject(org: str, group_key: str) -> str:
     return f"{LEDGER.prefix}.attempts.{token(org)}.{_group_token(group_key)}"
 
@@ -154,6 +170,66 @@ class LedgerError(RuntimeError):
     pass
 
 
+class _Replies:
+    """Request and reply over one inbox subscription.
+
+    nats-py's ``request`` costs, per call, a random token (a system call), a second future
+    and a timer of its own (about twice the CPU of this, measured with 64 in flight); here a
+    counter names each reply and one timer serves every deadline.
+    """
+
+    def __init__(self, nc: NATS, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = ""
+        self._lock = asyncio.Lock()
+        self._waiting: dict[str, tuple[float, asyncio.Future[Msg]]] = {}
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def _subscribe(self) -> None:
+        async with self._lock:
+            if not self._prefix:
+                prefix = self._nc.new_inbox() + "."
+                await self._nc.subscribe(prefix + "*", cb=self._on_reply)
+                self._prefix = prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject[len(self._prefix):], None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(msg)
+
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
+        if not self._prefix:
+            await self._subscribe()
+        self._count += 1
+        name = str(self._count)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[name] = (loop.time() + self._timeout, fut)
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + name, headers=headers)
+            if self._timer is None:
+                self._timer = loop.call_later(self._timeout, self._expire, loop)
+            return await fut
+        finally:
+            self._waiting.pop(name, None)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        first: float | None = None
+        for name, (deadline, fut) in list(self._waiting.items()):
+            if deadline <= now:
+                del self._waiting[name]
+                if not fut.done():
+                    fut.set_exception(nats.errors.TimeoutError())
+            elif first is None or deadline < first:
+                first = deadline
+        if first is not None:
+            self._timer = loop.call_at(first, self._expire, loop)
+
+
 class Ledger:
     """Reads and writes ledger records and attempt logs."""
 
@@ -161,14 +237,28 @@ class Ledger:
         self._nc = nc
         self._js = js
         self._timeout = timeout
+        self._replies = _Replies(nc, timeout)
 
     async def read(self, send_id: str) -> tuple[int, LedgerRecord] | None:
-        """(subject sequence to compare against, record) of a send, or None when it has none."""
+        """(subject sequence to compare against, record) of a send, or None when it has none.
+
+        A direct get: cheap, but any replica may answer, one that lags included. Decide with
+        :meth:`read_latest`.
+        """
         got = await last_message(self._js, LEDGER.stream, send_subject(send_id))
         if got is None:
             return None
         seq, data = got
         return seq, _record_decoder.decode(data)
+
+    async def read_latest(self, send_id: str) -> tuple[int, LedgerRecord] | None:
+        """As :meth:`read`, answered by the stream leader (``STREAM.MSG.GET``): a record
+        written and confirmed before the call is seen."""
+        try:
+            raw = await self._js.get_last_msg(LEDGER.stream, send_subject(send_id), direct=False)
+        except NotFoundError:
+            return None
+        return int(raw.seq or 0), _record_decoder.decode(bytes(raw.data or b""))
 
     async def write(self, record: LedgerRecord, *, expect: int | None = None) -> int | None:
         """Store ``record`` as the send's last; return its sequence.
@@ -179,8 +269,9 @@ class Ledger:
         headers = {"Nats-Rollup": "sub"}
         if expect is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
-        reply = await self._nc.request(send_subject(record.id), msgspec.json.encode(record), timeout=self._timeout,
-                                       headers=headers)
+        reply = await self._replies.request(send_subject(record.id), msgspec.json.encode(record), headers)
+        if reply.headers and reply.headers.get("Status") == "503":
+            raise nats.errors.NoRespondersError
         ack = _ack_decoder.decode(reply.data)
         if ack.error is not None:
             if ack.error.get("err_code") == _WRONG_LAST_SEQUENCE:

@@ -6,29 +6,39 @@ most ``concurrency`` requests in flight; each goes:
 
 1. decode (a bad message is dead-lettered on ``tocsin.sends.dlq.notifier``, then acked);
 2. ``select_alerts`` (nothing to send: acked);
-3. a redelivered request reads its ledger record: final means acked without sending;
+3. a redelivered request reads its ledger record from the stream leader: final means acked
+   without sending;
 4. the endpoint's gates: an open circuit (or a long rate-limit wait) returns the request
    with a delayed nak, before anything is written, and its budget is not spent;
-5. the ledger record ``sending`` is written (compare-and-set), then attempts are made,
+5. the ledger record ``sending`` is written (compare-and-set on the sequence of the record
+   the decision was taken on: a stale read cannot lead to a send), then attempts are made,
    each logged; retryable failures wait (backoff with full jitter, or ``Retry-After``)
-   while in-progress acks keep the message; the breaker learns from every attempt;
+   while in-progress acks keep the message; the breaker learns from every attempt; the
+   records written after a failed attempt are compare-and-sets on the previous one, so a
+   worker that lost the send to another (it outlived its ack wait) stops, settling nothing;
 6. success: ledger ``sent``, ack. Permanent failure or exhausted budget: the notification is
    published to the fallback receiver's integrations (if configured) as new send requests,
    the failure is dead-lettered, the ledger says ``fallback`` or ``failed``, ack.
 
-Concurrency is a fixed pool of ``concurrency`` tasks in the worker's task group, fed by one
-fetch loop that pulls as many requests as there are free slots (in batches under load).
-A worker never crashes on one message: an unexpected error naks it with a delay.
+Concurrency is a fixed pool of ``concurrency`` tasks in the worker's task group. Requests
+come from raw pull requests on one subscription of the worker (nats-py's ``fetch`` costs a
+task, a timer and a random id per message): a pull loop asks for as many requests as fit in
+``concurrency`` plus a prefetch of half as many, in batches, each pull expiring after
+``fetch_timeout``; the subscription's callback hands each request to an idle task or queues
+it, and a task that finishes takes the next queued one without waiting. A worker never
+crashes on one message: an unexpected error naks it with a delay.
 Run one alone with ``python -m stages.notifier.worker --nats-url URL --config.file FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +46,6 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -130,13 +139,17 @@ class _Defer(Exception):
         self.delay = delay
 
 
+class _Superseded(Exception):
+    """Another worker took the send over (a ledger write found a newer record): stop, settle nothing."""
+
+
 class Worker:
     """One notifier worker process's consumer loop (see the module doc)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, *, config: Config, settings: NotifierConfig,
                  senders: Senders, clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random, stream_replicas: int = 1,
-                 fetch_timeout: float = 1.0, batch_linger: float = 0.005) -> None:
+                 fetch_timeout: float = 1.0) -> None:
         self.nc = nc
         self.js = js
         self.config = config
@@ -146,7 +159,6 @@ class Worker:
         self.rand = rand
         self.stream_replicas = stream_replicas
         self.fetch_timeout = fetch_timeout
-        self.batch_linger = batch_linger
         self.ledger = Ledger(nc, js)
         self.metrics = notifier_metrics()
         retry = settings.retry
@@ -157,13 +169,22 @@ class Worker:
             make_breaker=lambda: CircuitBreaker(threshold=settings.breaker.failures, cooldown=settings.breaker.cooldown,
                                                 probe_timeout=max(60.0, settings.timeout * 2)),
             make_bucket=self._bucket)
-        self.in_flight: dict[int, tuple[Msg, float]] = {}  # by id(msg)
+        self.in_flight: dict[int, tuple[Msg, float]] = {}  # by id(msg): fetched, not settled
         self.ready = False
         self._fetch_scope = anyio.CancelScope()
         self._handlers_scope = anyio.CancelScope()
         self._stopping = False
-        self._freed = anyio.Event()
         self._fetch_done = anyio.Event()
+        concurrency = settings.concurrency
+        self._limit = concurrency + max(1, concurrency // 2)  # held at most: in flight plus prefetched
+        self._batch_min = max(1, min(32, concurrency // 4))
+        self._asked = 0  # requests asked for by pulls that have not ended
+        self._pulled_at = 0.0  # monotonic time of the last pull
+        self._pull_wake = asyncio.Event()
+        self._pause_pulls = False
+        self._queue: deque[Msg] = deque()  # fetched, waiting for a task
+        self._idle: deque[asyncio.Future[Msg | None]] = deque()  # tasks waiting for a request
+        self._closed = False
         self._children: dict[str, tuple[Any, Any]] = {}
         self.metrics.in_flight.set_function(lambda: len(self.in_flight))
 
@@ -173,18 +194,18 @@ class Worker:
 
     # ------------------------------------------------------------------ running
 
-    async def setup(self) -> Any:
+    async def setup(self) -> None:
         await ensure_stream(self.js, SENDS, replicas=self.stream_replicas)
         await ensure_ledger(self.js, replicas=self.stream_replicas, max_age=self.settings.ledger_max_age)
         cfg = ConsumerConfig(durable_name=CONSUMER, filter_subject=SENDS_FILTER, ack_policy=AckPolicy.EXPLICIT,
                              deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait, max_deliver=-1,
                              max_ack_pending=self.settings.max_ack_pending, max_waiting=512)
         await self.js.add_consumer(SENDS.stream, cfg)
-        return await self.js.pull_subscribe_bind(durable=CONSUMER, stream=SENDS.stream)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        psub = await self.setup()
-        send, receive = anyio.create_memory_object_stream[Msg](max_buffer_size=self.settings.concurrency)
+        await self.setup()
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=self._on_delivery)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._heartbeat)
@@ -192,34 +213,34 @@ class Worker:
                     async with anyio.create_task_group() as pool:
                         # a fixed pool of `concurrency` tasks: no task to create per request
                         for _ in range(self.settings.concurrency):
-                            pool.start_soon(self._serve, receive)
+                            pool.start_soon(self._serve)
                         self.ready = True
                         task_status.started()
                         with self._fetch_scope:
                             try:
-                                await self._fetch_loop(psub, send)
+                                await self._pull_loop(inbox)
                             finally:
                                 self._fetch_done.set()
-                        await send.aclose()  # drained: the pool ends once the fetched requests are done
+                        self._close_queue()  # drained: the pool ends once the fetched requests are done
                 outer.cancel_scope.cancel()
         finally:
             self.ready = False
             with anyio.CancelScope(shield=True):
                 try:
-                    await psub.unsubscribe()
+                    await sub.unsubscribe()
                 except Exception:
                     pass
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop taking requests; let those in flight finish for up to ``timeout``, then nak them.
 
-        The fetch loop is let finish its current pull (at most ``fetch_timeout``) rather than
-        cancelled: a pull request left open at the server would swallow the requests naked
-        next, and they would wait out the ack wait instead of going to another worker.
+        The pull loop waits for its open pulls to end (at most ``fetch_timeout``) rather than
+        being cancelled: a pull left open at the server would swallow requests naked
+        meanwhile, and they would wait out the ack wait instead of going to another worker.
         """
         self._stopping = True
         self.ready = False
-        self._freed.set()
+        self._pull_wake.set()
         with anyio.move_on_after(self.fetch_timeout + 1.0):
             await self._fetch_done.wait()
         self._fetch_scope.cancel()
@@ -234,37 +255,89 @@ class Worker:
             await self._settle(msg.nak())
         self.in_flight.clear()
 
-    async def _fetch_loop(self, psub: Any, send: MemoryObjectSendStream[Msg]) -> None:
-        concurrency = self.settings.concurrency
-        # Under load slots free up one by one; fetching one message per round trip would make
-        # the fetch loop the bottleneck, so a few free slots wait a moment for more.
-        batch_min = max(1, min(32, concurrency // 4))
+    async def _pull_loop(self, inbox: str) -> None:
+        """Keep pulls open for as many requests as fit (see the module doc), until stopped."""
+        api = f"$JS.API.CONSUMER.MSG.NEXT.{SENDS.stream}.{CONSUMER}"
+        expires = int(self.fetch_timeout * 1e9)  # nanoseconds
         while not self._stopping:
-            self._freed = anyio.Event()  # before counting: a slot freed after the count sets this one
-            free = concurrency - len(self.in_flight)
-            if free <= 0:
-                await self._freed.wait()
-                continue
-            if free < batch_min:
-                await anyio.sleep(self.batch_linger)
-                free = concurrency - len(self.in_flight)
-            msgs: list[Msg] = []
-            try:
-                msgs = await psub.fetch(free, timeout=self.fetch_timeout)
-            except TimeoutError:
-                pass
-            except Exception as exc:  # reconnecting, consumer being recreated...: try again shortly
-                if self._stopping:
-                    raise
-                log.warning("fetch failed: %s: %s", type(exc).__name__, exc)
+            self._pull_wake.clear()
+            now = time.monotonic()
+            if self._asked and now - self._pulled_at > self.fetch_timeout + 1.0:
+                self._asked = 0  # every pull has expired by now; the answers saying so were lost (a reconnect)
+            want = self._limit - len(self.in_flight) - self._asked
+            if want >= self._batch_min or (want > 0 and not self._asked):
+                try:
+                    await self.nc.publish(api, b'{"batch":%d,"expires":%d}' % (want, expires), reply=inbox)
+                except Exception as exc:  # reconnecting...: try again shortly
+                    log.warning("pull failed: %s: %s", type(exc).__name__, exc)
+                    await anyio.sleep(0.5)
+                    continue
+                self._asked += want
+                self._pulled_at = now
+            with anyio.move_on_after(self.fetch_timeout):
+                await self._pull_wake.wait()
+            if self._pause_pulls:  # the consumer refused a pull: do not ask again at once
+                self._pause_pulls = False
                 await anyio.sleep(0.5)
-            now = self.clock()
-            for m in msgs:
-                self.in_flight[id(m)] = (m, now)
-                send.send_nowait(m)
+        # let the open pulls end (their last requests go to the tasks still running)
+        with anyio.move_on_after(max(0.0, self._pulled_at + self.fetch_timeout + 0.5 - time.monotonic())):
+            while self._asked > 0:
+                self._pull_wake.clear()
+                await self._pull_wake.wait()
 
-    async def _serve(self, receive: MemoryObjectReceiveStream[Msg]) -> None:
-        async for msg in receive:
+    async def _on_delivery(self, msg: Msg) -> None:
+        """The subscription's callback: a request, or a status ending a pull."""
+        if not msg.reply:
+            self._on_status(msg)
+            return
+        if self._asked > 0:
+            self._asked -= 1
+        self.in_flight[id(msg)] = (msg, self.clock())
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(msg)
+                return
+        self._queue.append(msg)
+
+    def _on_status(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        status = headers.get("Status", "")
+        if status == "100":  # a heartbeat
+            return
+        pending = headers.get("Nats-Pending-Messages")
+        if pending is not None and pending.isdigit():  # what the ended pull did not deliver
+            self._asked = max(0, self._asked - int(pending))
+        else:
+            self._asked = 0
+        if status not in ("404", "408"):
+            log.warning("pull ended with status %s %s", status, headers.get("Description", ""))
+            self._pause_pulls = True
+        self._pull_wake.set()
+
+    def _close_queue(self) -> None:
+        self._closed = True
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            if queue:
+                msg = queue.popleft()
+            elif self._closed:
+                return
+            else:
+                waiter: asyncio.Future[Msg | None] = loop.create_future()
+                self._idle.append(waiter)
+                got = await waiter
+                if got is None:
+                    return
+                msg = got
             await self._handle(msg)
 
     async def _heartbeat(self) -> None:
@@ -285,6 +358,9 @@ class Worker:
             await self._process(msg)
         except _Defer as d:
             await self._settle(msg.nak(delay=d.delay))
+        except _Superseded:
+            log.warning("send request at stream sequence %s: another worker took it over; left to it",
+                        _stream_seq(msg))
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._settle(msg.nak())  # drained: another worker takes it now
@@ -294,7 +370,8 @@ class Worker:
             await self._settle(msg.nak(delay=5.0))
         finally:
             self.in_flight.pop(id(msg), None)
-            self._freed.set()
+            if self._limit - len(self.in_flight) - self._asked >= self._batch_min:
+                self._pull_wake.set()
 
     @staticmethod
     async def _settle(aw: Any) -> None:
@@ -327,8 +404,8 @@ class Worker:
             return
 
         found: tuple[int, LedgerRecord] | None = None
-        if _num_delivered(msg) > 1:
-            found = await self.ledger.read(req.id)
+        if _num_delivered(msg) > 1:  # from the leader: a lagging replica could say "sending" for "sent"
+            found = await self.ledger.read_latest(req.id)
             if found is not None and decide(found[1]) == "done":
                 self.metrics.skipped.labels("already_done").inc()
                 await msg.ack()
@@ -349,7 +426,7 @@ class Worker:
         if record.giving_up:  # a worker died handing the failure over: finish that, send nothing
             self.gates.breaker(key).release(self.clock())
             verdict = Verdict(ok=False, retryable=not record.permanent, reason=record.reason)  # type: ignore[arg-type]
-            await self._give_up(msg, selected, record, Outcome(verdict, record.last_error))
+            await self._give_up(msg, selected, record, seq, Outcome(verdict, record.last_error))
             return
         await self._deliver(msg, selected, sender, record, seq)
 
@@ -367,7 +444,11 @@ class Worker:
 
     async def _claim(self, req: SendRequest, found: tuple[int, LedgerRecord] | None,
                      now: float) -> tuple[int, LedgerRecord] | None:
-        """Write ``sending`` before the first attempt; None when the send is already final."""
+        """Write ``sending`` before the first attempt; None when the send is already final.
+
+        Every claim is a compare-and-set on the sequence of the record it was decided on, so
+        a decision taken on a stale read fails here instead of sending.
+        """
         if found is None:
             record = LedgerRecord(id=req.id, state="sending", at=now, org=req.org, receiver=req.receiver,
                                   integration=integration_name(req), group_key=req.group_key,
@@ -376,7 +457,7 @@ class Worker:
             seq = await self.ledger.write(record, expect=0)
             if seq is not None:
                 return seq, record
-            found = await self.ledger.read(req.id)
+            found = await self.ledger.read_latest(req.id)
             if found is None:
                 raise _Defer(1.0)
         prev_seq, prev = found
@@ -384,9 +465,19 @@ class Worker:
             return None
         record = msgspec.structs.replace(prev, at=now)
         seq = await self.ledger.write(record, expect=prev_seq)
-        if seq is None:  # another worker holds it right now; look again later
+        if seq is None:  # written since: finished meanwhile, or another worker holds it; look again later
+            latest = await self.ledger.read_latest(req.id)
+            if latest is not None and decide(latest[1]) == "done":
+                return None
             raise _Defer(5.0)
         return seq, record
+
+    async def _rewrite(self, record: LedgerRecord, seq: int) -> int:
+        """Write the next record of a send this worker holds (claimed at ``seq``); its new sequence."""
+        new = await self.ledger.write(record, expect=seq)
+        if new is None:
+            raise _Superseded()
+        return new
 
     async def _deliver(self, msg: Msg, req: SendRequest, sender: Sender, record: LedgerRecord, seq: int) -> None:
         key = sender.key
@@ -398,7 +489,7 @@ class Worker:
                     await self._gate(key)
                 except _Defer:
                     # keep what was spent; the redelivery resumes from this record
-                    await self.ledger.write(msgspec.structs.replace(record, at=self.clock()))
+                    await self._rewrite(msgspec.structs.replace(record, at=self.clock()), seq)
                     raise
             gated = False
             started = self.clock()
@@ -415,7 +506,8 @@ class Worker:
                     await self.ledger.log(self._attempt_record(req, record, record.attempts + 1, cut, now,
                                                                time.perf_counter() - t0))
                     await self.ledger.write(msgspec.structs.replace(
-                        record, attempts=record.attempts + 1, last_error=cut.error, reason=cut.verdict.reason, at=now))
+                        record, attempts=record.attempts + 1, last_error=cut.error, reason=cut.verdict.reason, at=now),
+                        expect=seq)
                 raise
             except BaseException:
                 self.gates.breaker(key).release(self.clock())
@@ -442,13 +534,13 @@ class Worker:
                                 retry_after=outcome.retry_after)
             if delay is None:
                 record = msgspec.structs.replace(record, giving_up=True, permanent=not outcome.verdict.retryable)
-                await self.ledger.write(record)  # a crash from here on redoes the hand-off, not the attempts
-                await self._give_up(msg, req, record, outcome)
+                seq = await self._rewrite(record, seq)  # a crash from here on redoes the hand-off, not the attempts
+                await self._give_up(msg, req, record, seq, outcome)
                 return
             log.info("send %s to %s/%s failed (%s), retry %d in %.2fs", req.id, req.receiver, kind,
                      outcome.error, attempts, delay)
             record = msgspec.structs.replace(record, spent=spent + delay)
-            await self.ledger.write(record)
+            seq = await self._rewrite(record, seq)
             await anyio.sleep(delay)
 
     def _observe(self, kind: str, outcome: Outcome, duration: float) -> None:
@@ -470,7 +562,7 @@ class Worker:
                              status_code=outcome.status, duration=duration, fingerprints=record.fingerprints,
                              flush_seq=req.flush_seq)
 
-    async def _give_up(self, msg: Msg, req: SendRequest, record: LedgerRecord, outcome: Outcome) -> None:
+    async def _give_up(self, msg: Msg, req: SendRequest, record: LedgerRecord, seq: int, outcome: Outcome) -> None:
         """Hand the notification to the fallback receiver, dead-letter the failure, record it.
 
         Publishing first (deduplicated by message id and by the fallback sends' own ledger)
@@ -501,7 +593,7 @@ class Worker:
                                             group_key=req.group_key, attempt=record.attempts, error=why,
                                             reason=outcome.verdict.reason, fingerprints=record.fingerprints,
                                             flush_seq=req.flush_seq, fallback=fallback if targets else ""))
-        await self.ledger.write(final)
+        await self._rewrite(final, seq)
         log.warning("send %s: %s", req.id, reason)
         await msg.ack()
 
@@ -515,18 +607,22 @@ class Worker:
         self.metrics.dead_letters.labels(cause).inc()
 
 
+def _ack_tokens(msg: Msg) -> list[str]:
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
+    # with <domain>.<account hash> after ACK (and maybe a random token last): 11 or 12 tokens
+    tokens = (msg.reply or "").split(".")
+    return tokens[2:] if len(tokens) == 9 else tokens[4:] if len(tokens) >= 11 else []
+
+
 def _stream_seq(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:
-        return 0
+    tokens = _ack_tokens(msg)
+    return int(tokens[3]) if tokens and tokens[3].isdigit() else 0
 
 
 def _num_delivered(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:
-        return 1
+    """How many times the request was delivered (cheaper than ``msg.metadata``, which parses everything)."""
+    tokens = _ack_tokens(msg)
+    return int(tokens[2]) if tokens and tokens[2].isdigit() else 1
 
 
 # --------------------------------------------------------------------------- entry point

@@ -30,7 +30,7 @@ from .pagerduty import (
     pagerduty_payload,
 )
 from .slack import slack_payload
-from .webhook import WEBHOOK_VERSION, webhook_payload
+from .webhook import WEBHOOK_VERSION, webhook_body, webhook_payload
 
 __all__ = [
     "PAGERDUTY_V1_URL",
@@ -56,5 +56,6 @@ __all__ = [
     "select_alerts",
     "slack_payload",
     "truncate_runes",
+    "webhook_body",
     "webhook_payload",
 ]

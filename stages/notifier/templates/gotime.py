@@ -21,6 +21,7 @@ __all__ = [
     "gotime",
     "humanize_duration",
     "rfc3339",
+    "rfc3339_nano",
 ]
 
 RFC3339_NANO = "2006-01-02T15:04:05.999999999Z07:00"
@@ -143,11 +144,11 @@ def _element(dt: datetime, elem: str) -> str:
 def go_format(dt: datetime, layout: str) -> str:
     """Format ``dt`` with a Go reference layout (``Mon Jan 2 15:04:05 MST 2006``)."""
     if layout == RFC3339_NANO:  # every alert's startsAt/endsAt: the hot path of a notification
-        return _rfc3339_nano(dt)
+        return rfc3339_nano(dt)
     return _STD.sub(lambda m: _element(dt, m.group(0)), layout)
 
 
-def _rfc3339_nano(dt: datetime) -> str:
+def rfc3339_nano(dt: datetime) -> str:
     """Go's RFC3339Nano: fraction without trailing zeros (none when zero), ``Z`` for UTC."""
     text = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     if dt.microsecond:

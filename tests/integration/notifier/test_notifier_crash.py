@@ -69,7 +69,7 @@ tocsin:
 
 async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, http_peer: HttpPeer) -> None:
     """A draining worker naks what it could not finish: the next worker resends it without
-    waiting for the ack wait (2 minutes here), with the same key."""
+    waiting for the ack wait (30 s here), with the same key."""
     import anyio
 
     from pipeline.app import Settings
@@ -100,7 +100,7 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
         second = build_notifier(Settings(), nc, js, cfg)
         async with anyio.create_task_group() as tg:
             await tg.start(second.run)
-            with anyio.fail_after(10):  # well under the 2 minute ack wait
+            with anyio.fail_after(10):  # well under the 30 s ack wait
                 await http_peer.wait_for(2, "/hook")
             rec = await wait_ledger(second.worker.ledger, "s-stuck", {"sent"})
             await second.drain(2)
