@@ -28,6 +28,7 @@ __all__ = ["Sampler", "Samples", "parse_metrics"]
 log = logging.getLogger("loadtest")
 
 _LINE = re.compile(r"^(tocsin_stage_consumer_lag|tocsin_stage_inputs_total|tocsin_stage_commits_total|"
+                   r"tocsin_stage_commit_batches_total|"
                    r"tocsin_stage_(?:commit|step)_seconds_(?:sum|count)|tocsin_source_rows_total|"
                    r"tocsin_source_batches_total|tocsin_source_publish_seconds_(?:sum|count)|"
                    r"tocsin_notifications_total|tocsin_notification_latency_seconds_(?:sum|count)|"

@@ -17,7 +17,7 @@ others for long and none waits on a cancelled leader.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -48,8 +48,9 @@ class _Pending:
 class GroupCommitter:
     """Commits atomic batches to one stream, grouping the commits that wait together."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, on_batch: Callable[[], None] = lambda: None) -> None:
         self.nc = nc
+        self.on_batch = on_batch  # a metric, say
         self._queue: list[_Pending] = []
         self._leading = False
         self.batches = 0  # for tests and metrics: batches sent, commits carried
@@ -107,6 +108,7 @@ class GroupCommitter:
                 return
             self.batches += 1
             self.commits += len(group)
+            self.on_batch()
             seq = last - sum(len(item.msgs) for item in group) + 1
             for item in group:
                 item.done.set_result(seq)

@@ -20,6 +20,7 @@ class StageMetrics:
     skipped: Counter
     dead_letters: Counter
     commits: Counter
+    batches: Counter
     resets: Counter
     stale_reads: Counter
     step_seconds: Histogram
@@ -44,7 +45,9 @@ def stage_metrics() -> StageMetrics:
                             ["stage"], registry=r),
             dead_letters=Counter("tocsin_stage_dead_letters", "Inputs or timers dead-lettered",
                                  ["stage", "kind"], registry=r),
-            commits=Counter("tocsin_stage_commits", "Atomic batches committed", ["stage"], registry=r),
+            commits=Counter("tocsin_stage_commits", "Partition commits (each atomic, fenced)", ["stage"], registry=r),
+            batches=Counter("tocsin_stage_commit_batches", "Atomic batches sent; a batch carries the commits of "
+                            "several partitions when they wait together (group commit)", ["stage"], registry=r),
             resets=Counter("tocsin_stage_partition_resets", "Partitions re-acquired after a fence or gap",
                            ["stage"], registry=r),
             stale_reads=Counter("tocsin_stage_stale_reads", "State reads served by a replica behind the "

@@ -34,7 +34,8 @@ class StageRunner:
                                      replicas=stream_replicas)
         self.stream_replicas = stream_replicas
         self.workers: dict[int, PartitionWorker] = {}
-        self.committer = GroupCommitter(nc)  # the partitions' commits share atomic batches
+        # the partitions' commits share atomic batches
+        self.committer = GroupCommitter(nc, self.metrics.batches.labels(spec.name).inc)
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._draining = False
 
