@@ -664,7 +664,10 @@ class SourceSession:
                      self.checkpoint)
             self.streaming.set()
             self._wake.set()  # a first status update moves the slot up to the checkpoint
-            send, receive = anyio.create_memory_object_stream[Item](16)
+            # Room for a full batch of small transactions (each is a chunk and a Durable): with
+            # 16 items, a batch held 8 of them and the serial publisher capped the source at
+            # ~250 transactions/s; 256 items are at most ~80 MB of 999-row chunks.
+            send, receive = anyio.create_memory_object_stream[Item](256)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._publisher, receive)
                 tg.start_soon(self._watch)
