@@ -15,20 +15,20 @@ memory) and where each process serves ``/metrics``. Every process started here g
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import httpx
 import psutil
+
+from pipeline.embedded import spawn, stop_process
 
 __all__ = ["Proc", "Stack", "spawn", "start_stack", "stop_process", "wait_ready"]
 
@@ -42,36 +42,6 @@ class Proc:
     role: str
     pid: int
     tree: bool = False
-
-
-def _die_with_parent(sig: int) -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-def spawn(args: Sequence[str], log: Path, *, death_signal: int = signal.SIGTERM, user: int | str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A child process in its own session, output appended to ``log``, dying with this process."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, user=user,
-                                env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
-                                preexec_fn=lambda: _die_with_parent(death_signal))
-
-
-async def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    deadline = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < deadline:
-        await anyio.sleep(0.1)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
 
 
 async def wait_ready(url: str, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None,

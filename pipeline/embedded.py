@@ -32,7 +32,9 @@ __all__ = [
     "nats_server_binary",
     "postgres_bin_dir",
     "start_nats",
+    "spawn",
     "start_postgres",
+    "stop_process",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -57,18 +59,15 @@ def _die_with_parent(sig: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def _spawn(args: Sequence[str], *, log: Path, death_signal: int, user: str | None = None,
-           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(args: Sequence[str], log: Path, *, death_signal: int = signal.SIGTERM, user: int | str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child process in its own session, output appended to ``log``, dying with this process."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab")
-    try:
-        return subprocess.Popen(
-            list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, user=user, env=env,
-            preexec_fn=lambda: _die_with_parent(death_signal),
-        )
-    finally:
-        out.close()
+    with open(log, "ab") as out:
+        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, user=user,
+                                env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=lambda: _die_with_parent(death_signal))
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -90,7 +89,8 @@ async def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, what: 
     raise EmbeddedError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s; see {log}")
 
 
-async def _stop(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+async def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0, sig: int = signal.SIGTERM) -> None:
+    """``sig``, then SIGKILL if it has not exited after ``grace`` seconds."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -151,7 +151,7 @@ async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "t
             args += ["--routes", ",".join(routes)]
     args += list(extra_args)
     log = store_dir / "nats-server.log"
-    proc = _spawn(args, log=log, death_signal=signal.SIGKILL)
+    proc = spawn(args, log=log, death_signal=signal.SIGKILL)
     server = NatsServer(url=f"nats://127.0.0.1:{port}", port=port, store_dir=store_dir, proc=proc,
                         cluster_port=cluster_port)
     try:
@@ -159,7 +159,7 @@ async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "t
         yield server
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(proc, signal.SIGTERM, 10.0)
+            await stop_process(proc, 10.0, signal.SIGTERM)
 
 
 def postgres_bin_dir() -> Path:
@@ -251,7 +251,7 @@ async def start_postgres(data_dir: Path, *, port: int | None = None, settings: d
     log = data_dir.parent / f"{data_dir.name}.log"
     if user and not log.exists():
         log.touch()
-    proc = _spawn(args, log=log, death_signal=signal.SIGINT, user=user)
+    proc = spawn(args, log=log, death_signal=signal.SIGINT, user=user)
     dsn_base = f"postgresql://postgres@127.0.0.1:{port}"
     server = PostgresServer(dsn=f"{dsn_base}/{database}", port=port, data_dir=data_dir, proc=proc, bin_dir=bin_dir)
     try:
@@ -260,7 +260,7 @@ async def start_postgres(data_dir: Path, *, port: int | None = None, settings: d
         yield server
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(proc, signal.SIGINT, 15.0)
+            await stop_process(proc, 15.0, signal.SIGINT)
 
 
 async def _ensure_database(bin_dir: Path, port: int, database: str, proc: subprocess.Popen[bytes],

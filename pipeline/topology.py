@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskStatus
 
-from pipeline.embedded import NatsServer, _spawn, free_port, start_nats, start_postgres
+from pipeline.embedded import NatsServer, free_port, spawn, start_nats, start_postgres
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from pipeline.runtime.subjects import StreamNames
 
@@ -44,7 +44,7 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        self.proc = _spawn(self.args, log=self.log, death_signal=signal.SIGTERM,
+        self.proc = spawn(self.args, log=self.log, death_signal=signal.SIGTERM,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     @property
