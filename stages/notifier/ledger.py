@@ -239,13 +239,13 @@ class Ledger:
         self._timeout = timeout
         self._replies = _Replies(nc, timeout)
 
-    async def read(self, send_id: str) -> tuple[int, LedgerRecord] | None:
+    async def read(self, send_id: str, *, leader: bool = False) -> tuple[int, LedgerRecord] | None:
         """(subject sequence to compare against, record) of a send, or None when it has none.
 
         A direct get: cheap, but any replica may answer, one that lags included. Decide with
         :meth:`read_latest`.
         """
-        got = await last_message(self._js, LEDGER.stream, send_subject(send_id))
+        got = await last_message(self._js, LEDGER.stream, send_subject(send_id), leader=leader)
         if got is None:
             return None
         seq, data = got
@@ -254,11 +254,7 @@ class Ledger:
     async def read_latest(self, send_id: str) -> tuple[int, LedgerRecord] | None:
         """As :meth:`read`, answered by the stream leader (``STREAM.MSG.GET``): a record
         written and confirmed before the call is seen."""
-        try:
-            raw = await self._js.get_last_msg(LEDGER.stream, send_subject(send_id), direct=False)
-        except NotFoundError:
-            return None
-        return int(raw.seq or 0), _record_decoder.decode(bytes(raw.data or b""))
+        return await self.read(send_id, leader=True)
 
     async def write(self, record: LedgerRecord, *, expect: int | None = None) -> int | None:
         """Store ``record`` as the send's last; return its sequence.
