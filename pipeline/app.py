@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ def _router(settings: Settings, nc: Any, js: Any) -> Service:
     from stages.router.core import RouterCore
 
     table = RouteTable.from_config(settings.loaded.config, settings.loaded.orgs)
-    spec = StageSpec(name="router", core=RouterCore(table),
+    spec = StageSpec(name="router", core=RouterCore(table, since=time.time()),
                      inputs=[Input("alerts", ALERTS)], output=GROUPS, partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)

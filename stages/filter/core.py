@@ -62,6 +62,7 @@ from stages.filter.state import (
     group_record_key,
     nflog_key,
 )
+from stages.filter.ticks import LastFlush, first_tick_after, first_tick_from, last_flush_key
 
 __all__ = ["FilterCore", "send_id"]
 
@@ -69,8 +70,9 @@ Changes = dict[str, StateValue | None]
 _replace = msgspec.structs.replace
 
 
-def send_id(org: str, group_id: str, receiver: str, kind: str, index: int, flush_seq: int) -> str:
-    """The deterministic id of a flush's send to one integration."""
+def send_id(org: str, group_id: str, receiver: str, kind: str, index: int, flush_seq: int | str) -> str:
+    """The deterministic id of a flush's send to one integration (``flush_seq``: the router's
+    flush sequence, ``<seq>.<k>`` for the filter's re-evaluation ``k`` ticks after it)."""
     return f"{org}/{group_id}/{receiver}/{kind}/{index}/{flush_seq}"
 
 
@@ -120,6 +122,8 @@ class FilterCore:
             return Step(changes=delete_silence(state, value.silence.org, value.silence.id))
         if isinstance(value, InhibitSources):
             return Step(changes={key: drop_expired_sources(value, now)})
+        if isinstance(value, LastFlush):
+            return self._tick(state, key, value)
         if isinstance(value, GroupRecord):
             org = key.split("/", 2)[1]
             changes: Changes = {key: None}
@@ -178,7 +182,7 @@ class FilterCore:
             alerts = [a for a in firing if entry is not None and a.fingerprint in entry.firing]
             if not alerts:
                 continue  # no open incident to acknowledge
-            sid = send_id(cmd.org, record.group_id, record.receiver, spec.kind, spec.index, record.flush_seq) + "/ack"
+            sid = send_id(cmd.org, record.group_id, record.receiver, spec.kind, spec.index, record.send_seq) + "/ack"
             req = SendRequest(
                 id=sid, org=cmd.org, group_key=record.group_key, group_id=record.group_id, receiver=record.receiver,
                 integration=Integration(kind=spec.kind, index=spec.index), flush_seq=record.flush_seq,
@@ -189,6 +193,38 @@ class FilterCore:
         return outputs
 
     def _flush(self, state: Mapping[str, StateValue], f: GroupFlush) -> Step[StateValue]:
+        """The router's flush: evaluate it, and keep it for re-evaluations on later ticks."""
+        key = last_flush_key(f.org, f.group_id)
+        if not f.alerts:  # the router retired the group without a flush (its route is gone)
+            return Step(changes={key: None} if key in state else {})
+        step, next_tick = self._evaluate(state, f, 0)
+        if next_tick is not None:
+            firing = [a for a in f.alerts if not a.resolved_at(f.flushed_at)]
+            kept = f if len(firing) == len(f.alerts) else _replace(f, alerts=firing)
+            step.changes[key] = LastFlush(flush=kept, next=next_tick)
+        elif key in state:
+            step.changes[key] = None  # all resolved (the router retires the group), or no integration
+        return step
+
+    def _tick(self, state: Mapping[str, StateValue], key: str, last: LastFlush) -> Step[StateValue]:
+        """Re-evaluate a quiet group at its tick ``last.next`` (see :mod:`stages.filter.ticks`)."""
+        f, t = last.flush, last.next
+        assert t is not None  # (due_at is None otherwise)
+        if any(a.ends_at is not None and a.ends_at <= t for a in f.alerts):
+            # an alert resolved by time: the router flushes the group at this tick itself
+            return Step(changes={key: _replace(last, next=None)})
+        tick = round((t - f.flushed_at) / f.group_interval)
+        try:
+            step, next_tick = self._evaluate(state, _replace(f, flushed_at=t), tick)
+        except Reject:  # its receiver or time interval left the configuration: stop ticking it
+            return Step(changes={key: _replace(last, next=None)})
+        step.changes[key] = _replace(last, next=next_tick)
+        return step
+
+    def _evaluate(self, state: Mapping[str, StateValue], f: GroupFlush,
+                  tick: int) -> tuple[Step[StateValue], float | None]:
+        """Alertmanager's notification pipeline for one flush at ``f.flushed_at``: the step,
+        and the tick at which the group must be evaluated again if it stays unchanged."""
         cfg = self.config_for(f.org)
         opts = cfg.options
         t, org = f.flushed_at, f.org
@@ -207,7 +243,7 @@ class FilterCore:
             # Alertmanager mutes the whole flush: nothing sent, nothing logged.
             kept = record if record is not None else _empty_record(f, opts.nflog_retention)
             self._keep_record(changes, rkey, record, _replace(kept, muted_by=muted_by), t)
-            return Step(changes=changes)
+            return Step(changes=changes), _next_tick(f, None)
 
         group_ack = _ack(state, ack_group_key(org, f.group_key))
 
@@ -243,7 +279,7 @@ class FilterCore:
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
             if to_send:
-                outputs.append(self._send(f, spec, to_send, acknowledged=spec.kind == "pagerduty" and all_acked))
+                outputs.append(self._send(f, spec, to_send, tick, acknowledged=spec.kind == "pagerduty" and all_acked))
 
         if sent_firing is not None:
             has_pagerduty = any(s.kind == "pagerduty" for s in integrations)
@@ -251,14 +287,19 @@ class FilterCore:
                 group_key=f.group_key, group_id=f.group_id, receiver=f.receiver, group_labels=dict(f.group_labels),
                 flush_seq=f.flush_seq, sent_at=t, firing={a.fingerprint: a.starts_at for a in sent_firing},
                 alerts=list(sent_firing) if has_pagerduty else [], muted_by=[], seen_at=t,
-                expires_at=t + opts.nflog_retention, trace=dict(f.trace),
+                expires_at=t + opts.nflog_retention, trace=dict(f.trace), tick=tick,
             )
             changes[rkey] = new_record
         elif record is not None:
             self._keep_record(changes, rkey, record, _replace(record, muted_by=[]), t)
         if group_ack is not None and not any(covered(_replace(group_ack, expires_at=None), a, t) for a in f.alerts):
             changes[ack_group_key(org, f.group_key)] = None  # it covers nothing any more
-        return Step(changes=changes, outputs=outputs)
+        entries = []
+        for spec in integrations:
+            nkey = nflog_key(org, f.group_id, f.receiver, spec.kind, spec.index)
+            value = changes[nkey] if nkey in changes else state.get(nkey)
+            entries.append(live_entry(value if isinstance(value, NflogEntry) else None, t))
+        return Step(changes=changes, outputs=outputs), _next_tick(f, entries)
 
     # ------------------------------------------------------------------ helpers
 
@@ -288,8 +329,10 @@ class FilterCore:
                 fates.append(_Fate.KEEP)
         return fates
 
-    def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], *, acknowledged: bool) -> Out:
-        sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, f.flush_seq)
+    def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], tick: int, *,
+              acknowledged: bool) -> Out:
+        sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, f"{f.flush_seq}.{tick}" if tick
+                      else f.flush_seq)
         firing = any(not a.resolved_at(f.flushed_at) for a in alerts)
         req = SendRequest(
             id=sid, org=f.org, group_key=f.group_key, group_id=f.group_id, receiver=f.receiver,
@@ -316,6 +359,26 @@ class FilterCore:
             new = _replace(new, seen_at=t, expires_at=t + retention)
         if old is None or new != old:
             changes[key] = new
+
+
+def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None) -> float | None:
+    """When an unchanged group must be evaluated again (None: not before the router flushes
+    it). ``entries``: each integration's notification log entry after this evaluation; None
+    when the flush was time-muted as a whole."""
+    t, interval = f.flushed_at, f.group_interval
+    firing = {a.fingerprint for a in f.alerts if not a.resolved_at(t)}
+    if interval <= 0 or not firing:
+        return None
+    if entries is None:
+        return t + interval  # time-muted: the interval may end by the next tick
+    repeat = f.repeat_interval if f.repeat_interval > 0 else interval
+    ticks = []
+    for entry in entries:
+        if entry is None or not firing <= set(entry.firing):
+            return t + interval  # an alert is muted (or never notified): an unmute notifies
+        ticks.append(min(first_tick_after(t, interval, entry.at + repeat),
+                         first_tick_from(t, interval, entry.expires_at)))
+    return min(ticks, default=None)
 
 
 def _entry(state: Mapping[str, StateValue], key: str, t: float) -> NflogEntry | None:

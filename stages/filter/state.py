@@ -13,6 +13,8 @@ acknowledgements with a key prefix (``silence/<org>/``, ``ack/<org>/``):
 ``firing/<org>/<fingerprint>``                     :class:`FiringAlert`, every firing alert
 ``inhibit/<org>/<rule id>/<equal hash>``           :class:`InhibitSources`, firing sources of a
                                                    rule with equal values of its ``equal`` labels
+``flush/<org>/<group_id>``                         :class:`~stages.filter.ticks.LastFlush`, a
+                                                   group's last flush and next re-evaluation
 =================================================  ==========================================
 
 ``<group hash>`` is :func:`group_hash` of the group key (acknowledgements name groups by
@@ -28,6 +30,7 @@ from typing import Literal
 import msgspec
 
 from contracts.messages import Alert, Silence
+from stages.filter.ticks import LastFlush
 
 __all__ = [
     "AckValue",
@@ -170,10 +173,16 @@ class GroupRecord(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="g
     seen_at: float  # last flush (refreshed coarsely, to keep writes rare)
     expires_at: float
     trace: dict[str, str] = {}
+    tick: int = 0  # of the last send: 0 for the router's flush, k for a re-evaluation k ticks later
 
     @property
     def due_at(self) -> float | None:
         return self.expires_at
+
+    @property
+    def send_seq(self) -> str:
+        """The flush sequence part of the last send's id."""
+        return f"{self.flush_seq}.{self.tick}" if self.tick else str(self.flush_seq)
 
 
 class FiringAlert(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="f"):
@@ -208,4 +217,4 @@ class InhibitSources(msgspec.Struct, array_like=True, frozen=True, gc=False, tag
 
 
 StateValue = (SilenceValue | SilenceIndex | AckValue | NflogEntry | GroupRecord | FiringAlert
-              | InhibitSources)
+              | InhibitSources | LastFlush)

@@ -5,9 +5,12 @@ its organisation's tree (:class:`~stages.router.config.RouteTable`); every route
 (several with ``continue: true``) gives a group per (org, receiver, group key) that the
 alert is inserted into (:func:`~stages.router.groups.insert_alert`).
 
-Timers: a group head's ``deadline`` is its next flush; :meth:`RouterCore.fire` flushes it
+Timers: a group head's ``deadline`` is its next tick; :meth:`RouterCore.fire` flushes it
 (``GroupFlush`` output, subject suffix = group id, message id
-``router:<org>:<group id>:<flush_seq>``) and sets the next one ``group_interval`` later.
+``router:<org>:<group id>:<flush_seq>``) and sets the next tick ``group_interval`` later.
+A group with nothing new since its last flush is quiet: no timer (only one at the tick
+after its earliest ``ends_at``), until an alert change wakes it for its next tick on the
+same grid (see :mod:`stages.router.groups`).
 A step never fires a due timer itself: an alert that arrives after a deadline the runtime
 has not fired yet joins that flush, as an alert does in Alertmanager while a flush is
 pending. A retired-group mark's deadline is its expiry.
@@ -31,7 +34,7 @@ from typing import Any
 from contracts.messages import AlertChange
 from pipeline.runtime.step import Reject, Step
 from stages.router.config import RouteTable
-from stages.router.groups import Txn, flush_group, insert_alert
+from stages.router.groups import Txn, flush_group, grid_tick, insert_alert, quiet_tick
 from stages.router.state import AlertEntry, GroupHead, RetiredMark, StateValue
 
 __all__ = ["DEFAULT_RETENTION", "RouterCore"]
@@ -45,9 +48,10 @@ class RouterCore:
 
     value_type: Any = StateValue
 
-    def __init__(self, table: RouteTable, *, retention: float = DEFAULT_RETENTION) -> None:
+    def __init__(self, table: RouteTable, *, retention: float = DEFAULT_RETENTION, since: float = 0.0) -> None:
         self.table = table
         self.retention = retention
+        self.since = since  # when this configuration took effect (the runner's clock, at start)
 
     def step(self, state: Mapping[str, StateValue], inp: AlertChange, now: float) -> Step[StateValue]:
         if not isinstance(inp, AlertChange):
@@ -66,15 +70,28 @@ class RouterCore:
     def fire(self, state: Mapping[str, StateValue], key: str, now: float) -> Step[StateValue]:
         value = state.get(key)
         txn = Txn(state)
-        if isinstance(value, GroupHead) and value.deadline <= now:
-            flush_group(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
+        due = self.deadline(key, value) if value is not None else None
+        if isinstance(value, GroupHead) and due is not None and due <= now:
+            if self._quiet(value):
+                quiet_tick(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
+            else:
+                flush_group(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
         elif isinstance(value, RetiredMark) and value.expires <= now:
             txn.set(key, None)
         return txn.result()  # anything else: a timer that changed since it was scheduled
 
     def deadline(self, key: str, value: StateValue) -> float | None:
         if isinstance(value, GroupHead):
-            return value.deadline
+            if not self._quiet(value):
+                if value.flushed and not value.dirty:  # quiet, of an older configuration: re-check it
+                    return grid_tick(value.deadline, value.interval, self.since)  # (not before that took effect)
+                return value.deadline
+            return None if value.expiry is None else grid_tick(value.deadline, value.interval, value.expiry)
         if isinstance(value, RetiredMark):
             return value.expires
         return None  # alert shards have no timer
+
+    def _quiet(self, head: GroupHead) -> bool:
+        """Flushed, nothing new since, and made under the current configuration (a group of
+        an older one is re-checked at its first tick after the configuration took effect)."""
+        return head.flushed and not head.dirty and head.cfg == self.table.version(head.org)

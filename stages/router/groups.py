@@ -4,8 +4,15 @@ This is Alertmanager's ``aggrGroup`` over durable state (see :mod:`stages.router
 
 - a new group's first flush is due ``group_wait`` after its creation, or at once when an
   alert inserted before the first flush started more than ``group_wait`` ago;
-- then every ``group_interval`` while it holds alerts; an alert change never brings a
-  flush forward;
+- then on a grid of ``group_interval`` ticks while it holds alerts; an alert change never
+  brings a flush forward;
+- a tick flushes only a group that changed since its last flush (an alert added, updated or
+  resolved, its ``ends_at`` included) or was made under another configuration. A group
+  with nothing new is *quiet*: it has no timer and costs nothing. Alertmanager re-runs its
+  pipeline on every tick of such a group, where only a repeat or a change of muting (a
+  silence, inhibition, acknowledgement or time interval) can make it notify; the filter,
+  which knows both, re-evaluates quiet groups itself on the same grid (see
+  :mod:`stages.filter.ticks`);
 - a flush carries every alert of the group (firing ones with ``ends_at`` cleared, as
   Alertmanager sends them), then drops the alerts that were resolved in it; a group left
   empty is deleted and its flush count kept in a :class:`RetiredMark`;
@@ -18,6 +25,7 @@ This is Alertmanager's ``aggrGroup`` over durable state (see :mod:`stages.router
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -45,8 +53,10 @@ __all__ = [
     "alert_order",
     "flush_group",
     "group_alerts",
+    "grid_tick",
     "groups_view",
     "insert_alert",
+    "quiet_tick",
 ]
 
 _replace = msgspec.structs.replace
@@ -83,6 +93,14 @@ def _same_version(a: AlertEntry, b: AlertEntry) -> bool:
             and a.annotations == b.annotations and a.generator_url == b.generator_url)
 
 
+def grid_tick(anchor: float, interval: float, at: float) -> float:
+    """The first tick at or after ``at`` on the grid ``anchor + k * interval``."""
+    if anchor >= at or interval <= 0:
+        return max(anchor, at)
+    t = anchor + math.ceil((at - anchor) / interval) * interval
+    return t if t >= at else t + interval
+
+
 def group_alerts(view: Txn | Mapping[str, StateValue], org: str, gid: str,
                  shards: int) -> dict[str, AlertEntry]:
     """All alerts of a group by fingerprint (from the shards its head says are in use)."""
@@ -115,7 +133,8 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
             txn.set(mkey, None)
         head = GroupHead(org=org, group_key=target.group_key, receiver=route.receiver, route_id=route.id,
                          labels=dict(target.group_labels), created=now, deadline=now + route.group_wait,
-                         seq=seq, flushed=False, shards=0, cfg=table.version(org))
+                         seq=seq, flushed=False, shards=0, cfg=table.version(org), dirty=True,
+                         interval=route.group_interval)
         txn.set(hkey, head)
     shard_no = shard_of(fp)
     skey = shard_key(org, gid, shard_no)
@@ -124,15 +143,19 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
     old = alerts.get(fp)
     if old is not None and old.updated_at > entry.updated_at:
         return
-    if old is None or not _same_version(old, entry):
+    changed = old is None or not _same_version(old, entry)
+    if changed:
         txn.set(skey, AlertShard({**alerts, fp: entry}))
     deadline = head.deadline
     # Alertmanager: an alert older than group_wait, inserted before the first flush, flushes at once.
     if not head.flushed and entry.starts_at + route.group_wait < now:
         deadline = min(deadline, now)
+    if changed and head.flushed and not head.dirty:  # a quiet group wakes up at its next tick
+        deadline = grid_tick(head.deadline, head.interval, now)
+    dirty = head.dirty or changed
     shards = head.shards | (1 << shard_no)
-    if deadline != head.deadline or shards != head.shards:
-        txn.set(hkey, _replace(head, deadline=deadline, shards=shards))
+    if deadline != head.deadline or shards != head.shards or dirty != head.dirty:
+        txn.set(hkey, _replace(head, deadline=deadline, shards=shards, dirty=dirty))
 
 
 def _write_alerts(txn: Txn, org: str, gid: str, before: int, alerts: Mapping[str, AlertEntry],
@@ -188,7 +211,14 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
     if route is None:
         target, kept = _recheck(txn, table, gid, head, alerts, now)
         if target is None:
-            _retire(txn, org, gid, head, head.seq, now, retention)
+            # An empty flush: nothing to notify, but the filter forgets the group (and stops
+            # re-evaluating it on its ticks).
+            seq = head.seq + 1
+            txn.outputs.append(Out(payload=GroupFlush(
+                org=org, group_key=head.group_key, group_id=gid, route_id=head.route_id, receiver=head.receiver,
+                group_labels=head.labels, alerts=[], flush_seq=seq, flushed_at=now, group_interval=head.interval,
+                repeat_interval=0.0), msg_id=f"router:{org}:{gid}:{seq}", subject=gid))
+            _retire(txn, org, gid, head, seq, now, retention)
             return
         route = target.route
         if len(kept) != len(alerts):
@@ -220,11 +250,25 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
         _retire(txn, org, gid, head, seq, now, retention)
         return
     shards = head.shards
+    remaining = alerts
     if resolved:
         remaining = {fp: e for fp, e in alerts.items() if fp not in resolved}
         shards = _write_alerts(txn, org, gid, shards, remaining, {shard_of(fp) for fp in resolved})
+    expiry = min((e.ends_at for e in remaining.values() if e.ends_at is not None), default=None)
     txn.set(head_key(org, gid), _replace(head, seq=seq, flushed=True, deadline=now + route.group_interval,
-                                         shards=shards, route_id=route.id, cfg=version))
+                                         shards=shards, route_id=route.id, cfg=version, dirty=False,
+                                         interval=route.group_interval, expiry=expiry))
+
+
+def quiet_tick(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: float, retention: float) -> None:
+    """A quiet group's tick at its earliest ``ends_at``: flush if an alert resolved by time,
+    else only note the next ``ends_at`` (the alert was updated since)."""
+    alerts = group_alerts(txn, head.org, gid, head.shards)
+    if any(e.ends_at is not None and e.ends_at <= now for e in alerts.values()):
+        flush_group(txn, table, gid, head, now, retention)
+        return
+    expiry = min((e.ends_at for e in alerts.values() if e.ends_at is not None), default=None)
+    txn.set(head_key(head.org, gid), _replace(head, expiry=expiry))
 
 
 # --------------------------------------------------------------------------- ordering
@@ -312,6 +356,7 @@ def groups_view(state: Mapping[str, StateValue], org: str, now: float | None = N
         alerts.sort(key=alert_order)
         views.append(GroupView(org=org, group_key=head.group_key, group_id=gid, route_id=head.route_id,
                                receiver=head.receiver, labels=head.labels, alerts=alerts, flush_seq=head.seq,
-                               next_flush=head.deadline))
+                               next_flush=head.deadline if now is None or head.dirty or not head.flushed
+                               else grid_tick(head.deadline, head.interval, now)))
     views.sort(key=functools.cmp_to_key(_group_cmp))
     return views

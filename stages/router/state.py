@@ -81,6 +81,10 @@ class GroupHead(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="g")
     flushed: bool  # this incarnation flushed at least once (Alertmanager's hasFlushed)
     shards: int  # bit i set: shard i holds alerts
     cfg: str  # ``RouteTable.version`` the membership of the group was last checked against
+    # Added later (defaults: an older head flushes once more, then goes quiet):
+    dirty: bool = True  # an alert changed since the last flush (a quiet group has no timer)
+    interval: float = 0.0  # the group_interval of its last flush: the grid of its ticks
+    expiry: float | None = None  # earliest future ends_at of its alerts (a resolve by time)
 
 
 class RetiredMark(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="r"):

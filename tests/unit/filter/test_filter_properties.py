@@ -98,6 +98,8 @@ def _replay_last_sent_flush(inputs: list[Any], delay_of: Any) -> None:
     f = Fold(core())
     for inp in inputs:
         try:
+            if isinstance(inp, GroupFlush):
+                f.advance(inp.flushed_at)  # re-evaluations of quiet groups before: not this flush's sends
             outs = f.step(inp)
         except Reject:
             continue
@@ -111,6 +113,13 @@ def _replay_last_sent_flush(inputs: list[Any], delay_of: Any) -> None:
         again = msgspec.structs.replace(inp, flush_seq=inp.flush_seq + 1, flushed_at=inp.flushed_at + delay)
         probe = Fold(f.core)
         probe.state = dict(f.state)
+        key = f"flush/{inp.org}/{inp.group_id}"
+        before = probe.state.get(key)
+        if probe.advance(again.flushed_at):
+            continue  # a re-evaluation on a tick before notified (an unmute): the log moved on
+        if probe.state.get(key) != before:  # re-evaluated on a tick: the router had dropped the resolved alerts
+            firing = [a for a in again.alerts if not a.resolved_at(inp.flushed_at)]
+            again = msgspec.structs.replace(again, alerts=firing)
         repeat_sends = {(o.payload.integration.kind, o.payload.integration.index)
                         for o in probe.step(again) if isinstance(o.payload, SendRequest)}
         assert not (repeat_sends & sent), f"re-sent {repeat_sends & sent} after {delay}s"

@@ -65,14 +65,19 @@ def gid(labels: dict[str, str], receiver: str = "default", org: str = "o1", key:
     return group_id_of(org, receiver, key or f'{{}}:{{alertname="{labels["alertname"]}"}}')
 
 
-def test_first_flush_after_group_wait_then_every_group_interval() -> None:
+def test_first_flush_after_group_wait_then_only_ticks_with_news() -> None:
     fold = new_fold()
     assert fold.step(change(A, 0.0)) == []
     assert fold.advance(29.999) == []
     fs = flushes(fold.advance(700.0))
-    assert times(fs) == [30.0, 330.0, 630.0]
-    assert [f.flush_seq for f in fs] == [1, 2, 3]
-    assert all(members(f) == ["i1"] for f in fs)
+    assert times(fs) == [30.0]  # then quiet: nothing changed, no timer (the filter ticks it)
+    assert fold.core.deadline(f"group/o1/{gid(A)}", fold.state[f"group/o1/{gid(A)}"]) is None
+    fold.step(change(A2, 700.0))  # wakes it for its next tick on the grid 30 + k * 300
+    assert fold.advance(929.0) == []
+    fs += flushes(fold.advance(2000.0))
+    assert times(fs) == [30.0, 930.0]
+    assert [f.flush_seq for f in fs] == [1, 2]
+    assert [members(f) for f in fs] == [["i1"], ["i1", "i2"]]
 
 
 @pytest.mark.parametrize(("starts_at", "first"), [
@@ -84,7 +89,7 @@ def test_first_flush_after_group_wait_then_every_group_interval() -> None:
 def test_old_alert_flushes_at_once(starts_at: float, first: float) -> None:
     fold = new_fold()
     fold.step(change(A, 0.0, starts_at=starts_at))
-    assert times(flushes(fold.advance(400.0))) == [first, first + 300.0]
+    assert times(flushes(fold.advance(400.0))) == [first]
 
 
 def test_old_alert_joining_before_first_flush_brings_it_forward_once() -> None:
@@ -135,9 +140,11 @@ def test_resolved_alert_is_flushed_once_then_leaves() -> None:
     fold.step(change(A2, 0.0))
     fold.advance(30.0)
     fold.step(change(A, 100.0, starts_at=0.0, ends_at=100.0))
-    f330, f630 = flushes(fold.advance(630.0))
+    (f330,) = flushes(fold.advance(630.0))
     assert [(a.labels["instance"], a.ends_at) for a in f330.alerts] == [("i1", 100.0), ("i2", None)]
-    assert members(f630) == ["i2"]
+    fold.step(change(A2, 700.0, starts_at=0.0, annotations={"summary": "v2"}))
+    (f930,) = flushes(fold.advance(930.0))
+    assert members(f930) == ["i2"]
 
 
 def test_firing_alert_hides_its_expected_end_until_it_passes() -> None:
@@ -260,9 +267,8 @@ def test_continue_gives_independent_groups() -> None:
     web = {"alertname": "W", "team": "web", "instance": "i1"}
     fold.step(change(web, 0.0))
     fs = flushes(fold.advance(400.0))
-    assert [(f.receiver, f.flushed_at) for f in fs] == [("web", 30.0), ("web-audit", 60.0), ("web", 330.0),
-                                                          ("web-audit", 360.0)]
-    assert [f.flush_seq for f in fs] == [1, 1, 2, 2]
+    assert [(f.receiver, f.flushed_at) for f in fs] == [("web", 30.0), ("web-audit", 60.0)]
+    assert [f.flush_seq for f in fs] == [1, 1]
     assert fs[1].group_labels == {"alertname": "W", "instance": "i1"}
 
 
@@ -322,7 +328,7 @@ def test_config_reload_mid_wait_keeps_the_deadline() -> None:
     fold.reload(RouterCore(table(slower)))
     assert fold.advance(9.0) == []
     fs = flushes(fold.advance(200.0))
-    assert times(fs) == [10.0, 130.0]  # the old deadline, then the new group_interval
+    assert times(fs) == [10.0]  # the old deadline (then quiet)
     assert {f.route_id for f in fs} == {"0.1"}  # the route moved down one place
     assert {f.group_id for f in fs} == {group_id_of("o1", "db", '{}/{team="db"}:{alertname="X"}')}
 
@@ -335,7 +341,7 @@ def test_restart_mid_wait_keeps_the_deadline(roundtrip: bool) -> None:
     fold.reload(RouterCore(table(CONFIG)), roundtrip=roundtrip)
     assert fold.advance(29.0) == []
     fs = flushes(fold.advance(330.0))
-    assert times(fs) == [30.0, 330.0] and [f.flush_seq for f in fs] == [1, 2]
+    assert times(fs) == [30.0] and [f.flush_seq for f in fs] == [1]
     assert members(fs[0]) == ["i1", "i2"]
 
 
@@ -346,14 +352,14 @@ def test_reload_renamed_receiver_moves_alerts_at_the_old_groups_next_tick() -> N
     renamed = CONFIG.replace("receiver: db\n", "receiver: dba\n").replace("{name: db}", "{name: dba}")
     fold.reload(RouterCore(table(renamed)))
     fs = flushes(fold.advance(200.0))
-    # t=70: the old group is retired without a flush; the alert (older than group_wait) flushes
-    # at once in its new group, which then ticks every group_interval.
-    assert [(f.receiver, f.flushed_at, f.flush_seq) for f in fs] == [("dba", 70.0, 1), ("dba", 130.0, 2),
-                                                                       ("dba", 190.0, 3)]
+    # t=70: the old group is retired with an empty flush (the filter forgets it); the alert
+    # (older than group_wait) flushes at once in its new group, which is then quiet.
+    assert [(f.receiver, f.flushed_at, f.flush_seq, len(f.alerts)) for f in fs] == [
+        ("db", 70.0, 2, 0), ("dba", 70.0, 1, 1)]
     old = group_id_of("o1", "db", '{}/{team="db"}:{alertname="X"}')
     assert f"group/o1/{old}" not in fold.state
     mark = fold.state[f"group/o1/{old}/n"]
-    assert isinstance(mark, RetiredMark) and mark.seq == 1
+    assert isinstance(mark, RetiredMark) and mark.seq == 2
 
 
 def test_reload_moves_only_the_alerts_that_route_elsewhere() -> None:
@@ -379,8 +385,9 @@ def test_reload_group_by_change_regroups() -> None:
     fold.reload(RouterCore(table(CONFIG.replace("group_by: [alertname]\n  group_wait",
                                                 "group_by: [alertname, instance]\n  group_wait"))))
     fs = flushes(fold.advance(330.0))
-    assert sorted((f.group_key, f.flushed_at, f.flush_seq) for f in fs) == [
-        ('{}:{alertname="A", instance="i1"}', 330.0, 1), ('{}:{alertname="A", instance="i2"}', 330.0, 1)]
+    assert sorted((f.group_key, f.flushed_at, f.flush_seq, len(f.alerts)) for f in fs) == [
+        ('{}:{alertname="A", instance="i1"}', 330.0, 1, 1), ('{}:{alertname="A", instance="i2"}', 330.0, 1, 1),
+        ('{}:{alertname="A"}', 330.0, 2, 0)]  # the old group's goodbye
 
 
 # --------------------------------------------------------------------------- read view
