@@ -30,6 +30,7 @@ from contracts import decode as decode_message
 from pipeline.runtime.commit import CommitUnknown, GroupCommitter
 from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
+from pipeline.runtime.pull import RawPuller
 from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
 from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, token
@@ -117,7 +118,7 @@ class PartitionWorker:
         self._stopping = False
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
-        self._subs: dict[str, Any] = {}
+        self._subs: dict[str, RawPuller] = {}
         self._expected_dseq: dict[str, int] = {}
         self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
         self._encoder = msgspec.json.Encoder()
@@ -229,15 +230,14 @@ class PartitionWorker:
             max_deliver=-1, max_waiting=64,
         )
         await self.js.add_consumer(inp.names.stream, cfg)
-        self._subs[inp.name] = await self.js.pull_subscribe_bind(durable=name, stream=inp.names.stream)
+        puller = RawPuller(self.nc, inp.names.stream, name, batch=spec.fetch_batch)
+        await puller.start()
+        self._subs[inp.name] = puller
         self._expected_dseq[inp.name] = 1
 
     async def _unsubscribe(self) -> None:
-        for sub in self._subs.values():
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        for puller in self._subs.values():
+            await puller.stop()
         self._subs = {}
 
     # ------------------------------------------------------------------ the loop
@@ -270,13 +270,13 @@ class PartitionWorker:
             raise error
 
     async def _fetch_loop(self, inp: Input, send: Any) -> None:
-        sub = self._subs[inp.name]
+        puller = self._subs[inp.name]
         async with send:
             while True:
                 try:
-                    msgs = await sub.fetch(self.spec.fetch_batch, timeout=1.0)
-                except TimeoutError:
-                    continue
+                    msgs = await puller.next_batch(timeout=1.0)
+                    if not msgs:
+                        continue
                 except Exception as exc:
                     await send.send((inp.name, f"fetch from {inp.names.stream} failed: {exc!r}"))
                     return

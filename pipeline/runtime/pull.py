@@ -1,0 +1,114 @@
+"""A durable pull consumer read with raw pull requests: what a partition's fetch loop uses.
+
+nats-py's ``fetch`` sends a no-wait request and waits for its "no messages" answer before a
+lingering one, and waits on every message separately (a timer and a wakeup each): in a
+stage's profile a tenth of the process. Here one subscription takes the deliveries in its
+callback into a list, and a pull stays open ahead of the reader: messages flow while the
+previous batch is being processed, and a batch is whatever arrived since the last one.
+
+A pull asks for ``batch`` messages and expires after ``expires`` seconds; the next is sent
+when what is asked and not yet delivered falls under half a batch, and nothing more is asked
+while ``2 * batch`` messages wait unread (the reader is the flow control). A status message
+ends a pull (408 timeout, 409 a leadership change or too many waiting pulls: ask again; a
+deleted consumer is an error the reader sees).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["ConsumerGone", "RawPuller"]
+
+
+class ConsumerGone(Exception):
+    """The consumer was deleted (or replaced by a push consumer): bind it again."""
+
+
+class RawPuller:
+    """Batches of messages of one durable pull consumer, in delivery order."""
+
+    def __init__(self, nc: NATS, stream: str, consumer: str, *, batch: int = 256, expires: float = 1.0) -> None:
+        self.nc = nc
+        self.api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.batch = batch
+        self.expires = expires
+        self._received: list[Msg] = []
+        self._asked = 0  # asked for and not delivered (nor given up by an ended pull)
+        self._pulled_at = 0.0
+        self._wake = asyncio.Event()
+        self._error: Exception | None = None
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._on_delivery)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            try:
+                await sub.unsubscribe()
+            except Exception:  # a closed connection: nothing to unsubscribe from
+                pass
+
+    async def next_batch(self, timeout: float = 1.0) -> list[Msg]:
+        """The messages delivered since the last call (at least one), or [] after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._error is not None:
+                raise self._error
+            await self._pull_if_needed()
+            if self._received:
+                out, self._received = self._received, []
+                await self._pull_if_needed()  # keep one open while the caller works on these
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(left, self.expires))
+            except TimeoutError:
+                pass
+
+    async def _pull_if_needed(self) -> None:
+        now = time.monotonic()
+        if self._asked and now - self._pulled_at > self.expires + 1.0:
+            self._asked = 0  # every pull has ended by now; the statuses saying so were lost (a reconnect)
+        half = max(1, self.batch // 2)
+        want = 2 * self.batch - len(self._received) - self._asked
+        if self._asked >= half or want < half:
+            return
+        want = min(want, self.batch)
+        assert self._sub is not None, "start() first"
+        await self.nc.publish(self.api, b'{"batch":%d,"expires":%d}' % (want, int(self.expires * 1e9)),
+                              reply=self._sub.subject)
+        self._asked += want
+        self._pulled_at = now
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        if msg.reply:
+            if self._asked > 0:
+                self._asked -= 1
+            self._received.append(msg)
+        else:
+            self._on_status(msg)
+        self._wake.set()
+
+    def _on_status(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        status = headers.get("Status", "")
+        if status == "100":  # a heartbeat
+            return
+        pending = headers.get("Nats-Pending-Messages")
+        if pending is not None and pending.isdigit():  # what the ended pull did not deliver
+            self._asked = max(0, self._asked - int(pending))
+        else:
+            self._asked = 0
+        description = headers.get("Description", "")
+        if status == "409" and ("Deleted" in description or "Push Based" in description):
+            self._error = ConsumerGone(f"{self.api}: {status} {description}")
