@@ -122,6 +122,14 @@ class PartitionWorker:
         self._expected_dseq: dict[str, int] = {}
         self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
         self._encoder = msgspec.json.Encoder()
+        # the metric children of the hot path, resolved once (``labels`` costs a lookup per call)
+        self._m_inputs = metrics.inputs.labels(spec.name)
+        self._m_outputs = metrics.outputs.labels(spec.name)
+        self._m_skipped = metrics.skipped.labels(spec.name)
+        self._m_step = metrics.step_seconds.labels(spec.name)
+        self._m_commits = metrics.commits.labels(spec.name)
+        self._m_commit = metrics.commit_seconds.labels(spec.name)
+        self._m_lag = {inp.name: metrics.lag.labels(spec.name, inp.name, str(p)) for inp in spec.inputs}
         self._out_headers: dict[str, str] = {}
         if spec.output_ttl:
             self._out_headers["Nats-TTL"] = str(spec.output_ttl)
@@ -302,9 +310,9 @@ class PartitionWorker:
         """Step a fetched batch. A due timer fires before an input exactly when its deadline is
         at or before the input's stream time, so the interleaving of timers and inputs depends
         on their times only, not on how inputs happened to be batched (or a crash redone)."""
-        spec = self.spec
         commit = _Commit()
         acks: dict[str, Msg] = {}
+        lag: dict[str, int] = {}
         wall = time.time()
         t0 = time.perf_counter()
         for name, msgs in batches:
@@ -315,9 +323,9 @@ class PartitionWorker:
                                  "expected (another fetcher or a redelivery)")
                 self._expected_dseq[name] = dseq + 1
                 acks[name] = msg
-                self.metrics.lag.labels(spec.name, name, str(self.p)).set(pending)
+                lag[name] = pending
                 if seq <= self.progress.inputs.get(name, 0):
-                    self.metrics.skipped.labels(spec.name).inc()
+                    self._m_skipped.inc()
                     continue
                 now = ts / 1e9
                 commit = await self._fire_due(commit, min(now, wall))
@@ -327,7 +335,9 @@ class PartitionWorker:
             await self._commit(commit)
         for msg in acks.values():  # AckAll: the last message acks every one before it
             await msg.ack()
-        self.metrics.step_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+        for name, pending in lag.items():
+            self._m_lag[name].set(pending)
+        self._m_step.observe(time.perf_counter() - t0)
 
     async def _fire_due(self, commit: _Commit, upto: float) -> _Commit:
         """Fire every timer due at or before ``upto``, in deadline order (timers a firing sets
@@ -380,7 +390,7 @@ class PartitionWorker:
         commit = await self._add(commit, result, base)
         self.progress.inputs[name] = seq
         commit.inputs += 1
-        self.metrics.inputs.labels(spec.name).inc()
+        self._m_inputs.inc()
         return commit
 
     async def _add(self, commit: _Commit, result: Step[Any], base: str) -> _Commit:
@@ -405,7 +415,8 @@ class PartitionWorker:
             commit.msgs.append(BatchMsg(spec.output.out(part, token(out.subject) if out.subject and "." not in
                                                         out.subject else (out.subject or "_")),
                                         self._encoder.encode(out.payload), hdrs))
-        self.metrics.outputs.labels(spec.name).inc(len(result.outputs))
+        if result.outputs:
+            self._m_outputs.inc(len(result.outputs))
         return commit
 
     async def _commit(self, commit: _Commit) -> None:
@@ -432,5 +443,5 @@ class PartitionWorker:
                              {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"}),
                     *body[start:start + room]]
             self.fence = await self.committer.commit(msgs)
-            self.metrics.commits.labels(spec.name).inc()
-        self.metrics.commit_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+            self._m_commits.inc()
+        self._m_commit.observe(time.perf_counter() - t0)

@@ -70,10 +70,12 @@ class RawPuller:
             if left <= 0:
                 return []
             self._wake.clear()
+            # a timer that wakes the wait (cheaper than wait_for, which this loop would pay per batch)
+            timer = asyncio.get_running_loop().call_later(min(left, self.expires), self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), min(left, self.expires))
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     async def _pull_if_needed(self) -> None:
         now = time.monotonic()

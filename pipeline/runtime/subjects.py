@@ -11,6 +11,7 @@ Every stage's output stream ``TOCSIN_<NAME>`` holds, under ``tocsin.<name>.``:
 from __future__ import annotations
 
 import base64
+import functools
 import re
 
 __all__ = [
@@ -31,10 +32,12 @@ def token(text: str) -> str:
     return "~" + base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # key parts repeat (families, organisations, ids): every commit encodes them
 def _enc(part: str) -> str:
     return base64.urlsafe_b64encode(part.encode("utf-8", "surrogatepass")).decode().rstrip("=") or "_"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _dec(tok: str) -> str:
     return "" if tok == "_" else base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)).decode("utf-8", "surrogatepass")
 
