@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    gc.set_threshold(50_000, 20, 100)  # as the stage processes: a collection's pause would read as latency
     asyncio.run(_run(a.port, a.out, a.host))
 
 
