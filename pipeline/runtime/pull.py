@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-__all__ = ["ConsumerGone", "RawPuller"]
+__all__ = ["ConsumerGone", "RawPuller", "asked_after_status"]
 
 
 class ConsumerGone(Exception):
@@ -102,15 +102,24 @@ class RawPuller:
         self._wake.set()
 
     def _on_status(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        status = headers.get("Status", "")
-        if status == "100":  # a heartbeat
+        asked = asked_after_status(msg, self._asked)
+        if asked is None:
             return
-        pending = headers.get("Nats-Pending-Messages")
-        if pending is not None and pending.isdigit():  # what the ended pull did not deliver
-            self._asked = max(0, self._asked - int(pending))
-        else:
-            self._asked = 0
-        description = headers.get("Description", "")
+        self._asked = asked
+        headers = msg.headers or {}
+        status, description = headers.get("Status", ""), headers.get("Description", "")
         if status == "409" and ("Deleted" in description or "Push Based" in description):
             self._error = ConsumerGone(f"{self.api}: {status} {description}")
+
+
+def asked_after_status(msg: Msg, asked: int) -> int | None:
+    """How many messages are still asked for after a status message that ended a pull
+    (``Nats-Pending-Messages``: what it did not deliver; without it, assume none is left);
+    None for a heartbeat, which ends nothing."""
+    headers = msg.headers or {}
+    if headers.get("Status", "") == "100":
+        return None
+    pending = headers.get("Nats-Pending-Messages")
+    if pending is not None and pending.isdigit():
+        return max(0, asked - int(pending))
+    return 0

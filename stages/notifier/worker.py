@@ -56,6 +56,7 @@ from contracts.messages import DeadLetter, Integration, SendRequest, decode_as, 
 from pipeline.amconfig.model import Config
 from pipeline.runtime.jetstream import ensure_stream
 from pipeline.runtime.metrics import REGISTRY
+from pipeline.runtime.pull import asked_after_status
 from pipeline.runtime.subjects import StreamNames
 
 from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
@@ -302,15 +303,12 @@ class Worker:
         self._queue.append(msg)
 
     def _on_status(self, msg: Msg) -> None:
+        asked = asked_after_status(msg, self._asked)
+        if asked is None:  # a heartbeat
+            return
+        self._asked = asked
         headers = msg.headers or {}
         status = headers.get("Status", "")
-        if status == "100":  # a heartbeat
-            return
-        pending = headers.get("Nats-Pending-Messages")
-        if pending is not None and pending.isdigit():  # what the ended pull did not deliver
-            self._asked = max(0, self._asked - int(pending))
-        else:
-            self._asked = 0
         if status not in ("404", "408"):
             log.warning("pull ended with status %s %s", status, headers.get("Description", ""))
             self._pause_pulls = True
