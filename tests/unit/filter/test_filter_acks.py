@@ -141,6 +141,16 @@ def test_pagerduty_acknowledge_on_newly_acknowledged_group() -> None:
     assert _pagerduty_acks(f.step(ack(200.0, group_key=GK, expires=9000.0))) == []
 
 
+def test_pagerduty_acknowledge_after_a_repeat_by_re_evaluation_names_that_send() -> None:
+    f = Fold(core())
+    f.step(flush([alert(A)], 0.0, seq=3, receiver="pager", repeat=3600.0, interval=300.0))
+    repeats = f.advance(3901.0)  # the quiet group's repeat at the first tick after an hour
+    assert sorted(o.payload.id for o in repeats) == [  # type: ignore[attr-defined]
+        "o1/g1/pager/pagerduty/0/3.13", "o1/g1/pager/webhook/0/3.13"]
+    (req,) = _pagerduty_acks(f.step(ack(4000.0, group_key=GK)))
+    assert req.id == "o1/g1/pager/pagerduty/0/3.13/ack"  # not the first notification's ack id
+
+
 def test_pagerduty_sends_of_acknowledged_group_carry_the_flag() -> None:
     f = Fold(core())
     f.sends(flush([alert(A), alert(B)], 0.0, seq=1, receiver="pager"))
