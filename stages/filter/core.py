@@ -62,7 +62,7 @@ from stages.filter.state import (
     group_record_key,
     nflog_key,
 )
-from stages.filter.ticks import LastFlush, first_tick_after, first_tick_from, last_flush_key
+from stages.filter.ticks import LastFlush, first_tick_after, first_tick_from, last_flush_key, send_seq
 
 __all__ = ["FilterCore", "send_id"]
 
@@ -331,8 +331,7 @@ class FilterCore:
 
     def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], tick: int, *,
               acknowledged: bool) -> Out:
-        sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, f"{f.flush_seq}.{tick}" if tick
-                      else f.flush_seq)
+        sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, send_seq(f.flush_seq, tick))
         firing = any(not a.resolved_at(f.flushed_at) for a in alerts)
         req = SendRequest(
             id=sid, org=f.org, group_key=f.group_key, group_id=f.group_id, receiver=f.receiver,

@@ -30,7 +30,7 @@ from typing import Literal
 import msgspec
 
 from contracts.messages import Alert, Silence
-from stages.filter.ticks import LastFlush
+from stages.filter.ticks import LastFlush, send_seq
 
 __all__ = [
     "AckValue",
@@ -182,7 +182,7 @@ class GroupRecord(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="g
     @property
     def send_seq(self) -> str:
         """The flush sequence part of the last send's id."""
-        return f"{self.flush_seq}.{self.tick}" if self.tick else str(self.flush_seq)
+        return send_seq(self.flush_seq, self.tick)
 
 
 class FiringAlert(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="f"):

@@ -26,11 +26,17 @@ import msgspec
 
 from contracts.messages import GroupFlush
 
-__all__ = ["LastFlush", "first_tick_after", "first_tick_from", "last_flush_key", "tick_grace"]
+__all__ = ["LastFlush", "first_tick_after", "first_tick_from", "last_flush_key", "send_seq", "tick_grace"]
 
 
 def last_flush_key(org: str, group_id: str) -> str:
     return f"flush/{org}/{group_id}"
+
+
+def send_seq(flush_seq: int, tick: int) -> str:
+    """The flush part of a send id: the router's flush sequence, ``.<k>`` for the filter's
+    re-evaluation ``k`` ticks after that flush."""
+    return f"{flush_seq}.{tick}" if tick else str(flush_seq)
 
 
 def tick_grace(group_interval: float) -> float:
