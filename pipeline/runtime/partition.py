@@ -256,9 +256,10 @@ class PartitionWorker:
             for inp in self.spec.inputs:
                 tg.start_soon(self._fetch_loop, inp, send.clone())
             send.close()
+            items: list[tuple[str, list[Msg] | str]] = []
             try:
                 while not self._stopping:
-                    items: list[tuple[str, list[Msg] | str]] = []
+                    items = []
                     with anyio.move_on_after(self._time_to_next_deadline()):
                         items.append(await receive.receive())
                     while True:
@@ -272,10 +273,29 @@ class PartitionWorker:
                     await self._process([(name, msgs) for name, msgs in items if not isinstance(msgs, str)])
             except Exception as exc:  # raised outside the task group, so not wrapped in an ExceptionGroup
                 error = exc
+                # Give back what was fetched and not committed: a stale owner that woke up may have
+                # pulled it from the new owner's consumer (same name), which would otherwise get it
+                # only after the ack wait; a redelivery makes the owner see the gap and re-read.
+                with anyio.CancelScope(shield=True):
+                    await self._give_back([m for _, msgs in items if not isinstance(msgs, str) for m in msgs])
+                    while True:
+                        try:
+                            _, left = receive.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        if not isinstance(left, str):
+                            await self._give_back(left)
             finally:
                 tg.cancel_scope.cancel()
         if error is not None:
             raise error
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        for m in msgs:
+            try:
+                await m.nak()
+            except Exception:  # a lost connection, a deleted consumer: nothing to give back to
+                return
 
     async def _fetch_loop(self, inp: Input, send: Any) -> None:
         puller = self._subs[inp.name]
