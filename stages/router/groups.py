@@ -254,10 +254,14 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
     if resolved:
         remaining = {fp: e for fp, e in alerts.items() if fp not in resolved}
         shards = _write_alerts(txn, org, gid, shards, remaining, {shard_of(fp) for fp in resolved})
-    expiry = min((e.ends_at for e in remaining.values() if e.ends_at is not None), default=None)
     txn.set(head_key(org, gid), _replace(head, seq=seq, flushed=True, deadline=now + route.group_interval,
                                          shards=shards, route_id=route.id, cfg=version, dirty=False,
-                                         interval=route.group_interval, expiry=expiry))
+                                         interval=route.group_interval, expiry=_earliest_end(remaining)))
+
+
+def _earliest_end(alerts: Mapping[str, AlertEntry]) -> float | None:
+    """The earliest ``ends_at`` of alerts still firing (a quiet group's timer)."""
+    return min((e.ends_at for e in alerts.values() if e.ends_at is not None), default=None)
 
 
 def quiet_tick(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: float, retention: float) -> None:
@@ -267,8 +271,7 @@ def quiet_tick(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: floa
     if any(e.ends_at is not None and e.ends_at <= now for e in alerts.values()):
         flush_group(txn, table, gid, head, now, retention)
         return
-    expiry = min((e.ends_at for e in alerts.values() if e.ends_at is not None), default=None)
-    txn.set(head_key(head.org, gid), _replace(head, expiry=expiry))
+    txn.set(head_key(head.org, gid), _replace(head, expiry=_earliest_end(alerts)))
 
 
 # --------------------------------------------------------------------------- ordering

@@ -3,6 +3,10 @@ once and in order, bounded batches, an idle wait that ends, and a deleted consum
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import anyio
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
@@ -14,67 +18,63 @@ from pipeline.runtime.pull import ConsumerGone, RawPuller
 pytestmark = pytest.mark.integration
 
 
-async def _setup(url: str) -> tuple:
+@contextlib.asynccontextmanager
+async def _puller(url: str, **kw: Any) -> AsyncIterator[tuple[RawPuller, Any]]:
+    """A stream P with a durable pull consumer c, and a started reader of it (and the JetStream context)."""
     nc = await connect(url)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="P", subjects=["p.>"], storage=StorageType.MEMORY))
     await js.add_consumer("P", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.ALL, max_waiting=4))
-    return nc, js
+    puller = RawPuller(nc, "P", "c", **kw)
+    await puller.start()
+    try:
+        yield puller, js
+    finally:
+        await puller.stop()
+        await nc.close()
 
 
 @pytest.mark.parametrize("batch", [1, 7, 256], ids=["batch-1", "batch-7", "batch-256"])
 async def test_every_message_once_in_order_in_bounded_batches(nats_server: NatsServer, batch: int) -> None:
-    nc, js = await _setup(nats_server.url)
-    puller = RawPuller(nc, "P", "c", batch=batch, expires=0.5)
-    await puller.start()
     got: list[int] = []
     sizes: list[int] = []
+    async with _puller(nats_server.url, batch=batch, expires=0.5) as (puller, js):
 
-    async def produce() -> None:
-        for i in range(600):
-            await js.publish("p.x", str(i).encode())
-            if i % 50 == 0:
-                await anyio.sleep(0.01)  # arrivals while batches are being read, and pulls expiring
+        async def produce() -> None:
+            for i in range(600):
+                await js.publish("p.x", str(i).encode())
+                if i % 50 == 0:
+                    await anyio.sleep(0.01)  # arrivals while batches are being read, and pulls expiring
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(produce)
-        with anyio.fail_after(30):
-            while len(got) < 600:
-                msgs = await puller.next_batch(timeout=0.2)
-                sizes.append(len(msgs))
-                got += [int(m.data) for m in msgs]
-                if msgs:
-                    await msgs[-1].ack()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            with anyio.fail_after(30):
+                while len(got) < 600:
+                    msgs = await puller.next_batch(timeout=0.2)
+                    sizes.append(len(msgs))
+                    got += [int(m.data) for m in msgs]
+                    if msgs:
+                        await msgs[-1].ack()
     assert got == list(range(600))
     assert max(sizes) <= 2 * batch  # the reader is the flow control
     # (600 one-message fetches would be what a reader without an open pull ahead could do at best)
     assert len([s for s in sizes if s]) < 600 or batch == 1
-    await puller.stop()
-    await nc.close()
 
 
 async def test_idle_returns_nothing_after_the_timeout_and_then_delivers(nats_server: NatsServer) -> None:
-    nc, js = await _setup(nats_server.url)
-    puller = RawPuller(nc, "P", "c", batch=16, expires=0.3)
-    await puller.start()
-    with anyio.fail_after(5):
-        assert await puller.next_batch(timeout=1.0) == []  # several pulls expired meanwhile
-    await js.publish("p.x", b"late")
-    with anyio.fail_after(5):
-        msgs = await puller.next_batch(timeout=3.0)
-    assert [m.data for m in msgs] == [b"late"]
-    await puller.stop()
-    await nc.close()
+    async with _puller(nats_server.url, batch=16, expires=0.3) as (puller, js):
+        with anyio.fail_after(5):
+            assert await puller.next_batch(timeout=1.0) == []  # several pulls expired meanwhile
+        await js.publish("p.x", b"late")
+        with anyio.fail_after(5):
+            msgs = await puller.next_batch(timeout=3.0)
+        assert [m.data for m in msgs] == [b"late"]
 
 
 async def test_a_deleted_consumer_is_reported(nats_server: NatsServer) -> None:
-    nc, js = await _setup(nats_server.url)
-    puller = RawPuller(nc, "P", "c", batch=16, expires=5.0)
-    await puller.start()
-    assert await puller.next_batch(timeout=0.2) == []  # a pull is open
-    await js.delete_consumer("P", "c")
-    with anyio.fail_after(5), pytest.raises(ConsumerGone):
-        while True:
-            await puller.next_batch(timeout=0.2)
-    await puller.stop()
-    await nc.close()
+    async with _puller(nats_server.url, batch=16, expires=5.0) as (puller, js):
+        assert await puller.next_batch(timeout=0.2) == []  # a pull is open
+        await js.delete_consumer("P", "c")
+        with anyio.fail_after(5), pytest.raises(ConsumerGone):
+            while True:
+                await puller.next_batch(timeout=0.2)
