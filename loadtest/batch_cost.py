@@ -1,17 +1,20 @@
 """What one atomic batch costs nats-server, by where the stream's store lives.
 
 nats-server stages every atomic batch of an R1 file stream in a new on-disk store and
-deletes it after the commit; a memory stream (or an R3 stream) stages in memory. This
-commits ``--batches`` batches of ``--size`` messages, ``--streams`` streams at a time, to a
-file stream under each ``--dirs`` directory and to a memory stream, and reports the
-server's CPU time per batch (from ``/proc``) and batches/s, all in one run so the figures
-read as ratios. Run: ``.venv/bin/python -m loadtest.batch_cost --dirs /tmp,/dev/shm``.
+deletes it after the commit; a memory stream (or an R3 stream) stages in memory, and so does
+Tocsin's embedded server for R1 file streams (``pipeline.embedded.stage_batches_in_memory``).
+This commits ``--batches`` batches of ``--size`` messages, ``--streams`` streams at a time,
+to a file stream under each ``--dirs`` directory (staged there, and staged in memory), and to
+a memory stream, and reports the server's CPU time per batch (from ``/proc``) and
+batches/s, all in one run so the figures read as ratios.
+Run: ``.venv/bin/python -m loadtest.batch_cost --dirs /tmp,/dev/shm``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 import anyio
 from nats.js.api import StorageType, StreamConfig
 
-from pipeline.embedded import start_nats
+from pipeline.embedded import memory_dir, stage_batches_in_memory, start_nats
 from pipeline.runtime.jetstream import BatchMsg, connect, publish_atomic
 
 __all__ = ["main"]
@@ -32,13 +35,17 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-async def measure(base: str, storage: StorageType, size: int, batches: int, streams: int) -> dict[str, float]:
-    async with start_nats(Path(tempfile.mkdtemp(dir=base, prefix="batch-cost-"))) as server:
+async def measure(base: str, storage: StorageType, size: int, batches: int, streams: int,
+                  staging: Path | None = None) -> dict[str, float]:
+    store = Path(tempfile.mkdtemp(dir=base, prefix="batch-cost-"))
+    async with start_nats(store, batches_in_memory=False) as server:
         nc = await connect(server.url)
         js = nc.jetstream()
         for s in range(streams):
             await js.add_stream(StreamConfig(name=f"B{s}", subjects=[f"b{s}.>"], storage=storage,
                                              allow_atomic=True, allow_rollup_hdrs=True))
+        if staging is not None:
+            stage_batches_in_memory(store, staging)
         payload = b"x" * 300
 
         async def commit_all(s: int) -> None:
@@ -60,14 +67,24 @@ async def measure(base: str, storage: StorageType, size: int, batches: int, stre
 
 
 async def run(args: argparse.Namespace) -> None:
-    cases = [(d, StorageType.FILE) for d in args.dirs.split(",") if d]
-    cases.append((args.dirs.split(",")[0], StorageType.MEMORY))
+    memory = memory_dir()
+    cases: list[tuple[str, StorageType, Path | None]] = []
+    for d in (d for d in args.dirs.split(",") if d):
+        cases.append((d, StorageType.FILE, None))
+        if memory is not None:
+            cases.append((d, StorageType.FILE, Path(tempfile.mkdtemp(dir=memory, prefix="batch-cost-"))))
+    cases.append((args.dirs.split(",")[0], StorageType.MEMORY, None))
     print(f"{args.streams} streams x {args.batches} atomic batches of {args.size} messages (300 bytes)")
     print("| store | batches/s | server CPU per batch | user | system |")
     print("|---|---|---|---|---|")
-    for base, storage in cases:
-        r = await measure(base, storage, args.size, args.batches, args.streams)
-        where = "memory stream" if storage is StorageType.MEMORY else f"file stream under {base}"
+    for base, storage, staging in cases:
+        try:
+            r = await measure(base, storage, args.size, args.batches, args.streams, staging)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        where = "memory stream" if storage is StorageType.MEMORY else f"file stream under {base}" + (
+            ", batches staged in memory" if staging else "")
         print(f"| {where} | {r['batches_per_s']:,.0f} | {r['cpu_ms']:.2f} ms | {r['user_ms']:.2f} ms "
               f"| {r['sys_ms']:.2f} ms |")
 
