@@ -79,7 +79,7 @@ class RunConfig:
     lanes: int = 4
     txn_rows: int = 100
     batch: int = 64
-    concurrency: int = 64  # notifier sends in flight
+    concurrency: int = 256  # notifier sends in flight (the default)
     burst: int = 0  # alerts per burst wave after the steady load (0: none)
     chaos: bool = False
     kill_every: float = 10.0

@@ -30,7 +30,7 @@ def _duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def route_config(hook_url: str, group_interval: float, *, tocsin: bool, concurrency: int = 64) -> str:
+def route_config(hook_url: str, group_interval: float, *, tocsin: bool, concurrency: int = 256) -> str:
     """The Alertmanager configuration of a run (with Tocsin's section when ``tocsin``)."""
     text = f"""\
 global:

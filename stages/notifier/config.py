@@ -4,7 +4,7 @@
 
     tocsin:
       notifier:
-        concurrency: 64            # sends in flight per worker process
+        concurrency: 256           # sends in flight per worker process
         ack_wait: 30s              # JetStream ack wait; in-progress acks extend it while a send lasts
         timeout: 30s               # per attempt, when the integration sets no ``timeout``
         retry: {budget: 5m, max_attempts: 20, backoff_base: 500ms, backoff_cap: 30s}
@@ -105,7 +105,7 @@ class NotifierConfig(_Strict, frozen=True):
     ``externalURL`` of templates and webhooks when the process is not given one.
     """
 
-    concurrency: int = 64
+    concurrency: int = 256  # a send is mostly waiting (ledger writes, the receiver): in flight, not CPU, bounds a worker
     ack_wait: float = 30.0  # a dead worker's requests go to another after this; live ones send in-progress acks
     max_ack_pending: int = 1024
     timeout: float = 30.0
