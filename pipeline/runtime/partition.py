@@ -36,10 +36,12 @@ from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, token
 from pipeline.telemetry import step_span
 
-__all__ = ["Input", "PartitionWorker", "Progress", "StageSpec", "ack_metadata"]
+__all__ = ["CONSUMER_IDLE_TIMEOUT", "TIME_HEADER", "Input", "PartitionWorker", "Progress", "StageSpec",
+           "ack_metadata", "consumer_name", "event_time"]
 
 log = logging.getLogger("tocsin.runtime")
 
+TIME_HEADER = "Tocsin-Time"  # the event time of an output: the time its input or timer was stepped at
 TOMBSTONE_TTL = "300"  # seconds; the rollup already removed older values, so expiry = deletion
 
 
@@ -74,6 +76,28 @@ class StageSpec:
     ack_wait: float = 60.0
     output_ttl: int | None = 7 * 24 * 3600  # seconds outputs are kept (history); None = forever
     dlq_ttl: int | None = 30 * 24 * 3600
+
+
+CONSUMER_IDLE_TIMEOUT = 300.0  # seconds without pulls after which the server removes a partition's consumer
+
+
+def consumer_name(stage: str, input_name: str, p: int, epoch: int | None = None) -> str:
+    """The durable consumer of input ``input_name`` of partition ``p`` in ownership ``epoch``
+    (one per epoch, so a stale owner can never take a new owner's messages); without an
+    epoch, the prefix of them all."""
+    return f"{stage}_{input_name}_p{p}" if epoch is None else f"{stage}_{input_name}_p{p}_e{epoch}"
+
+
+def event_time(msg: Msg, stream_time: float) -> float:
+    """The event time of an input (:data:`TIME_HEADER`), else its stream time; never later than
+    its stream time (an output is stored after the step that made it)."""
+    raw = msg.headers.get(TIME_HEADER) if msg.headers else None
+    if raw:
+        try:
+            return min(float(raw), stream_time)
+        except ValueError:
+            pass
+    return stream_time
 
 
 def ack_metadata(msg: Msg) -> tuple[int, int, int, int, int]:
@@ -120,6 +144,7 @@ class PartitionWorker:
         self._heap: list[tuple[float, str]] = []
         self._subs: dict[str, RawPuller] = {}
         self._expected_dseq: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # per input: messages not yet delivered, as last reported
         self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
         self._encoder = msgspec.json.Encoder()
         # the metric children of the hot path, resolved once (``labels`` costs a lookup per call)
@@ -219,8 +244,8 @@ class PartitionWorker:
                 log.info("%s p%d: %s; reading again", self.spec.name, self.p, exc)
                 await anyio.sleep(0.25)
 
-    def _consumer_name(self, inp: Input) -> str:
-        return f"{self.spec.name}_{inp.name}_p{self.p}"
+    def _consumer_name(self, inp: Input, epoch: int | None = None) -> str:
+        return consumer_name(self.spec.name, inp.name, self.p, self.progress.epoch if epoch is None else epoch)
 
     async def _bind(self, inp: Input) -> None:
         """(Re)create the partition's durable consumer from just after its progress.
@@ -231,18 +256,24 @@ class PartitionWorker:
         a fifth of nats-server's CPU at 1,000 events/s (Go profile, docs/loadtest.md)."""
         spec = self.spec
         name = self._consumer_name(inp)
-        try:
-            await self.js.delete_consumer(inp.names.stream, name)
-        except NotFoundError:
-            pass
+        # The previous owner's consumer (and one of a version that named consumers without the
+        # epoch): a stale owner waking up finds its consumer gone, and never pulls from ours.
+        previous = self._consumer_name(inp, self.progress.epoch - 1)
+        for old in (name, previous, consumer_name(spec.name, inp.name, self.p)):
+            try:
+                await self.js.delete_consumer(inp.names.stream, old)
+            except NotFoundError:
+                pass
         start = self.progress.inputs.get(inp.name, 0) + 1
         cfg = ConsumerConfig(
             durable_name=name, filter_subject=inp.names.out_filter(self.p),
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
             ack_policy=AckPolicy.ALL, ack_wait=spec.ack_wait, max_ack_pending=spec.max_ack_pending,
             max_deliver=-1, max_waiting=64, mem_storage=True,
+            inactive_threshold=CONSUMER_IDLE_TIMEOUT,  # removes the consumer of an owner that died mid-claim
         )
-        await self.js.add_consumer(inp.names.stream, cfg)
+        info = await self.js.add_consumer(inp.names.stream, cfg)
+        self._pending[inp.name] = info.num_pending or 0
         puller = RawPuller(self.nc, inp.names.stream, name, batch=spec.fetch_batch)
         await puller.start()
         self._subs[inp.name] = puller
@@ -315,7 +346,21 @@ class PartitionWorker:
                     return
                 await send.send((inp.name, msgs))
 
+    def _behind(self) -> bool:
+        """Inputs are waiting: time is theirs, and no timer fires by the clock."""
+        return any(self._pending.values())
+
+    async def _recount_pending(self) -> None:
+        """Nothing arrived though inputs were said to be waiting: ask the server again (what was
+        waiting may have been removed, by its TTL say), so the clock is not stopped for good."""
+        for inp in self.spec.inputs:
+            if self._pending.get(inp.name):
+                info = await self.js.consumer_info(inp.names.stream, self._consumer_name(inp))
+                self._pending[inp.name] = info.num_pending or 0
+
     def _time_to_next_deadline(self) -> float:
+        if self._behind():
+            return 1.0  # timers fire as the inputs' times pass them
         while self._heap and self._deadlines.get(self._heap[0][1]) != self._heap[0][0]:
             heapq.heappop(self._heap)  # stale entry: the key's deadline changed
         if not self._heap:
@@ -332,9 +377,18 @@ class PartitionWorker:
             heapq.heappush(self._heap, (deadline, key))
 
     async def _process(self, batches: list[tuple[str, list[Msg]]]) -> None:
-        """Step a fetched batch. A due timer fires before an input exactly when its deadline is
-        at or before the input's stream time, so the interleaving of timers and inputs depends
-        on their times only, not on how inputs happened to be batched (or a crash redone)."""
+        """Step a fetched batch.
+
+        An input's time is its event time (:data:`TIME_HEADER`, set by the stage that wrote it:
+        the time of the input or timer that made it), else its stream time (a source's event,
+        an API push). A due timer fires before an input exactly when its deadline is at or
+        before the input's time, and by the clock only when no input is waiting. So what a stage
+        decides depends on event times only: not on how inputs were batched, nor on a crash
+        redone, nor on how far behind the stages ran. (With stream times, a stage catching up
+        on a backlog would write its outputs close together, and the next stage would see, say,
+        an alert resolved and fired again within one group interval, and fold the two.)"""
+        if not batches and self._behind():
+            await self._recount_pending()
         commit = _Commit()
         acks: dict[str, Msg] = {}
         lag: dict[str, int] = {}
@@ -348,14 +402,15 @@ class PartitionWorker:
                                  "expected (another fetcher or a redelivery)")
                 self._expected_dseq[name] = dseq + 1
                 acks[name] = msg
-                lag[name] = pending
+                lag[name] = self._pending[name] = pending
                 if seq <= self.progress.inputs.get(name, 0):
                     self._m_skipped.inc()
                     continue
-                now = ts / 1e9
+                now = event_time(msg, ts / 1e9)
                 commit = await self._fire_due(commit, min(now, wall))
                 commit = await self._step_one(commit, name, msg, seq, now)
-        commit = await self._fire_due(commit, wall)
+        if not self._behind():
+            commit = await self._fire_due(commit, wall)
         if commit.inputs or commit.msgs or commit.changes:
             await self._commit(commit)
         for msg in acks.values():  # AckAll: the last message acks every one before it
@@ -379,7 +434,7 @@ class PartitionWorker:
                 log.exception("%s p%d: timer of %r failed; dropped", spec.name, p, key)
                 self.metrics.dead_letters.labels(spec.name, "timer").inc()
                 continue
-            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}")
+            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}", deadline)
         return commit
 
     async def _step_one(self, commit: _Commit, name: str, msg: Msg, seq: int, now: float) -> _Commit:
@@ -412,13 +467,13 @@ class PartitionWorker:
             if spec.dlq_ttl:
                 hdrs["Nats-TTL"] = str(spec.dlq_ttl)
             commit.msgs.append(BatchMsg(spec.output.dlq(p), self._encoder.encode(dl), hdrs))
-        commit = await self._add(commit, result, base)
+        commit = await self._add(commit, result, base, now)
         self.progress.inputs[name] = seq
         commit.inputs += 1
         self._m_inputs.inc()
         return commit
 
-    async def _add(self, commit: _Commit, result: Step[Any], base: str) -> _Commit:
+    async def _add(self, commit: _Commit, result: Step[Any], base: str, now: float) -> _Commit:
         if commit.size() + len(result.outputs) + len(result.changes) >= MAX_BATCH:
             await self._commit(commit)
             commit = _Commit()
@@ -435,6 +490,7 @@ class PartitionWorker:
             part = self.p if out.partition is None else out.partition
             hdrs = dict(self._out_headers)
             hdrs["Nats-Msg-Id"] = out.msg_id or f"{base}:{i}"
+            hdrs[TIME_HEADER] = repr(now)
             if out.headers:
                 hdrs.update(out.headers)
             commit.msgs.append(BatchMsg(spec.output.out(part, token(out.subject) if out.subject and "." not in

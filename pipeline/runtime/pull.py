@@ -10,7 +10,10 @@ A pull asks for ``batch`` messages and expires after ``expires`` seconds; the ne
 when what is asked and not yet delivered falls under half a batch, and nothing more is asked
 while ``2 * batch`` messages wait unread (the reader is the flow control). A status message
 ends a pull (408 timeout, 409 a leadership change or too many waiting pulls: ask again; a
-deleted consumer is an error the reader sees).
+deleted consumer is an error the reader sees). A 503 (no responders) means nobody serves the
+consumer: a cluster electing its leader, or a consumer gone with a restarted server (a
+partition's consumer keeps its state in memory); pulls are then paced, and after
+``gone_after`` seconds of nothing but 503s the consumer is reported gone.
 """
 
 from __future__ import annotations
@@ -32,11 +35,15 @@ class ConsumerGone(Exception):
 class RawPuller:
     """Batches of messages of one durable pull consumer, in delivery order."""
 
-    def __init__(self, nc: NATS, stream: str, consumer: str, *, batch: int = 256, expires: float = 1.0) -> None:
+    def __init__(self, nc: NATS, stream: str, consumer: str, *, batch: int = 256, expires: float = 1.0,
+                 gone_after: float = 5.0) -> None:
         self.nc = nc
         self.api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.batch = batch
         self.expires = expires
+        self.gone_after = gone_after
+        self._unserved_since = 0.0  # the first of an unbroken run of 503s, or 0
+        self._pause_until = 0.0  # no pull before this (after a 503)
         self._received: list[Msg] = []
         self._asked = 0  # asked for and not delivered (nor given up by an ended pull)
         self._pulled_at = 0.0
@@ -79,6 +86,8 @@ class RawPuller:
 
     async def _pull_if_needed(self) -> None:
         now = time.monotonic()
+        if now < self._pause_until:
+            return
         if self._asked and now - self._pulled_at > self.expires + 1.0:
             self._asked = 0  # every pull has ended by now; the statuses saying so were lost (a reconnect)
         half = max(1, self.batch // 2)
@@ -97,6 +106,7 @@ class RawPuller:
             if self._asked > 0:
                 self._asked -= 1
             self._received.append(msg)
+            self._unserved_since = 0.0
         else:
             self._on_status(msg)
         self._wake.set()
@@ -110,6 +120,16 @@ class RawPuller:
         status, description = headers.get("Status", ""), headers.get("Description", "")
         if status == "409" and ("Deleted" in description or "Push Based" in description):
             self._error = ConsumerGone(f"{self.api}: {status} {description}")
+        if status != "503":
+            self._unserved_since = 0.0
+            return
+        now = time.monotonic()
+        self._unserved_since = self._unserved_since or now
+        if now - self._unserved_since >= self.gone_after:
+            self._error = ConsumerGone(f"{self.api}: no responders for {now - self._unserved_since:.1f}s")
+        else:
+            self._pause_until = now + 0.25
+            asyncio.get_running_loop().call_later(0.26, self._wake.set)  # the reader pulls again then
 
 
 def asked_after_status(msg: Msg, asked: int) -> int | None:

@@ -105,7 +105,7 @@ class NotifierConfig(_Strict, frozen=True):
     ``externalURL`` of templates and webhooks when the process is not given one.
     """
 
-    concurrency: int = 256  # a send is mostly waiting (ledger writes, the receiver): in flight, not CPU, bounds a worker
+    concurrency: int = 256  # a send mostly waits (ledger writes, the receiver): in flight, not CPU, bounds it
     ack_wait: float = 30.0  # a dead worker's requests go to another after this; live ones send in-progress acks
     max_ack_pending: int = 1024
     timeout: float = 30.0

@@ -166,3 +166,34 @@ async def test_timers_fire_within_50ms_of_their_deadline(nats_server: NatsServer
     assert lags[10] < 0.05, lags  # median
     assert lags[-1] < 0.2, lags
     await nc.close()
+
+
+async def test_a_backlog_is_stepped_in_event_time(nats_server: NatsServer, tmp_path: Path) -> None:
+    """Events published while no worker runs, then worked off as a backlog in batches: the timer
+    falls between exactly the inputs it fell between in time, not at the end of the first
+    batch (by the clock), and every output carries the time it was decided at."""
+    nc = await connect(nats_server.url)
+    await ensure_partitions(nc.jetstream(), nc, P)
+    await ensure_stream(nc.jetstream(), EVENTS)
+    delay = 1.0
+    t0 = time.time()
+    # 600 events before the deadline (more than one fetch holds: at most 512), 600 after it
+    await publish_events(nc, [event(i, "acme", "sensor", at=t0 if i == 0 else None) for i in range(600)], P)
+    await anyio.sleep(max(0.0, t0 + delay + 0.05 - time.time()))
+    await publish_events(nc, [event(i, "acme", "sensor") for i in range(600, 1200)], P)
+    read_events = await read_all(nc, EVENTS, f"{EVENTS.prefix}.out.>")
+    deadline = t0 + delay
+    stored = [float(h["stored_at"]) for _, _, h in read_events]
+    before = sum(1 for t in stored if t < deadline)
+    assert before == 600, "the machine was too slow to publish 600 events within the delay"
+
+    worker = Worker(nats_server.url, tmp_path, "w1", partitions=P, delay=delay)
+    worker.start()
+    msgs = await wait_for_outputs(nc, len(stored) + 1, timeout=60)
+    worker.stop()
+    outs = decode_outputs(msgs)
+    assert len(outs) == len(stored) + 1
+    assert outs.index(("acme/sensor", 0, True)) == before
+    times = [float(h["Tocsin-Time"]) for _, _, h in msgs]
+    assert times == [*stored[:before], pytest.approx(deadline), *stored[before:]]
+    await nc.close()

@@ -3,6 +3,7 @@ once and in order, bounded batches, an idle wait that ends, and a deleted consum
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ import anyio
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from pipeline.embedded import NatsServer
+from pipeline.embedded import NatsServer, start_nats
 from pipeline.runtime.jetstream import connect
 from pipeline.runtime.pull import ConsumerGone, RawPuller
 
@@ -41,10 +42,9 @@ async def test_every_message_once_in_order_in_bounded_batches(nats_server: NatsS
     async with _puller(nats_server.url, batch=batch, expires=0.5) as (puller, js):
 
         async def produce() -> None:
-            for i in range(600):
-                await js.publish("p.x", str(i).encode())
-                if i % 50 == 0:
-                    await anyio.sleep(0.01)  # arrivals while batches are being read, and pulls expiring
+            for start in range(0, 600, 50):  # bursts (sent in order on one connection), so batches can form
+                await asyncio.gather(*(js.publish("p.x", str(i).encode()) for i in range(start, start + 50)))
+                await anyio.sleep(0.01)  # arrivals while batches are being read, and pulls expiring
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
@@ -78,3 +78,42 @@ async def test_a_deleted_consumer_is_reported(nats_server: NatsServer) -> None:
         with anyio.fail_after(5), pytest.raises(ConsumerGone):
             while True:
                 await puller.next_batch(timeout=0.2)
+
+
+async def test_a_consumer_lost_with_a_restarted_server_is_reported_without_spinning(nats_server: NatsServer) -> None:
+    """A partition's consumer keeps its state in memory: after a restart of an R1 server it no
+    longer exists, and a pull gets 503 (no responders) at once. The reader paces its pulls and
+    reports the consumer gone after ``gone_after`` seconds."""
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="P", subjects=["p.>"], storage=StorageType.FILE))
+    await js.add_consumer("P", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.ALL, mem_storage=True))
+    puller = RawPuller(nc, "P", "c", batch=16, expires=0.5, gone_after=1.5)
+    await puller.start()
+    pulls = 0
+    publish = nc.publish
+
+    async def counting(subject: str, *args: Any, **kw: Any) -> None:
+        nonlocal pulls
+        pulls += subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
+        await publish(subject, *args, **kw)
+
+    nc.publish = counting  # type: ignore[method-assign]
+    try:
+        assert await puller.next_batch(timeout=0.2) == []
+        nats_server.kill()
+        async with start_nats(nats_server.store_dir, port=nats_server.port):
+            with anyio.fail_after(20):
+                while not nc.is_connected or "P" not in [s.config.name for s in await js.streams_info()]:
+                    await anyio.sleep(0.1)
+            pulls = 0
+            started = anyio.current_time()
+            with anyio.fail_after(15), pytest.raises(ConsumerGone, match="no responders"):
+                while True:
+                    await puller.next_batch(timeout=0.2)
+            took = anyio.current_time() - started
+            assert took < 5
+            assert pulls <= took / 0.25 + 3  # paced: one pull a quarter second, not a pull per status
+    finally:
+        await puller.stop()
+        await nc.close()

@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from nats.js.errors import NotFoundError
 
 from contracts import (
     Alert,
@@ -40,6 +39,7 @@ from contracts.labels import fingerprint
 from contracts.partition import partition_of
 from pipeline.embedded import start_nats
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.runtime.partition import consumer_name
 from pipeline.runtime.reads import read_messages
 from pipeline.runtime.subjects import StreamNames
 
@@ -164,14 +164,20 @@ async def publish(nc: Any, inputs: Inputs) -> None:
 
 
 async def drained(nc: Any, stage: str, inputs: list[str]) -> bool:
+    """Every partition's current consumer (the one of the latest ownership epoch) has nothing
+    pending or unacknowledged."""
     js = nc.jetstream()
     for name in inputs:
+        current: dict[str, Any] = {}
+        for info in await js.consumers_info(StreamNames(name).stream):
+            prefix, _, epoch = info.name.rpartition("_e")
+            if epoch.isdigit() and (prefix not in current or int(epoch) > current[prefix][0]):
+                current[prefix] = (int(epoch), info)
         for p in range(P):
-            try:
-                info = await js.consumer_info(StreamNames(name).stream, f"{stage}_{name}_p{p}")
-            except NotFoundError:
+            found = current.get(consumer_name(stage, name, p))
+            if found is None:
                 return False
-            if info.num_pending or info.num_ack_pending:
+            if found[1].num_pending or found[1].num_ack_pending:
                 return False
     return True
 

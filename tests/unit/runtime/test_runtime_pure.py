@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pipeline.http import parse_listen_address
 from pipeline.runtime.membership import assign
-from pipeline.runtime.partition import ack_metadata
+from pipeline.runtime.partition import TIME_HEADER, ack_metadata, event_time
 from pipeline.runtime.subjects import StreamNames, decode_key, encode_key, token
 
 
@@ -77,6 +77,22 @@ class _M:
 ], ids=["v1", "v2-domain"])
 def test_ack_metadata(reply: str, expected: tuple[int, ...]) -> None:
     assert ack_metadata(_M(reply)) == expected  # type: ignore[arg-type]
+
+
+class _H:
+    def __init__(self, headers: dict[str, str] | None) -> None:
+        self.headers = headers
+
+
+@pytest.mark.parametrize("headers,expected", [
+    (None, 100.0),
+    ({}, 100.0),
+    ({TIME_HEADER: "97.25"}, 97.25),
+    ({TIME_HEADER: "250.0"}, 100.0),  # never later than the message was stored
+    ({TIME_HEADER: "soon"}, 100.0),
+], ids=["no-headers", "no-time", "event-time", "capped-by-stream-time", "garbage"])
+def test_event_time(headers: dict[str, str] | None, expected: float) -> None:
+    assert event_time(_H(headers), 100.0) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("addr,expected", [
