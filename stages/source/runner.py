@@ -47,6 +47,7 @@ from contracts.messages import DeadLetter, encode
 from contracts.partition import partition_of
 from pipeline.runtime.jetstream import BatchMsg, publish_atomic
 from pipeline.runtime.metrics import REGISTRY
+from pipeline.runtime.partition import TIME_HEADER
 from pipeline.runtime.subjects import StreamNames
 from stages.source.config import SourceConfig
 from stages.source.mapping import Op, RowError, TableMapping, row_to_event, validate_mapping
@@ -475,7 +476,9 @@ class TransactionAssembler:
     def _next_id(self, txn: _Open) -> dict[str, str]:
         index = txn.count
         txn.count += 1
-        return {"Nats-Msg-Id": f"{txn.lsn_text}:{index}"}
+        # the commit's time is the event time of its rows, for every later stage (not when a
+        # source catching up on the slot happens to publish them)
+        return {"Nats-Msg-Id": f"{txn.lsn_text}:{index}", TIME_HEADER: repr(txn.committed_at)}
 
     def _change(self, msg: Insert | Update | Delete) -> list[Item]:
         txn = self._txn

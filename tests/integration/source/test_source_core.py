@@ -209,7 +209,9 @@ def test_assembler_turns_a_transaction_into_one_chunk_of_events() -> None:
     assert events[0].fields == {"a": 1} and events[0].trace == fixed_trace("", 0)
     subjects = [f"tocsin.events.out.{partition_of(o, 8)}.event" for o in ("acme", "other")]
     assert [m.subject for m in chunk.msgs] == subjects
-    assert [m.headers for m in chunk.msgs] == [{"Nats-Msg-Id": "0/1000:0"}, {"Nats-Msg-Id": "0/1000:1"}]
+    y2k = repr(datetime(2000, 1, 1, tzinfo=UTC).timestamp())  # the commit's time (0 in the protocol's epoch)
+    assert [m.headers for m in chunk.msgs] == [{"Nats-Msg-Id": "0/1000:0", "Tocsin-Time": y2k},
+                                               {"Nats-Msg-Id": "0/1000:1", "Tocsin-Time": y2k}]
 
 
 def test_assembler_fast_path_matches_the_full_decoder() -> None:

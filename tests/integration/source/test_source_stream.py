@@ -4,6 +4,7 @@ schema changes, update/delete, dead letters, wal_level, readiness of a standby."
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -93,7 +94,9 @@ async def test_source_split_transaction_resumes_after_its_last_published_part(
     assert [r.msg_id for r in received] == [f"{lsn}:{i}" for i in range(5000)]
     # The restart published exactly the parts that were missing: 1998.. in batches of 999 + checkpoint.
     assert [len(b) for b in second.batches] == [1000, 1000, 1000, 6]
-    assert second.batches[0][0].headers == {"Nats-Msg-Id": f"{lsn}:1998"}
+    assert second.batches[0][0].headers is not None
+    assert second.batches[0][0].headers["Nats-Msg-Id"] == f"{lsn}:1998"
+    assert abs(float(second.batches[0][0].headers["Tocsin-Time"]) - time.time()) < 300  # the commit's time
     for batch in second.batches:
         assert batch[-1].subject == "tocsin.events.source.tocsin"
         assert batch[-1].headers == {"Nats-Rollup": "sub"}
