@@ -309,9 +309,8 @@ class PartitionWorker:
                     await self._process([(name, msgs) for name, msgs in items if not isinstance(msgs, str)])
             except Exception as exc:  # raised outside the task group, so not wrapped in an ExceptionGroup
                 error = exc
-                # Give back what was fetched and not committed: a stale owner that woke up may have
-                # pulled it from the new owner's consumer (same name), which would otherwise get it
-                # only after the ack wait; a redelivery makes the owner see the gap and re-read.
+                # Give back what was fetched and not committed, so it is redelivered at once rather
+                # than after the ack wait.
                 with anyio.CancelScope(shield=True):
                     await self._give_back([m for _, msgs in items if not isinstance(msgs, str) for m in msgs])
                     while True:
