@@ -56,8 +56,8 @@ class AlertEntry(msgspec.Struct, array_like=True, gc=False, frozen=True, omit_de
     starts_at: float
     ends_at: float | None
     generator_url: str
-    updated_at: float  # the alert's own updated_at (the rules stage's stream time of the change)
-    at: float  # stream time of the router step that stored this version: orders "the last change"
+    updated_at: float  # the alert's own updated_at (the event time of the change)
+    at: float  # event time of the router step that stored this version: orders "the last change"
     trace: dict[str, str] = {}  # trace context of the change that stored this version
 
 

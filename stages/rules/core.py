@@ -17,7 +17,7 @@ State keys (many organisations share a partition; every key starts with the org'
 Timers: a value's ``deadline`` (pending ``for`` ends, an alert's end or ``keep_firing_for``
 ends, the retention of a resolved alert ends). The runtime calls :meth:`RulesCore.fire`
 when one falls due; before the core reads any alert it also applies that alert's due
-timers itself (with the timer's own time and id), so an input whose stream time is past a
+timers itself (with the timer's own time and id), so an input whose time is past a
 deadline the runtime has not fired yet sees exactly what it would have seen had it fired.
 
 Message ids are deterministic in the cause: ``rules:<event id or request id>:<fingerprint>:
@@ -26,8 +26,9 @@ token is there because pushed alerts of two organisations can share a fingerprin
 rare case that one input changes the same alert the same way twice (a push repeating an
 alert with different annotations), later ids get ``:2``, ``:3``... so none is deduplicated.
 
-Times: ``now`` is the input's stream time; event alerts start at the event's
-``occurred_at`` and a resolving event ends them at its own ``occurred_at``. An event older
+Times: ``now`` is the input's event time (a row's commit time, a push's stream time); event
+alerts start at the event's ``occurred_at`` and a resolving event ends them at its own
+``occurred_at``. An event older
 than the alert state it would change (``since``/``ends_at``) is stale and ignored, so a
 late commit never resolves a newer alert nor re-fires a newer resolution. Firing pushed
 alerts carry their expected end (explicit, or ``now + resolve_timeout``) in

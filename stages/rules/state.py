@@ -50,7 +50,7 @@ class AlertState(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="a"
     starts_at: float
     ends_at: float | None  # None: firing with no known end (event alerts)
     generator_url: str
-    updated_at: float  # stream time of the last change of this value
+    updated_at: float  # event time of the last change of this value
     status: Status
     deadline: float | None
     timeout: bool = False  # ends_at came from resolve_timeout (Alertmanager's Alert.Timeout)
