@@ -258,8 +258,9 @@ class PartitionWorker:
         name = self._consumer_name(inp)
         # The previous owner's consumer (and one of a version that named consumers without the
         # epoch): a stale owner waking up finds its consumer gone, and never pulls from ours.
+        # (Ours is new: every acquire claims a new epoch.)
         previous = self._consumer_name(inp, self.progress.epoch - 1)
-        for old in (name, previous, consumer_name(spec.name, inp.name, self.p)):
+        for old in (previous, consumer_name(spec.name, inp.name, self.p)):
             try:
                 await self.js.delete_consumer(inp.names.stream, old)
             except NotFoundError:
@@ -390,7 +391,6 @@ class PartitionWorker:
             await self._recount_pending()
         commit = _Commit()
         acks: dict[str, Msg] = {}
-        lag: dict[str, int] = {}
         wall = time.time()
         t0 = time.perf_counter()
         for name, msgs in batches:
@@ -401,7 +401,7 @@ class PartitionWorker:
                                  "expected (another fetcher or a redelivery)")
                 self._expected_dseq[name] = dseq + 1
                 acks[name] = msg
-                lag[name] = self._pending[name] = pending
+                self._pending[name] = pending
                 if seq <= self.progress.inputs.get(name, 0):
                     self._m_skipped.inc()
                     continue
@@ -414,8 +414,8 @@ class PartitionWorker:
             await self._commit(commit)
         for msg in acks.values():  # AckAll: the last message acks every one before it
             await msg.ack()
-        for name, pending in lag.items():
-            self._m_lag[name].set(pending)
+        for name in acks:
+            self._m_lag[name].set(self._pending[name])
         self._m_step.observe(time.perf_counter() - t0)
 
     async def _fire_due(self, commit: _Commit, upto: float) -> _Commit:
