@@ -117,5 +117,6 @@ class GroupCommitter:
             for item in group:
                 if not item.done.done():
                     item.done.set_exception(CommitUnknown(f"commit interrupted: {exc!r}"))
+                    item.done.exception()  # retrieved: its waiter may be the cancelled one (no log noise)
             if not isinstance(exc, Exception):
                 raise

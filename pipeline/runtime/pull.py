@@ -11,14 +11,17 @@ when what is asked and not yet delivered falls under half a batch, and nothing m
 while ``2 * batch`` messages wait unread (the reader is the flow control). A status message
 ends a pull (408 timeout, 409 a leadership change or too many waiting pulls: ask again; a
 deleted consumer is an error the reader sees). A 503 (no responders) means nobody serves the
-consumer: a cluster electing its leader, or a consumer gone with a restarted server (a
-partition's consumer keeps its state in memory); pulls are then paced, and after
-``gone_after`` seconds of nothing but 503s the consumer is reported gone.
+consumer: a cluster electing its leader, a consumer deleted while no pull of ours waited
+(a new owner deletes the previous owner's consumer), or one gone with a restarted server (a
+partition's consumer keeps its state in memory). The reader then asks the server about the
+consumer: one that does not exist is reported gone at once; otherwise pulls are paced, and
+after ``gone_after`` seconds of nothing but 503s the consumer is reported gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from nats.aio.client import Client as NATS
@@ -39,6 +42,8 @@ class RawPuller:
                  gone_after: float = 5.0) -> None:
         self.nc = nc
         self.api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._info_api = f"$JS.API.CONSUMER.INFO.{stream}.{consumer}"
+        self._ask_info = False  # a 503 came: does the consumer still exist?
         self.batch = batch
         self.expires = expires
         self.gone_after = gone_after
@@ -68,6 +73,9 @@ class RawPuller:
         while True:
             if self._error is not None:
                 raise self._error
+            if self._ask_info:
+                await self._check_exists()
+                continue
             await self._pull_if_needed()
             if self._received:
                 out, self._received = self._received, []
@@ -83,6 +91,16 @@ class RawPuller:
                 await self._wake.wait()
             finally:
                 timer.cancel()
+
+    async def _check_exists(self) -> None:
+        self._ask_info = False
+        try:
+            reply = await self.nc.request(self._info_api, b"", timeout=1.0)
+        except Exception:  # no answer (a cluster electing its leaders): keep pacing the pulls
+            return
+        error = json.loads(reply.data or b"{}").get("error") or {}
+        if error.get("code") == 404:
+            self._error = ConsumerGone(f"{self.api}: {error.get('description', 'consumer not found')}")
 
     async def _pull_if_needed(self) -> None:
         now = time.monotonic()
@@ -128,6 +146,7 @@ class RawPuller:
         if now - self._unserved_since >= self.gone_after:
             self._error = ConsumerGone(f"{self.api}: no responders for {now - self._unserved_since:.1f}s")
         else:
+            self._ask_info = self._unserved_since == now  # the first of a run: ask once
             self._pause_until = now + 0.25
             asyncio.get_running_loop().call_later(0.26, self._wake.set)  # the reader pulls again then
 
