@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ __all__ = [
     "connect",
     "ensure_partitions",
     "ensure_stream",
+    "hpub_frame",
     "last_message",
     "publish_atomic",
     "retry_transient",
@@ -92,27 +93,59 @@ class BatchError(Exception):
         return self.err_code == FENCE_ERROR
 
 
+_UNSAFE = frozenset(" \t\r\n")  # characters that would end a subject or a header line early
+
+
+def hpub_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
+    """The client protocol's ``HPUB`` of one message, what ``nc.publish`` sends.
+
+    Subjects and headers here are Tocsin's own, but a header value may carry user text (a
+    group key): a line break would split the frame, so it is refused, not cleaned.
+    """
+    if not subject or not _UNSAFE.isdisjoint(subject):
+        raise ValueError(f"invalid subject {subject!r}")
+    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
+        raise ValueError(f"a header of {subject} holds a line break: {headers!r}")
+    hdr = b"NATS/1.0\r\n" + text.encode() + b"\r\n"
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(hdr), len(hdr) + len(payload), hdr, payload)
+
+
 async def publish_atomic(nc: NATS, msgs: Sequence[BatchMsg], timeout: float = 10.0) -> int:
     """Publish ``msgs`` as one atomic batch; return the stream sequence of the last one.
 
     nats-py has no helper: the batch is ordinary publishes with ``Nats-Batch-*`` headers,
-    only the commit message asks for a reply (ADR-50).
+    only the commit message asks for a reply (ADR-50). The messages before the commit go out
+    as one write of ready-made frames: ``nc.publish`` per message was a tenth of a stage's
+    CPU (headers re-validated, a flush kicked, per message). While the connection is down
+    they go through ``nc.publish``, which knows how much it may buffer.
     """
     if not msgs:
         raise ValueError("empty batch")
     if len(msgs) > MAX_BATCH:
         raise ValueError(f"batch of {len(msgs)} messages is over the limit of {MAX_BATCH}")
-    batch_id = uuid.uuid4().hex
+    batch_id = os.urandom(8).hex()  # unique among batches in flight; stored with every message
     last = len(msgs)
-    for i, m in enumerate(msgs, 1):
+    framed = nc.is_connected
+    frames: list[bytes] = []
+    for i, m in enumerate(msgs[:-1], 1):
         hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
         if m.headers:
             hdrs.update(m.headers)
-        if i < last:
-            await nc.publish(m.subject, m.payload, headers=hdrs)
+        if framed:
+            if len(m.payload) > nc.max_payload:
+                raise nats.errors.MaxPayloadError
+            frames.append(hpub_frame(m.subject, hdrs, m.payload))
         else:
-            hdrs["Nats-Batch-Commit"] = "1"
-            reply = await nc.request(m.subject, m.payload, timeout=timeout, headers=hdrs)
+            await nc.publish(m.subject, m.payload, headers=hdrs)
+    if frames:
+        await nc._send_command(b"".join(frames))  # flushed with the commit's publish below
+    m = msgs[-1]
+    hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(last)}
+    if m.headers:
+        hdrs.update(m.headers)
+    hdrs["Nats-Batch-Commit"] = "1"
+    reply = await nc.request(m.subject, m.payload, timeout=timeout, headers=hdrs)
     ack = json.loads(reply.data)
     if "error" in ack:
         err = ack["error"]

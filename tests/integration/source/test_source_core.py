@@ -3,6 +3,7 @@ packing and the restart rule. Lives with the source's integration tests; not mar
 
 from __future__ import annotations
 
+import os
 import struct
 from datetime import UTC, datetime
 
@@ -382,3 +383,18 @@ def test_random_traceparent_is_valid_w3c() -> None:
         "traceparent": "00-0102030405060708090a0b0c0d0e0f10-1112131415161718-01"}
     zero = random_traceparent(lambda n: bytes(n))["traceparent"]
     assert zero == f"00-{'0' * 31}1-{'0' * 15}1-01"  # all-zero ids are invalid in W3C
+
+
+def test_random_traceparents_differ_and_differ_after_a_fork() -> None:
+    ids = {random_traceparent()["traceparent"] for _ in range(1000)}
+    assert len(ids) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's ids are its own, not a copy of the parent's sequence
+        os.write(write, random_traceparent()["traceparent"].encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert child != random_traceparent()["traceparent"]
+    os.close(read)
+    os.close(write)

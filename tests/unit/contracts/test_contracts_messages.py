@@ -114,3 +114,16 @@ def test_partition_spreads_orgs() -> None:
     for i in range(1600):
         counts[partition_of(f"org-{i}", 16)] += 1
     assert min(counts) > 50, counts
+
+
+def test_fingerprints_are_remembered_within_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contracts.labels as labels_mod
+
+    monkeypatch.setattr(labels_mod, "_CACHE", {})
+    monkeypatch.setattr(labels_mod, "_CACHE_SIZE", 4)
+    sets = [{"alertname": f"A{i}", "org": "o"} for i in range(10)]
+    first = [labels_mod.fingerprint_int(s) for s in sets]
+    assert len(labels_mod._CACHE) == 4  # the six oldest were let go
+    assert first == [labels_mod._fnv(tuple(sorted(s.items()))) for s in sets]
+    assert [labels_mod.fingerprint_int(dict(reversed(list(s.items())))) for s in sets] == first
+    assert len(set(first)) == len(sets)
