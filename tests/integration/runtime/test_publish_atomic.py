@@ -9,7 +9,8 @@ import pytest
 from nats.protocol import command as prot_command
 
 from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import BatchMsg, connect, ensure_stream, hpub_frame, publish_atomic
+from pipeline.runtime import jetstream
+from pipeline.runtime.jetstream import BatchError, BatchMsg, connect, ensure_stream, hpub_frame, publish_atomic
 from pipeline.runtime.subjects import StreamNames
 
 pytestmark = pytest.mark.integration
@@ -73,4 +74,36 @@ async def test_a_bad_message_stops_the_batch_before_anything_is_sent(nats_server
         await publish_atomic(nc, [BatchMsg(NAMES.out(0, "big"), b"x" * (nc.max_payload + 1)), good])
     await publish_atomic(nc, [good])  # the connection still works, and only this one was stored
     assert (await js.stream_info(NAMES.stream)).state.messages == before + 1
+    await nc.close()
+
+
+@pytest.mark.parametrize("dropped_attempts", [1, 2, 3], ids=["once", "twice", "every-time"])
+async def test_a_batch_the_server_reports_incomplete_is_sent_again(
+        nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, dropped_attempts: int) -> None:
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, NAMES)
+    before = (await js.stream_info(NAMES.stream)).state.messages
+    attempts: list[str] = []
+
+    def lossy_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
+        if headers["Nats-Batch-Sequence"] == "1":
+            attempts.append(headers["Nats-Batch-Id"])
+        if headers["Nats-Batch-Sequence"] == "2" and len(attempts) <= dropped_attempts:
+            return b""  # lost on the way: the server sees a gap and drops the batch
+        return hpub_frame(subject, headers, payload)
+
+    monkeypatch.setattr(jetstream, "hpub_frame", lossy_frame)
+    msgs = [BatchMsg(NAMES.out(0, "r"), f"{i}".encode(), {"Nats-Msg-Id": f"r:{i}"}) for i in range(5)]
+    if dropped_attempts >= jetstream.BATCH_ATTEMPTS:
+        with pytest.raises(BatchError, match="incomplete"):
+            await publish_atomic(nc, msgs)
+        stored: list[bytes] = []
+    else:
+        last = await publish_atomic(nc, msgs)
+        stored = [(await js.get_msg(NAMES.stream, s)).data for s in range(last - 4, last + 1)]
+    assert len(attempts) == min(dropped_attempts + 1, jetstream.BATCH_ATTEMPTS)
+    assert len(set(attempts)) == len(attempts), "each attempt has a batch id of its own"
+    assert stored == ([m.payload for m in msgs] if stored else [])
+    assert (await js.stream_info(NAMES.stream)).state.messages == before + len(stored)
     await nc.close()
