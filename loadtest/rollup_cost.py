@@ -1,0 +1,101 @@
+"""What a stage's commits cost nats-server as its stream grows, with and without rollups.
+
+A stage commits atomic batches of a progress record, changed state keys (each a rollup on
+its own subject: last value wins) and outputs. This commits such batches back to back to one
+file stream and reports the server's CPU time per batch (from ``/proc``) as the stream grows:
+once with the state messages rolled up, once plain (the same messages, nothing removed), in
+one run so the figures read as ratios. A rollup removes the key's previous value; the file
+store finds it by looking at every block between that value and the new one, loading the
+subject state of blocks that had it expire (two minutes without use), so a rollup costs
+more the further back, in bytes, the previous value lies.
+Run: ``.venv/bin/python -m loadtest.rollup_cost`` (about 5 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+from nats.js.api import StorageType, StreamConfig
+
+from pipeline.embedded import start_nats
+from pipeline.runtime.jetstream import BatchMsg, connect, publish_atomic
+
+__all__ = ["main"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(args: argparse.Namespace, rollup: bool) -> list[tuple[int, float]]:
+    """(messages in the stream, server CPU ms per batch) after every ``args.every`` batches."""
+    store = Path(tempfile.mkdtemp(dir=args.dir, prefix="rollup-cost-"))
+    rows: list[tuple[int, float]] = []
+    try:
+        async with start_nats(store) as server:
+            nc = await connect(server.url)
+            js = nc.jetstream()
+            await js.add_stream(StreamConfig(name="S", subjects=["s.>"], storage=StorageType.FILE,
+                                             allow_atomic=True, allow_rollup_hdrs=True, allow_msg_ttl=True))
+            rnd = random.Random(1)
+            payload = b"x" * args.payload
+            state_headers = {"Nats-Rollup": "sub"} if rollup else {}
+            out = 0
+            cpu0 = _cpu_seconds(server.proc.pid)
+            for b in range(1, args.batches + 1):
+                p = b % 16
+                msgs = [BatchMsg(f"s.progress.{p}", b"{}", {"Nats-Rollup": "sub"})]
+                msgs += [BatchMsg(f"s.state.{p}.k{k}", payload, state_headers)
+                         for k in rnd.sample(range(args.keys), args.state)]
+                for _ in range(args.outputs):
+                    msgs.append(BatchMsg(f"s.out.{p}", payload, {"Nats-Msg-Id": f"o{out}", "Nats-TTL": "604800"}))
+                    out += 1
+                await publish_atomic(nc, msgs)
+                if b % args.every == 0:
+                    cpu1 = _cpu_seconds(server.proc.pid)
+                    info = await js.stream_info("S")
+                    rows.append((info.state.messages, (cpu1 - cpu0) / args.every * 1e3))
+                    print(f"  {'rollup' if rollup else 'plain '} batch {b:,}: {rows[-1][0]:,} messages, "
+                          f"{rows[-1][1]:.1f} ms per batch", flush=True)
+                    cpu0 = cpu1
+            await nc.close()
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
+async def run(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    rolled = await measure(args, rollup=True)
+    plain = await measure(args, rollup=False)
+    print(f"\n{args.batches:,} atomic batches of 1 progress record, {args.state} state keys (of {args.keys:,}) "
+          f"and {args.outputs} outputs ({args.payload} bytes each), back to back, "
+          f"{time.perf_counter() - started:.0f} s in all")
+    print("| batches | messages kept (rollup) | server CPU per batch, rollup | plain | ratio |")
+    print("|---|---|---|---|---|")
+    for i, ((kept, r), (_, p)) in enumerate(zip(rolled, plain, strict=True), 1):
+        print(f"| {i * args.every:,} | {kept:,} | {r:.1f} ms | {p:.1f} ms | {r / p:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=5000)
+    parser.add_argument("--every", type=int, default=1000, help="report after this many batches")
+    parser.add_argument("--keys", type=int, default=400_000, help="state keys, each batch changes a random sample")
+    parser.add_argument("--state", type=int, default=500, help="state keys changed per batch")
+    parser.add_argument("--outputs", type=int, default=499, help="outputs per batch")
+    parser.add_argument("--payload", type=int, default=300, help="bytes per message")
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the stream's store lives")
+    anyio.run(run, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
