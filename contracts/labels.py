@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 __all__ = ["fingerprint", "fingerprint_int"]
@@ -37,7 +38,8 @@ def fingerprint_int(labels: Mapping[str, str]) -> int:
     if h is None:
         h = _CACHE[pairs] = _fnv(pairs)
         if len(_CACHE) > _CACHE_SIZE:
-            del _CACHE[next(iter(_CACHE))]
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted it
+                del _CACHE[next(iter(_CACHE))]
     return h
 
 
