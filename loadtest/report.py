@@ -31,6 +31,7 @@ class BurstResult:
     push_seconds: float  # first push to last push accepted
     e2e_seconds: float  # first push to the last notification of the wave
     delivered: int
+    started: float = 0.0  # wall time of the first push
 
     @property
     def ingest_rate(self) -> float:
@@ -62,6 +63,7 @@ class TargetResult:
     drained: bool = True
     model: dict[str, int] = field(default_factory=dict)  # lifecycles, out_of_order, message_mismatch
     hops: tuple[int, dict[str, dict[str, float]]] = (0, {})  # (notifications traced, hop -> summary)
+    burst_hops: tuple[int, dict[str, dict[str, float]]] = (0, {})  # the same for the firing burst
     steps: list[tuple[float, float]] = field(default_factory=list)  # a stepped load: (rate, seconds)
     notes: list[str] = field(default_factory=list)
 
@@ -132,6 +134,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
                    for b in r.bursts],
         "chaos": [{"at": round(t - r.t0, 2), "action": a, "detail": d} for t, a, d in r.chaos],
         "hops_traced": r.hops[0], "hops_s": r.hops[1],
+        "burst_hops_traced": r.burst_hops[0], "burst_hops_s": r.burst_hops[1],
         "steps": _step_figures(r),
         "notes": r.notes,
     }
@@ -397,11 +400,14 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
                          f"{_ms(st['firing_p50_s'])} | {_ms(st['firing_p99_s'])} | "
                          f"{_num(st['slot_lag_kib_end'])} KiB | {_num(st['rules_lag_end'])} |")
         lines.append("")
-    if r.hops[0]:
-        lines += [f"Where the latency goes ({r.hops[0]:,} firing notifications, sent in a window 40% into the load, "
+    for (traced, hops), which in ((r.hops, "sent in a window 40% into the load"),
+                                  (r.burst_hops, "of the firing burst")):
+        if not traced:
+            continue
+        lines += [f"Where the latency goes ({traced:,} firing notifications, {which}, "
                   "traced through the streams by their JetStream timestamps):", "",
                   "| hop | what | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|"]
-        for hop, q in r.hops[1].items():
+        for hop, q in hops.items():
             lines.append(f"| {hop} | {_HOP_WHAT.get(hop, '')} | {_ms(q['p50'])} | {_ms(q['p90'])} | "
                          f"{_ms(q['p99'])} | {_ms(q['max'])} |")
         lines.append("")

@@ -257,13 +257,11 @@ async def _profile(procs: Callable[[], list[Proc]], at: float, seconds: float, o
     return found
 
 
-async def _trace_hops(cfg: RunConfig, nats_url: str, events: EventLog, collector: Collector,
-                      load_end: float) -> tuple[int, dict[str, dict[str, float]]]:
-    """Per-hop latency of the firing notifications whose event was sent in a window of the load."""
+async def _trace_hops(nats_url: str, events: EventLog, collector: Collector,
+                      start: float, end: float) -> tuple[int, dict[str, dict[str, float]]]:
+    """Per-hop latency of the firing notifications whose event was sent between ``start`` and ``end``."""
     import nats
 
-    start = events.t0 + 0.4 * (load_end - events.t0)
-    end = min(load_end, start + cfg.hop_window)
     sample = {lc.id: lc.fire_sent for lc in _model(events).lifecycles if start <= lc.fire_sent <= end}
     points: Points = {}
     sent_points(sample, points)
@@ -300,7 +298,7 @@ async def _bursts(cfg: RunConfig, spec: FleetSpec, events: EventLog, sender: Sen
         keys = {(str(first + k), status) for k in range(n)}
         await _wait_delivered(collector, keys, cfg.drain_timeout + cfg.group_interval)
         arrivals = [d.at for d in collector.deliveries if (d.lifecycle, d.status) in keys]
-        results.append(BurstResult(n=n, status=status, push_seconds=pushed - start,
+        results.append(BurstResult(n=n, status=status, push_seconds=pushed - start, started=start,
                                    e2e_seconds=(max(arrivals) - start) if arrivals else float("nan"),
                                    delivered=len({(d.lifecycle, d.status) for d in collector.deliveries
                                                   if (d.lifecycle, d.status) in keys})))
@@ -331,6 +329,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
     profiles: dict[str, Path] = {}
     bursts: list[BurstResult] = []
     hops: tuple[int, dict[str, dict[str, float]]] = (0, {})
+    burst_hops: tuple[int, dict[str, dict[str, float]]] = (0, {})
     chaos: Chaos | None = None
     print(f"starting {label}...", file=sys.stderr, flush=True)
     async with sut_cm as sut:
@@ -383,10 +382,16 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
                   f"{time.time() - load_end:.1f}s after the load", file=sys.stderr, flush=True)
             if cfg.hop_window > 0 and isinstance(sut, Stack):
                 with contextlib.suppress(Exception):
-                    hops = await _trace_hops(cfg, sut.nats_url, events, collector, load_end)
+                    start = events.t0 + 0.4 * (load_end - events.t0)
+                    hops = await _trace_hops(sut.nats_url, events, collector, start,
+                                             min(load_end, start + cfg.hop_window))
             await asyncio.sleep(cfg.quiet)
             if cfg.burst:
                 bursts = await _bursts(cfg, spec, events, sender, collector)
+                if cfg.hop_window > 0 and isinstance(sut, Stack) and bursts:
+                    with contextlib.suppress(Exception):  # the firing wave, every notification of it
+                        burst_hops = await _trace_hops(sut.nats_url, events, collector, bursts[0].started,
+                                                       bursts[0].started + bursts[0].push_seconds)
                 await asyncio.sleep(cfg.quiet)
             if profiling is not None:
                 profiles = await profiling
@@ -430,7 +435,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
         sender=sender_stats, chaos=chaos.log if chaos else [], bursts=bursts, profiles=prof, drained=drained,
         model={"lifecycles": len(model.lifecycles), "out_of_order": model.out_of_order,
                "message_mismatch": model.message_mismatch},
-        hops=hops, steps=cfg.load_steps() if cfg.steps else [], notes=notes)
+        hops=hops, burst_hops=burst_hops, steps=cfg.load_steps() if cfg.steps else [], notes=notes)
 
 
 def _machine() -> dict[str, Any]:
