@@ -448,8 +448,9 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
     for role, (samples, hots) in sorted(r.profiles.items()):
         if not hots:
             continue
-        tool = "Go pprof" if role == "nats" else "py-spy"
-        lines += [f"Profile of `{role}` ({samples:,} samples, {tool}, on-CPU): top functions by self time", "",
+        tool = "Go pprof" if role.split("-")[0] == "nats" else "py-spy"
+        when = ", during the firing burst" if role.endswith("-burst") else ""
+        lines += [f"Profile of `{role}` ({samples:,} samples, {tool}, on-CPU{when}): top functions by self time", "",
                   "| function | self | total |", "|---|---|---|"]
         lines += [f"| `{h.function}` | {h.self_share:.1%} | {h.total_share:.1%} |" for h in hots]
         lines.append("")

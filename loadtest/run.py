@@ -330,6 +330,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
     bursts: list[BurstResult] = []
     hops: tuple[int, dict[str, dict[str, float]]] = (0, {})
     burst_hops: tuple[int, dict[str, dict[str, float]]] = (0, {})
+    burst_profiling: asyncio.Task[dict[str, Path]] | None = None
     chaos: Chaos | None = None
     print(f"starting {label}...", file=sys.stderr, flush=True)
     async with sut_cm as sut:
@@ -387,22 +388,30 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
                                              min(load_end, start + cfg.hop_window))
             await asyncio.sleep(cfg.quiet)
             if cfg.burst:
+                if cfg.profile > 0 and target == "tocsin":  # the firing wave, profiled on its own
+                    (work / "burst").mkdir(exist_ok=True)
+                    burst_profiling = asyncio.create_task(_profile(
+                        procs, time.time(), min(cfg.profile, 6.0), work / "burst",
+                        sut.nats_pprof if isinstance(sut, Stack) else ""))
                 bursts = await _bursts(cfg, spec, events, sender, collector)
+                if burst_profiling is not None:
+                    profiles.update({f"{role}-burst": path for role, path in (await burst_profiling).items()})
                 if cfg.hop_window > 0 and isinstance(sut, Stack) and bursts:
                     with contextlib.suppress(Exception):  # the firing wave, every notification of it
                         burst_hops = await _trace_hops(sut.nats_url, events, collector, bursts[0].started,
                                                        bursts[0].started + bursts[0].push_seconds)
                 await asyncio.sleep(cfg.quiet)
             if profiling is not None:
-                profiles = await profiling
+                profiles.update(await profiling)
         finally:
             for task in background:
                 task.cancel()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if profiling is not None and not profiling.done():
-                profiling.cancel()
+            for profiler in (profiling, burst_profiling):
+                if profiler is not None and not profiler.done():
+                    profiler.cancel()
             if chaos is not None:
                 await chaos.cleanup()
         end = time.time()
