@@ -28,9 +28,9 @@ alert with different annotations), later ids get ``:2``, ``:3``... so none is de
 
 Times: ``now`` is the input's event time (a row's commit time, a push's stream time); event
 alerts start at the event's ``occurred_at`` and a resolving event ends them at its own
-``occurred_at``. An event older
-than the alert state it would change (``since``/``ends_at``) is stale and ignored, so a
-late commit never resolves a newer alert nor re-fires a newer resolution. Firing pushed
+``occurred_at``. An event older than the alert state it would change (``since``/``ends_at``)
+is stale and ignored, so a late commit never resolves a newer alert nor re-fires a newer
+resolution. Firing pushed
 alerts carry their expected end (explicit, or ``now + resolve_timeout``) in
 ``Alert.ends_at``, as Alertmanager keeps it; consumers hide it when presenting a firing
 alert. Event alerts carry None until resolved.
