@@ -30,10 +30,9 @@ Times: ``now`` is the input's event time (a row's commit time, a push's stream t
 alerts start at the event's ``occurred_at`` and a resolving event ends them at its own
 ``occurred_at``. An event older than the alert state it would change (``since``/``ends_at``)
 is stale and ignored, so a late commit never resolves a newer alert nor re-fires a newer
-resolution. Firing pushed
-alerts carry their expected end (explicit, or ``now + resolve_timeout``) in
-``Alert.ends_at``, as Alertmanager keeps it; consumers hide it when presenting a firing
-alert. Event alerts carry None until resolved.
+resolution. Firing pushed alerts carry their expected end (explicit, or ``now +
+resolve_timeout``) in ``Alert.ends_at``, as Alertmanager keeps it; consumers hide it when
+presenting a firing alert. Event alerts carry None until resolved.
 """
 
 from __future__ import annotations
