@@ -25,6 +25,7 @@ from stages.filter.state import (
     AckValue,
     FiringAlert,
     GroupRecord,
+    GroupState,
     StateValue,
     ack_alert_key,
     ack_group_key,
@@ -69,7 +70,8 @@ def apply_ack_command(state: Mapping[str, StateValue], cmd: AckCommand) -> tuple
         raise AckError("the acknowledgement would expire before it is made")
     covers: dict[str, float] | None = None
     if cmd.group_key:
-        record = state.get(group_record_key(cmd.org, cmd.group_key))
+        value = state.get(group_record_key(cmd.org, cmd.group_key))
+        record = value.record if isinstance(value, GroupState) else value
         if isinstance(record, GroupRecord) and record.firing:
             covers = dict(record.firing)
     else:

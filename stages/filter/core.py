@@ -52,6 +52,7 @@ from stages.filter.state import (
     AckValue,
     FiringAlert,
     GroupRecord,
+    GroupState,
     InhibitSources,
     NflogEntry,
     SilenceValue,
@@ -60,7 +61,8 @@ from stages.filter.state import (
     ack_group_key,
     firing_key,
     group_record_key,
-    nflog_key,
+    legacy_nflog_key,
+    log_key,
 )
 from stages.filter.ticks import LastFlush, first_tick_after, first_tick_from, last_flush_key, send_seq
 
@@ -122,16 +124,20 @@ class FilterCore:
             return Step(changes=delete_silence(state, value.silence.org, value.silence.id))
         if isinstance(value, InhibitSources):
             return Step(changes={key: drop_expired_sources(value, now)})
-        if isinstance(value, LastFlush):
-            return self._tick(state, key, value)
-        if isinstance(value, GroupRecord):
-            org = key.split("/", 2)[1]
+        if isinstance(value, GroupState):
+            return self._fire_group(state, key, value, value, [], now)
+        if isinstance(value, LastFlush):  # kept under its old key: move it to its group's key
+            f = value.flush
+            gkey = group_record_key(f.org, f.group_key)
+            if isinstance(state.get(gkey), GroupState):
+                return Step(changes={key: None})  # superseded
+            gs, stale = self._load_group(state, f.org, f.group_key, f.group_id, f.receiver)
+            return self._fire_group(state, gkey, state.get(gkey), gs, stale, now)
+        if isinstance(value, GroupRecord):  # kept by an older build
             changes: Changes = {key: None}
-            ack_key = ack_group_key(org, value.group_key)
-            if ack_key in state:
-                changes[ack_key] = None
+            self._forget_group_ack(state, changes, key, value)
             return Step(changes=changes)
-        return Step(changes={key: None})  # nflog entries and acknowledgements
+        return Step(changes={key: None})  # acknowledgements, and log entries of an older build
 
     def deadline(self, key: str, value: StateValue) -> float | None:
         return value.due_at
@@ -142,6 +148,57 @@ class FilterCore:
         return [Step(changes=c) for c in reindex(state, self.config, max_changes)]
 
     # ------------------------------------------------------------------ inputs
+
+    def _fire_group(self, state: Mapping[str, StateValue], key: str, old: StateValue | None, gs: GroupState,
+                    stale: list[str], now: float) -> Step[StateValue]:
+        """A group's timer (``old``: its stored value, ``gs`` that read as a group's state):
+        its re-evaluation tick, then whatever of it expired by ``now``."""
+        changes: Changes = {}
+        outputs: list[Out] = []
+        last = gs.last
+        if last is not None and last.due_at is not None and last.due_at <= now:
+            gs, outputs = self._tick(state, gs, last, changes)
+        log = {k: e for k, e in gs.log.items() if e.expires_at > now}
+        record = gs.record
+        if record is not None and record.expires_at <= now:
+            record = None
+            self._forget_group_ack(state, changes, key, gs.record)
+        if record is not gs.record or len(log) != len(gs.log):
+            gs = GroupState(record=record, log=log, last=gs.last)
+        _put_group(changes, key, old, gs, stale)
+        return Step(changes=changes, outputs=outputs)
+
+    @staticmethod
+    def _forget_group_ack(state: Mapping[str, StateValue], changes: Changes, key: str,
+                          record: GroupRecord | None) -> None:
+        """A group's record expired: so does its acknowledgement."""
+        if record is None:
+            return
+        ack_key = ack_group_key(key.split("/", 2)[1], record.group_key)  # key: group/<org>/...
+        if ack_key in state:
+            changes[ack_key] = None
+
+    def _load_group(self, state: Mapping[str, StateValue], org: str, group_key: str, group_id: str,
+                    receiver: str) -> tuple[GroupState, list[str]]:
+        """A group's state, and the keys of an older build it was read from (to delete when it is written)."""
+        value = state.get(group_record_key(org, group_key))
+        if isinstance(value, GroupState):
+            return value, []
+        stale: list[str] = []
+        log: dict[str, NflogEntry] = {}
+        for spec in self.config_for(org).receivers.get(receiver, ()):
+            okey = legacy_nflog_key(org, group_id, receiver, spec.kind, spec.index)
+            entry = state.get(okey)
+            if entry is not None:
+                stale.append(okey)
+                if isinstance(entry, NflogEntry):
+                    log[log_key(receiver, spec.kind, spec.index)] = entry
+        fkey = last_flush_key(org, group_id)
+        last = state.get(fkey)
+        if last is not None:
+            stale.append(fkey)
+        return GroupState(record=value if isinstance(value, GroupRecord) else None, log=log,
+                          last=last if isinstance(last, LastFlush) else None), stale
 
     def _alert_change(self, state: Mapping[str, StateValue], ch: AlertChange, now: float) -> Step[StateValue]:
         alert = ch.alert
@@ -167,18 +224,20 @@ class FilterCore:
             raise Reject(f"invalid acknowledgement: {exc}") from None
         outputs: list[Out] = []
         if newly:
-            record = state.get(group_record_key(cmd.org, cmd.group_key))
+            value = state.get(group_record_key(cmd.org, cmd.group_key))
+            record = value.record if isinstance(value, GroupState) else value
             if isinstance(record, GroupRecord):
-                outputs = self._pagerduty_acks(state, cmd, record)
+                gs, _ = self._load_group(state, cmd.org, cmd.group_key, record.group_id, record.receiver)
+                outputs = self._pagerduty_acks(cmd, record, gs)
         return Step(changes=changes, outputs=outputs)
 
-    def _pagerduty_acks(self, state: Mapping[str, StateValue], cmd: AckCommand, record: GroupRecord) -> list[Out]:
+    def _pagerduty_acks(self, cmd: AckCommand, record: GroupRecord, gs: GroupState) -> list[Out]:
         firing = [a for a in record.alerts if a.fingerprint in record.firing and not a.resolved_at(cmd.at)]
         outputs = []
         for spec in self.config_for(cmd.org).receivers.get(record.receiver, ()):
             if spec.kind != "pagerduty":
                 continue
-            entry = _entry(state, nflog_key(cmd.org, record.group_id, record.receiver, spec.kind, spec.index), cmd.at)
+            entry = live_entry(gs.log.get(log_key(record.receiver, spec.kind, spec.index)), cmd.at)
             alerts = [a for a in firing if entry is not None and a.fingerprint in entry.firing]
             if not alerts:
                 continue  # no open incident to acknowledge
@@ -194,37 +253,45 @@ class FilterCore:
 
     def _flush(self, state: Mapping[str, StateValue], f: GroupFlush) -> Step[StateValue]:
         """The router's flush: evaluate it, and keep it for re-evaluations on later ticks."""
-        key = last_flush_key(f.org, f.group_id)
+        key = group_record_key(f.org, f.group_key)
+        old = state.get(key)
+        gs, stale = self._load_group(state, f.org, f.group_key, f.group_id, f.receiver)
+        changes: Changes = {}
+        outputs: list[Out] = []
         if not f.alerts:  # the router retired the group without a flush (its route is gone)
-            return Step(changes={key: None} if key in state else {})
-        step, next_tick = self._evaluate(state, f, 0)
-        if next_tick is not None:
-            firing = [a for a in f.alerts if not a.resolved_at(f.flushed_at)]
-            kept = f if len(firing) == len(f.alerts) else _replace(f, alerts=firing)
-            step.changes[key] = LastFlush(flush=kept, next=next_tick)
-        elif key in state:
-            step.changes[key] = None  # all resolved (the router retires the group), or no integration
-        return step
+            if gs.last is not None and gs.last.flush.group_id == f.group_id:
+                gs = _replace(gs, last=None)
+        else:
+            gs, outputs, next_tick = self._evaluate(state, gs, f, 0, changes)
+            if next_tick is not None:
+                firing = [a for a in f.alerts if not a.resolved_at(f.flushed_at)]
+                kept = f if len(firing) == len(f.alerts) else _replace(f, alerts=firing)
+                gs = _replace(gs, last=LastFlush(flush=kept, next=next_tick))
+            elif gs.last is not None:
+                gs = _replace(gs, last=None)  # all resolved (the router retires the group), or no integration
+        _put_group(changes, key, old, gs, stale)
+        return Step(changes=changes, outputs=outputs)
 
-    def _tick(self, state: Mapping[str, StateValue], key: str, last: LastFlush) -> Step[StateValue]:
+    def _tick(self, state: Mapping[str, StateValue], gs: GroupState, last: LastFlush,
+              changes: Changes) -> tuple[GroupState, list[Out]]:
         """Re-evaluate a quiet group at its tick ``last.next`` (see :mod:`stages.filter.ticks`)."""
         f, t = last.flush, last.next
         assert t is not None  # (due_at is None otherwise)
         if any(a.ends_at is not None and a.ends_at <= t for a in f.alerts):
             # an alert resolved by time: the router flushes the group at this tick itself
-            return Step(changes={key: _replace(last, next=None)})
+            return _replace(gs, last=_replace(last, next=None)), []
         tick = round((t - f.flushed_at) / f.group_interval)
         try:
-            step, next_tick = self._evaluate(state, _replace(f, flushed_at=t), tick)
+            gs, outputs, next_tick = self._evaluate(state, gs, _replace(f, flushed_at=t), tick, changes)
         except Reject:  # its receiver or time interval left the configuration: stop ticking it
-            return Step(changes={key: _replace(last, next=None)})
-        step.changes[key] = _replace(last, next=next_tick)
-        return step
+            return _replace(gs, last=_replace(last, next=None)), []
+        return _replace(gs, last=_replace(last, next=next_tick)), outputs
 
-    def _evaluate(self, state: Mapping[str, StateValue], f: GroupFlush,
-                  tick: int) -> tuple[Step[StateValue], float | None]:
-        """Alertmanager's notification pipeline for one flush at ``f.flushed_at``: the step,
-        and the tick at which the group must be evaluated again if it stays unchanged."""
+    def _evaluate(self, state: Mapping[str, StateValue], gs: GroupState, f: GroupFlush, tick: int,
+                  changes: Changes) -> tuple[GroupState, list[Out], float | None]:
+        """Alertmanager's notification pipeline for one flush at ``f.flushed_at``: the group's
+        new state, the sends, and the tick at which the group must be evaluated again if it
+        stays unchanged (other state changes go to ``changes``)."""
         cfg = self.config_for(f.org)
         opts = cfg.options
         t, org = f.flushed_at, f.org
@@ -235,15 +302,12 @@ class FilterCore:
             muted_by = self._time_muted_by(f)
         except KeyError as exc:
             raise Reject(f"time interval {exc.args[0]!r} is not in the configuration") from None
-        rkey = group_record_key(org, f.group_key)
-        old = state.get(rkey)
-        record = old if isinstance(old, GroupRecord) else None
-        changes: Changes = {}
+        record = gs.record
         if muted_by:
             # Alertmanager mutes the whole flush: nothing sent, nothing logged.
             kept = record if record is not None else _empty_record(f, opts.nflog_retention)
-            self._keep_record(changes, rkey, record, _replace(kept, muted_by=muted_by), t)
-            return Step(changes=changes), _next_tick(f, None)
+            return (_replace(gs, record=self._keep_record(org, record, _replace(kept, muted_by=muted_by), t)), [],
+                    _next_tick(f, None))
 
         group_ack = _ack(state, ack_group_key(org, f.group_key))
 
@@ -255,9 +319,10 @@ class FilterCore:
         fates = self._fates(state, f, acked)
         outputs: list[Out] = []
         sent_firing: list[Alert] | None = None
+        log = dict(gs.log)
         for spec in integrations:
-            nkey = nflog_key(org, f.group_id, f.receiver, spec.kind, spec.index)
-            entry = _entry(state, nkey, t)
+            lkey = log_key(f.receiver, spec.kind, spec.index)
+            entry = live_entry(log.get(lkey), t)
             alerts = [a for a, fate in zip(f.alerts, fates, strict=True)
                       if fate is _Fate.KEEP or (fate is _Fate.SILENCED_RESOLVED and entry is not None
                                                 and a.fingerprint in entry.firing)]
@@ -272,9 +337,9 @@ class FilterCore:
                 continue
             all_acked = bool(firing_alerts) and all(acked(a) for a in firing_alerts)
             if reason is NotifyReason.REPEAT and all_acked and entry is not None:
-                self._hold_entry(changes, nkey, entry, f, t)  # acknowledged: no repeat
+                self._hold_entry(log, lkey, entry, f, t)  # acknowledged: no repeat
                 continue
-            changes[nkey] = new_entry(firing, resolved, t, repeat_interval=f.repeat_interval,
+            log[lkey] = new_entry(firing, resolved, t, repeat_interval=f.repeat_interval,
                                       retention=opts.nflog_retention)
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
@@ -289,17 +354,15 @@ class FilterCore:
                 alerts=list(sent_firing) if has_pagerduty else [], muted_by=[], seen_at=t,
                 expires_at=t + opts.nflog_retention, trace=dict(f.trace), tick=tick,
             )
-            changes[rkey] = new_record
+            record = new_record
         elif record is not None:
-            self._keep_record(changes, rkey, record, _replace(record, muted_by=[]), t)
+            record = self._keep_record(org, record, _replace(record, muted_by=[]), t)
         if group_ack is not None and not any(covered(_replace(group_ack, expires_at=None), a, t) for a in f.alerts):
             changes[ack_group_key(org, f.group_key)] = None  # it covers nothing any more
-        entries = []
-        for spec in integrations:
-            nkey = nflog_key(org, f.group_id, f.receiver, spec.kind, spec.index)
-            value = changes[nkey] if nkey in changes else state.get(nkey)
-            entries.append(live_entry(value if isinstance(value, NflogEntry) else None, t))
-        return Step(changes=changes, outputs=outputs), _next_tick(f, entries)
+        entries = [live_entry(log.get(log_key(f.receiver, spec.kind, spec.index)), t) for spec in integrations]
+        if record is not gs.record or log != gs.log:
+            gs = GroupState(record=record, log=log, last=gs.last)
+        return gs, outputs, _next_tick(f, entries)
 
     # ------------------------------------------------------------------ helpers
 
@@ -341,23 +404,22 @@ class FilterCore:
         )
         return Out(payload=req, msg_id=sid, subject=f.group_id)
 
-    def _hold_entry(self, changes: Changes, nkey: str, entry: NflogEntry, f: GroupFlush, t: float) -> None:
+    def _hold_entry(self, log: dict[str, NflogEntry], lkey: str, entry: NflogEntry, f: GroupFlush, t: float) -> None:
         """Keep an acknowledged group's entry alive without notifying: were it to expire,
         the next flush would notify as a first notification. Its time is kept, so the
         repeat is due as soon as the acknowledgement ends."""
         opts = self.config_for(f.org).options
         life = min(opts.nflog_retention, 2 * f.repeat_interval) if f.repeat_interval > 0 else opts.nflog_retention
         if entry.expires_at - t < life / 2:
-            changes[nkey] = _replace(entry, expires_at=t + life)
+            log[lkey] = _replace(entry, expires_at=t + life)
 
-    def _keep_record(self, changes: Changes, key: str, old: GroupRecord | None, new: GroupRecord, t: float) -> None:
-        """Write a group record when it changed, or to push its expiry back (coarsely, so
-        that most flushes write nothing)."""
-        retention = self.config_for(key.split("/", 2)[1]).options.nflog_retention  # key: group/<org>/...
+    def _keep_record(self, org: str, old: GroupRecord | None, new: GroupRecord, t: float) -> GroupRecord:
+        """A group record, its expiry pushed back coarsely (so that most flushes of a
+        group that sends nothing leave the record as it was)."""
+        retention = self.config_for(org).options.nflog_retention
         if old is not None and t - old.seen_at > retention / 8:
             new = _replace(new, seen_at=t, expires_at=t + retention)
-        if old is None or new != old:
-            changes[key] = new
+        return old if old is not None and new == old else new
 
 
 def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None) -> float | None:
@@ -380,9 +442,15 @@ def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None) -> float 
     return min(ticks, default=None)
 
 
-def _entry(state: Mapping[str, StateValue], key: str, t: float) -> NflogEntry | None:
-    value = state.get(key)
-    return live_entry(value if isinstance(value, NflogEntry) else None, t)
+def _put_group(changes: Changes, key: str, old: StateValue | None, new: GroupState, stale: list[str]) -> None:
+    """Write a group's state if it changed (delete it once empty), and drop its keys of an older build."""
+    for k in stale:
+        changes[k] = None
+    if new.empty:
+        if old is not None:
+            changes[key] = None
+    elif new != old:
+        changes[key] = new
 
 
 def _ack(state: Mapping[str, StateValue], key: str) -> AckValue | None:

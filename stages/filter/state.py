@@ -8,14 +8,20 @@ acknowledgements with a key prefix (``silence/<org>/``, ``ack/<org>/``):
 ``silences/<org>``                                 :class:`SilenceIndex`, the org's silence ids
 ``ack/<org>/group/<group hash>``                   :class:`AckValue` of an alert group
 ``ack/<org>/alert/<fingerprint>``                  :class:`AckValue` of one alert
-``nflog/<org>/<group_id>/<receiver>/<kind>/<i>``   :class:`NflogEntry`, the notification log
-``group/<org>/<group hash>``                       :class:`GroupRecord`, what a group last sent
+``group/<org>/<group hash>``                       :class:`GroupState`: a group's record (what it
+                                                   last sent), its notification log entries and
+                                                   its last flush, written together
 ``firing/<org>/<fingerprint>``                     :class:`FiringAlert`, every firing alert
 ``inhibit/<org>/<rule id>/<equal hash>``           :class:`InhibitSources`, firing sources of a
                                                    rule with equal values of its ``equal`` labels
-``flush/<org>/<group_id>``                         :class:`~stages.filter.ticks.LastFlush`, a
-                                                   group's last flush and next re-evaluation
 =================================================  ==========================================
+
+A group's three parts share one key because a flush that notifies changes all three: one
+state write per flush instead of three (each write is a rollup, the dearest thing a stage
+asks of JetStream). Builds before 2026-11-22 kept them under keys of their own
+(``nflog/<org>/<group_id>/<receiver>/<kind>/<i>``, ``flush/<org>/<group_id>``, and a bare
+:class:`GroupRecord` at the group key); the core still reads those and moves them to the
+group's key when it next writes it (:func:`legacy_nflog_key`).
 
 ``<group hash>`` is :func:`group_hash` of the group key (acknowledgements name groups by
 key, flushes carry both). Values are ``array_like`` tagged Structs (compact on the wire,
@@ -36,6 +42,7 @@ __all__ = [
     "AckValue",
     "FiringAlert",
     "GroupRecord",
+    "GroupState",
     "InhibitSources",
     "NflogEntry",
     "SilenceIndex",
@@ -48,7 +55,8 @@ __all__ = [
     "group_hash",
     "group_record_key",
     "inhibit_key",
-    "nflog_key",
+    "legacy_nflog_key",
+    "log_key",
     "silence_index_key",
     "silence_key",
 ]
@@ -75,8 +83,14 @@ def ack_alert_key(org: str, fingerprint: str) -> str:
     return f"ack/{org}/alert/{fingerprint}"
 
 
-def nflog_key(org: str, group_id: str, receiver: str, kind: str, index: int) -> str:
+def legacy_nflog_key(org: str, group_id: str, receiver: str, kind: str, index: int) -> str:
+    """Where a notification log entry was kept by older builds (read, moved, deleted)."""
     return f"nflog/{org}/{group_id}/{receiver}/{kind}/{index}"
+
+
+def log_key(receiver: str, kind: str, index: int) -> str:
+    """An integration's entry in :attr:`GroupState.log`."""
+    return f"{receiver}/{kind}/{index}"
 
 
 def group_record_key(org: str, group_key: str) -> str:
@@ -185,6 +199,28 @@ class GroupRecord(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="g
         return send_seq(self.flush_seq, self.tick)
 
 
+class GroupState(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="G"):
+    """Everything the filter keeps per group (key: the group key's hash).
+
+    Its timer is the earliest of its parts': the next re-evaluation of the last flush, the
+    expiry of a log entry, the expiry of the record.
+    """
+
+    record: GroupRecord | None = None
+    log: dict[str, NflogEntry] = {}  # log_key(receiver, kind, index) -> entry
+    last: LastFlush | None = None
+
+    @property
+    def due_at(self) -> float | None:
+        return _earliest(None if self.last is None else self.last.due_at,
+                         None if self.record is None else self.record.expires_at,
+                         *(e.expires_at for e in self.log.values()))
+
+    @property
+    def empty(self) -> bool:
+        return self.record is None and not self.log and self.last is None
+
+
 class FiringAlert(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="f"):
     """A firing alert of the partition (from AlertChange): what inhibition re-indexing and
     alert acknowledgements need. Rewritten only when a new occurrence starts."""
@@ -216,5 +252,6 @@ class InhibitSources(msgspec.Struct, array_like=True, frozen=True, gc=False, tag
         return _earliest(*(ref.ends_at for ref in self.sources.values()))
 
 
-StateValue = (SilenceValue | SilenceIndex | AckValue | NflogEntry | GroupRecord | FiringAlert
-              | InhibitSources | LastFlush)
+StateValue = (SilenceValue | SilenceIndex | AckValue | GroupState | FiringAlert | InhibitSources
+              # older builds (see the module's docstring)
+              | NflogEntry | GroupRecord | LastFlush)

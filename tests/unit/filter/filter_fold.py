@@ -27,7 +27,8 @@ from pipeline.amconfig import load_config_text
 from pipeline.runtime.step import Out
 from stages.filter.config import FilterConfig, FilterOptions, filter_config
 from stages.filter.core import FilterCore
-from stages.filter.state import StateValue
+from stages.filter.state import GroupState, NflogEntry, StateValue, group_record_key
+from stages.filter.ticks import LastFlush
 from tests.core_fold import CoreFold
 
 _seq = itertools.count(1)
@@ -116,6 +117,23 @@ def _time_of(inp: Any) -> float:
     if isinstance(inp, AlertChange):
         return inp.cause.at
     raise TypeError(inp)
+
+
+def group_of(state: Mapping[str, StateValue], group_key: str = "{}:{}", org: str = "o1") -> GroupState:
+    """A group's state (an empty one when the filter keeps nothing of it)."""
+    value = state.get(group_record_key(org, group_key))
+    assert value is None or isinstance(value, GroupState), value
+    return value or GroupState()
+
+
+def last_of(state: Mapping[str, StateValue], group_key: str = "{}:{}", org: str = "o1") -> LastFlush | None:
+    return group_of(state, group_key, org).last
+
+
+def log_entries(state: Mapping[str, StateValue]) -> dict[str, NflogEntry]:
+    """Every notification log entry of the state, by ``<group key's hash>/<receiver>/<kind>/<i>``."""
+    return {f"{key.split('/')[2]}/{k}": e for key, v in state.items() if isinstance(v, GroupState)
+            for k, e in v.log.items()}
 
 
 def sends(outs: Sequence[Out]) -> list[SendRequest]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from filter_fold import Fold, alert, core, flush, fp, sent_fps
+from filter_fold import Fold, alert, core, flush, fp, group_of, last_of, sent_fps
 
 from pipeline.runtime.step import Reject
 from stages.filter.nflog import NotifyReason, needs_update
@@ -91,7 +91,7 @@ def test_all_resolved_without_send_resolved_is_logged_not_sent() -> None:
     f = Fold(core())
     f.sends(flush([alert(A)], 0.0, seq=1, receiver="quiet"))
     assert f.sends(flush([alert(A, ends=100.0)], 300.0, seq=2, receiver="quiet")) == []
-    logged = f.state["nflog/o1/g1/quiet/webhook/0"]
+    logged = group_of(f.state).log["quiet/webhook/0"]
     assert isinstance(logged, NflogEntry) and (logged.firing, logged.resolved, logged.at) == ([], [fp(A)], 300.0)
 
 
@@ -122,11 +122,11 @@ def test_entry_expiry_timer(retention: float | None, expires: float) -> None:
     f = Fold(core() if retention is None else core(nflog_retention=retention))
     f.sends(flush([alert(A)], 0.0, repeat=3600.0))
     f.step(flush([], 1.0, seq=2))  # the router retired the group: no re-evaluations any more
-    key = "nflog/o1/g1/team/webhook/0"
+    key = "team/webhook/0"
     f.advance(expires - 1.0)
-    assert key in f.state
+    assert key in group_of(f.state).log
     f.advance(expires)
-    assert key not in f.state
+    assert key not in group_of(f.state).log
     # Without its entry the group starts over: a first notification.
     assert len(f.sends(flush([alert(A)], expires + 1.0, seq=3))) == 1
 
@@ -134,16 +134,17 @@ def test_entry_expiry_timer(retention: float | None, expires: float) -> None:
 def test_quiet_group_repeats_at_the_first_tick_after_repeat_interval() -> None:
     f = Fold(core())
     (first,) = f.sends(flush([alert(A)], 0.0, repeat=3600.0, interval=300.0))
-    assert f.state["flush/o1/g1"].due_at == 3900.0 + 1.0  # no timer at the ticks before
+    last = last_of(f.state)
+    assert last is not None and last.due_at == 3900.0 + 1.0  # no timer at the ticks before
     assert f.advance(3900.0) == []  # (the re-evaluation waits a moment for a router flush)
     outs = f.advance(3901.0)
     (repeat,) = [o.payload for o in outs]
     assert repeat.id == "o1/g1/team/webhook/0/1.13" and repeat.created_at == 3900.0  # type: ignore[attr-defined]
     assert repeat.alerts == first.alerts  # type: ignore[attr-defined]
-    assert f.state["flush/o1/g1"].next == 7800.0  # the next repeat
+    assert (last := last_of(f.state)) is not None and last.next == 7800.0  # the next repeat
     # a router flush at a tick replaces the stored one; its re-evaluations follow its own grid
     f.step(flush([alert(A), alert(B)], 4200.0, seq=2))
-    assert f.state["flush/o1/g1"].next == 4200.0 + 3600.0 + 300.0
+    assert (last := last_of(f.state)) is not None and last.next == 4200.0 + 3600.0 + 300.0
 
 
 def test_unknown_receiver_is_rejected() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from filter_fold import Fold, ack, alert, change, core, flush, matcher, silence, upsert
+from filter_fold import Fold, ack, alert, change, core, flush, last_of, matcher, silence, upsert
 from filter_fold import expire as expire_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,11 +113,11 @@ def _replay_last_sent_flush(inputs: list[Any], delay_of: Any) -> None:
         again = msgspec.structs.replace(inp, flush_seq=inp.flush_seq + 1, flushed_at=inp.flushed_at + delay)
         probe = Fold(f.core)
         probe.state = dict(f.state)
-        key = f"flush/{inp.org}/{inp.group_id}"
-        before = probe.state.get(key)
+        before = last_of(probe.state, inp.group_key, inp.org)
         if probe.advance(again.flushed_at):
             continue  # a re-evaluation on a tick before notified (an unmute): the log moved on
-        if probe.state.get(key) != before:  # re-evaluated on a tick: the router had dropped the resolved alerts
+        if last_of(probe.state, inp.group_key, inp.org) != before:
+            # re-evaluated on a tick: the router had dropped the resolved alerts
             firing = [a for a in again.alerts if not a.resolved_at(inp.flushed_at)]
             again = msgspec.structs.replace(again, alerts=firing)
         repeat_sends = {(o.payload.integration.kind, o.payload.integration.index)
