@@ -125,11 +125,11 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
     hkey = head_key(org, gid)
     head = txn.get(hkey)
     if not isinstance(head, GroupHead):
-        mkey = mark_key(org, gid)
+        seq = head.seq if isinstance(head, RetiredMark) else 0  # the new head replaces the mark
+        mkey = mark_key(org, gid)  # where older builds kept the mark
         mark = txn.get(mkey)
-        seq = 0
         if isinstance(mark, RetiredMark):
-            seq = mark.seq
+            seq = max(seq, mark.seq)
             txn.set(mkey, None)
         head = GroupHead(org=org, group_key=target.group_key, receiver=route.receiver, route_id=route.id,
                          labels=dict(target.group_labels), created=now, deadline=now + route.group_wait,
@@ -173,12 +173,11 @@ def _write_alerts(txn: Txn, org: str, gid: str, before: int, alerts: Mapping[str
 
 
 def _retire(txn: Txn, org: str, gid: str, head: GroupHead, seq: int, now: float, retention: float) -> None:
-    txn.set(head_key(org, gid), None)
+    # The mark takes the head's key: one write retires the group, one re-creates it.
+    txn.set(head_key(org, gid), RetiredMark(seq=seq, expires=now + retention) if seq > 0 else None)
     for i in range(SHARDS):
         if head.shards >> i & 1:
             txn.set(shard_key(org, gid, i), None)
-    if seq > 0:
-        txn.set(mark_key(org, gid), RetiredMark(seq=seq, expires=now + retention))
 
 
 def _recheck(txn: Txn, table: RouteTable, gid: str, head: GroupHead, alerts: dict[str, AlertEntry],

@@ -8,10 +8,12 @@ State keys (``tok`` is ``pipeline.runtime.subjects.token(org)``, ``gid`` the gro
   falls in shard ``x`` (one hex digit). Sharding keeps each value small (state subjects
   are NATS messages, 1 MiB at most) and an alert change rewrites 1/16th of a large group,
   not all of it;
-- ``group/<tok>/<gid>/n`` -> :class:`RetiredMark`: the flush count of a deleted group,
-  kept for a retention period so a group re-created with the same id continues its
-  ``flush_seq`` instead of reusing message ids (JetStream's duplicate window, and
-  downstream ledgers keyed by flush sequence, would drop the reused ones).
+- ``group/<tok>/<gid>`` -> :class:`RetiredMark` in place of the head once the group is
+  deleted: its flush count, kept for a retention period so a group re-created with the same
+  id continues its ``flush_seq`` instead of reusing message ids (JetStream's duplicate
+  window, and downstream ledgers keyed by flush sequence, would drop the reused ones). It
+  shares the head's key so that retiring a group and re-creating it are one write each
+  (builds before 2026-11-22 kept it at ``group/<tok>/<gid>/n``, still read: :func:`mark_key`).
 
 All are ``array_like`` (positional on the wire), ``frozen`` (a step never mutates state)
 and ``gc=False`` (they hold only strings, numbers and flat dicts: no reference cycles, and
@@ -111,6 +113,7 @@ def shard_key(org: str, gid: str, shard: int) -> str:
 
 
 def mark_key(org: str, gid: str) -> str:
+    """Where older builds kept a retired group's mark (read, moved, deleted)."""
     return f"group/{_token(org)}/{gid}/n"
 
 

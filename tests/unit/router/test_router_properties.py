@@ -160,21 +160,20 @@ def test_timers_follow_alertmanager(ops: list[Op]) -> None:
     fold, log, applied = _drive(ops, [routes], set())
     _check_common(log)
 
-    # Incarnations of each group from the head keys the calls created and deleted.
+    # Incarnations of each group from the heads the calls created and deleted (a retired
+    # group's head is deleted or replaced by its RetiredMark).
     present: set[str] = set()
     incarnations: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for index, (kind, now, step) in enumerate(log.calls):
         for key, value in step.changes.items():
-            if not isinstance(value, GroupHead) and value is not None:
-                continue
             if key.count("/") != 2:
                 continue
             gid = key.rsplit("/", 1)[1]
-            if value is not None and key not in present:
+            if isinstance(value, GroupHead) and key not in present:
                 present.add(key)
                 assert kind == "step"
                 incarnations[gid].append({"created": now, "index": index, "flushes": [], "ended": None})
-            elif value is None and key in present:
+            elif not isinstance(value, GroupHead) and key in present:
                 present.discard(key)
                 incarnations[gid][-1]["ended"] = now
         for out in step.outputs:

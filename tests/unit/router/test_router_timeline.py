@@ -172,12 +172,12 @@ def test_empty_group_is_deleted_and_stops() -> None:
     group = gid(A)
     head_key = f"group/o1/{group}"
     step = fold.core.fire(fold.state, head_key, 330.0)
-    assert step.changes[head_key] is None
-    assert [k for k, v in step.changes.items() if v is None and k != head_key] == [
+    assert isinstance(step.changes[head_key], RetiredMark)  # in place of the head: one write
+    assert [k for k, v in step.changes.items() if v is None] == [
         k for k in fold.state if k.startswith(head_key + "/")]
     fold.advance(330.0)
     assert not any(isinstance(v, (GroupHead, AlertShard)) for v in fold.state.values())
-    assert list(fold.state) == [f"{head_key}/n"]
+    assert list(fold.state) == [head_key]
     assert fold.advance(100_000.0) == []
 
 
@@ -192,6 +192,21 @@ def test_recreated_group_continues_its_flush_count() -> None:
     assert again.flush_seq == 3 and again.flushed_at == 430.0
     ids = [o.msg_id for o in fold.outputs]
     assert ids == [f"router:o1:{gid(A)}:{n}" for n in (1, 2, 3)]
+
+
+def test_a_mark_kept_by_an_older_build_is_read_and_moved() -> None:
+    fold = new_fold()
+    fold.step(change(A, 0.0, ends_at=10.0))
+    fold.advance(30.0)
+    key = f"group/o1/{gid(A)}"
+    (mark,) = fold.state.values()
+    assert isinstance(mark, RetiredMark) and mark.seq == 1
+    fold.state = {f"{key}/n": mark}  # where builds before 2026-11-22 kept it
+    step = fold.core.step(fold.state, change(A, 100.0), 100.0)
+    assert step.changes[f"{key}/n"] is None and isinstance(step.changes[key], GroupHead)
+    fold.step(change(A, 100.0))
+    (f,) = flushes(fold.advance(130.0))
+    assert f.flush_seq == 2  # continued, not reused
 
 
 def test_retired_mark_expires_after_retention() -> None:
@@ -357,9 +372,9 @@ def test_reload_renamed_receiver_moves_alerts_at_the_old_groups_next_tick() -> N
     assert [(f.receiver, f.flushed_at, f.flush_seq, len(f.alerts)) for f in fs] == [
         ("db", 70.0, 2, 0), ("dba", 70.0, 1, 1)]
     old = group_id_of("o1", "db", '{}/{team="db"}:{alertname="X"}')
-    assert f"group/o1/{old}" not in fold.state
-    mark = fold.state[f"group/o1/{old}/n"]
+    mark = fold.state[f"group/o1/{old}"]  # the mark replaced the head
     assert isinstance(mark, RetiredMark) and mark.seq == 2
+    assert not [k for k in fold.state if k.startswith(f"group/o1/{old}/")]
 
 
 def test_reload_moves_only_the_alerts_that_route_elsewhere() -> None:
