@@ -34,6 +34,7 @@ from contracts.messages import Alert, GroupFlush
 from pipeline.runtime.step import Out, Step
 from stages.router.config import RouteTable, Target
 from stages.router.state import (
+    INLINE,
     SHARDS,
     AlertEntry,
     AlertShard,
@@ -101,10 +102,11 @@ def grid_tick(anchor: float, interval: float, at: float) -> float:
     return t if t >= at else t + interval
 
 
-def group_alerts(view: Txn | Mapping[str, StateValue], org: str, gid: str,
-                 shards: int) -> dict[str, AlertEntry]:
-    """All alerts of a group by fingerprint (from the shards its head says are in use)."""
-    get = view.get
+def group_alerts(view: Txn | Mapping[str, StateValue], gid: str, head: GroupHead) -> dict[str, AlertEntry]:
+    """All alerts of a group by fingerprint (its head's, or those of the shards it says are in use)."""
+    if head.inline:
+        return dict(head.inline)
+    get, org, shards = view.get, head.org, head.shards
     out: dict[str, AlertEntry] = {}
     for i in range(SHARDS):
         if shards >> i & 1:
@@ -136,15 +138,25 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
                          seq=seq, flushed=False, shards=0, cfg=table.version(org), dirty=True,
                          interval=route.group_interval)
         txn.set(hkey, head)
+    inline = head.shards == 0 and (fp in head.inline or len(head.inline) < INLINE)
+    if not inline and head.inline:  # grown past INLINE: its alerts move to shards
+        head = _replace(head, inline={}, shards=_write_alerts(txn, org, gid, 0, head.inline, range(SHARDS)))
+        txn.set(hkey, head)
     shard_no = shard_of(fp)
     skey = shard_key(org, gid, shard_no)
-    shard = txn.get(skey) if head.shards >> shard_no & 1 else None
-    alerts = shard.alerts if isinstance(shard, AlertShard) else {}
+    if inline:
+        alerts = head.inline
+    else:
+        shard = txn.get(skey) if head.shards >> shard_no & 1 else None
+        alerts = shard.alerts if isinstance(shard, AlertShard) else {}
     old = alerts.get(fp)
     if old is not None and old.updated_at > entry.updated_at:
         return
     changed = old is None or not _same_version(old, entry)
-    if changed:
+    if changed and inline:
+        head = _replace(head, inline={**alerts, fp: entry})
+        txn.set(hkey, head)
+    elif changed:
         txn.set(skey, AlertShard({**alerts, fp: entry}))
     deadline = head.deadline
     # Alertmanager: an alert older than group_wait, inserted before the first flush, flushes at once.
@@ -153,7 +165,7 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
     if changed and head.flushed and not head.dirty:  # a quiet group wakes up at its next tick
         deadline = grid_tick(head.deadline, head.interval, now)
     dirty = head.dirty or changed
-    shards = head.shards | (1 << shard_no)
+    shards = head.shards if inline else head.shards | (1 << shard_no)
     if deadline != head.deadline or shards != head.shards or dirty != head.dirty:
         txn.set(hkey, _replace(head, deadline=deadline, shards=shards, dirty=dirty))
 
@@ -204,7 +216,7 @@ def _recheck(txn: Txn, table: RouteTable, gid: str, head: GroupHead, alerts: dic
 def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: float, retention: float) -> None:
     """Flush a due group at ``now``: one ``GroupFlush`` output, then drop what it resolved."""
     org = head.org
-    alerts = group_alerts(txn, org, gid, head.shards)
+    alerts = group_alerts(txn, gid, head)
     version = table.version(org)
     route = table.route(org, head.route_id) if head.cfg == version else None
     if route is None:
@@ -221,8 +233,11 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
             return
         route = target.route
         if len(kept) != len(alerts):
-            gone = {shard_of(fp) for fp in alerts.keys() - kept.keys()}
-            head = _replace(head, shards=_write_alerts(txn, org, gid, head.shards, kept, gone))
+            if head.inline:
+                head = _replace(head, inline=kept)
+            else:
+                gone = {shard_of(fp) for fp in alerts.keys() - kept.keys()}
+                head = _replace(head, shards=_write_alerts(txn, org, gid, head.shards, kept, gone))
             alerts = kept
     if not alerts:  # never stored so, but a group without alerts has nothing to say
         _retire(txn, org, gid, head, head.seq, now, retention)
@@ -248,14 +263,18 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
     if len(resolved) == len(alerts):
         _retire(txn, org, gid, head, seq, now, retention)
         return
-    shards = head.shards
+    shards, inline = head.shards, head.inline
     remaining = alerts
     if resolved:
         remaining = {fp: e for fp, e in alerts.items() if fp not in resolved}
-        shards = _write_alerts(txn, org, gid, shards, remaining, {shard_of(fp) for fp in resolved})
+        if inline:
+            inline = remaining
+        else:
+            shards = _write_alerts(txn, org, gid, shards, remaining, {shard_of(fp) for fp in resolved})
     txn.set(head_key(org, gid), _replace(head, seq=seq, flushed=True, deadline=now + route.group_interval,
-                                         shards=shards, route_id=route.id, cfg=version, dirty=False,
-                                         interval=route.group_interval, expiry=_earliest_end(remaining)))
+                                         shards=shards, inline=inline, route_id=route.id, cfg=version,
+                                         dirty=False, interval=route.group_interval,
+                                         expiry=_earliest_end(remaining)))
 
 
 def _earliest_end(alerts: Mapping[str, AlertEntry]) -> float | None:
@@ -266,7 +285,7 @@ def _earliest_end(alerts: Mapping[str, AlertEntry]) -> float | None:
 def quiet_tick(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: float, retention: float) -> None:
     """A quiet group's tick at its earliest ``ends_at``: flush if an alert resolved by time,
     else only note the next ``ends_at`` (the alert was updated since)."""
-    alerts = group_alerts(txn, head.org, gid, head.shards)
+    alerts = group_alerts(txn, gid, head)
     if any(e.ends_at is not None and e.ends_at <= now for e in alerts.values()):
         flush_group(txn, table, gid, head, now, retention)
         return
@@ -350,7 +369,7 @@ def groups_view(state: Mapping[str, StateValue], org: str, now: float | None = N
         alerts = [
             Alert(fingerprint=fp, org=org, labels=e.labels, annotations=e.annotations, starts_at=e.starts_at,
                   ends_at=e.ends_at, generator_url=e.generator_url, updated_at=e.updated_at)
-            for fp, e in group_alerts(state, org, gid, head.shards).items()
+            for fp, e in group_alerts(state, gid, head).items()
             if now is None or e.ends_at is None or e.ends_at > now
         ]
         if not alerts:

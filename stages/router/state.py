@@ -7,7 +7,9 @@ State keys (``tok`` is ``pipeline.runtime.subjects.token(org)``, ``gid`` the gro
 - ``group/<tok>/<gid>/<x>`` -> :class:`AlertShard`: the group's alerts whose fingerprint
   falls in shard ``x`` (one hex digit). Sharding keeps each value small (state subjects
   are NATS messages, 1 MiB at most) and an alert change rewrites 1/16th of a large group,
-  not all of it;
+  not all of it. A small group (at most :data:`INLINE` alerts, and never more) keeps its
+  alerts in its head instead (``GroupHead.inline``), so that an alert change is one state
+  write, not two; a group that grows past that moves them to shards for good;
 - ``group/<tok>/<gid>`` -> :class:`RetiredMark` in place of the head once the group is
   deleted: its flush count, kept for a retention period so a group re-created with the same
   id continues its ``flush_seq`` instead of reusing message ids (JetStream's duplicate
@@ -32,6 +34,7 @@ import msgspec
 from pipeline.runtime.subjects import token
 
 __all__ = [
+    "INLINE",
     "SHARDS",
     "AlertEntry",
     "AlertShard",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 SHARDS: Final = 16
+INLINE: Final = 8  # alerts a group may keep in its head
 
 _token = functools.lru_cache(maxsize=1 << 12)(token)  # organisations repeat; the regex check need not
 
@@ -87,6 +91,7 @@ class GroupHead(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="g")
     dirty: bool = True  # an alert changed since the last flush (a quiet group has no timer)
     interval: float = 0.0  # the group_interval of its last flush: the grid of its ticks
     expiry: float | None = None  # earliest future ends_at of its alerts (a resolve by time)
+    inline: dict[str, AlertEntry] = {}  # a small group's alerts (then ``shards`` is 0)
 
 
 class RetiredMark(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="r"):

@@ -248,7 +248,7 @@ def _check_leftovers(fold: Fold) -> None:
     """Long after the last input only groups with firing alerts are left, each with a timer."""
     for key, head in fold.state.items():
         if isinstance(head, GroupHead):
-            alerts = group_alerts(fold.state, head.org, key.rsplit("/", 1)[1], head.shards)
+            alerts = group_alerts(fold.state, key.rsplit("/", 1)[1], head)
             assert alerts and any(a.ends_at is None for a in alerts.values())
 
 

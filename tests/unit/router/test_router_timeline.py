@@ -12,7 +12,7 @@ from pipeline.runtime.step import Reject
 from stages.router.config import group_id_of
 from stages.router.core import RouterCore
 from stages.router.groups import groups_view
-from stages.router.state import AlertShard, GroupHead, RetiredMark, StateValue
+from stages.router.state import INLINE, AlertShard, GroupHead, RetiredMark, StateValue
 
 CONFIG = """
 route:
@@ -299,10 +299,18 @@ def test_alert_arriving_before_a_pending_flush_is_fired_joins_it() -> None:
     assert (f.flushed_at, members(f)) == (30.0, ["i1", "i2"])
 
 
+def _big_group(fold: Fold, n: int = INLINE + 1, at: float = 0.0) -> list[dict[str, str]]:
+    """Alerts of one group (by alertname), more than a head keeps inline."""
+    labels = [{"alertname": "A", "instance": f"i{i:03d}"} for i in range(n)]
+    for i, ls in enumerate(labels):
+        fold.step(change(ls, at + i / 100))
+    return labels
+
+
 def test_stale_or_unknown_timers_do_nothing() -> None:
     fold = new_fold()
-    fold.step(change(A, 0.0))
-    head_key = f"group/o1/{gid(A)}"
+    (a, *_) = _big_group(fold)
+    head_key = f"group/o1/{gid(a)}"
     assert fold.core.fire(fold.state, head_key, 29.0).changes == {}
     assert fold.core.fire(fold.state, "group/o1/ffff", 29.0).changes == {}
     shard = next(k for k in fold.state if k != head_key)
@@ -315,6 +323,41 @@ def test_rejects_other_inputs() -> None:
     ev = Event(id="1", org="o1", reason="R", resource_kind="device", resource_name="d", occurred_at=0.0)
     with pytest.raises(Reject):
         core.step({}, ev, 0.0)  # type: ignore[arg-type]
+
+
+def test_a_small_group_keeps_its_alerts_in_its_head() -> None:
+    fold = new_fold()
+    key = f"group/o1/{gid(A)}"
+    step = fold.core.step(fold.state, change(A, 0.0), 0.0)
+    assert list(step.changes) == [key]  # one write: the head, with the alert in it
+    fold.step(change(A, 0.0))
+    fold.advance(30.0)
+    step = fold.core.step(fold.state, change(A, 40.0, starts_at=0.0, ends_at=40.0), 40.0)
+    assert list(step.changes) == [key]  # an update: one write
+    head = step.changes[key]
+    assert isinstance(head, GroupHead) and head.shards == 0 and list(head.inline) == [fingerprint(A)]
+
+
+def test_a_group_grown_past_inline_moves_to_shards_for_good() -> None:
+    fold = new_fold()
+    labels = _big_group(fold, INLINE)
+    key = f"group/o1/{gid(labels[0])}"
+    head = fold.state[key]
+    assert isinstance(head, GroupHead) and len(head.inline) == INLINE and list(fold.state) == [key]
+    _big_group(fold, INLINE + 1, at=1.0)  # one more alert (and the others again)
+    head = fold.state[key]
+    assert isinstance(head, GroupHead) and head.inline == {} and head.shards != 0
+    assert sum(len(v.alerts) for v in fold.state.values() if isinstance(v, AlertShard)) == INLINE + 1
+    (f,) = flushes(fold.advance(31.0))
+    assert len(f.alerts) == INLINE + 1
+    # resolving all but one leaves it sharded (no moving back and forth)
+    for ls in labels[1:]:
+        fold.step(change(ls, 40.0, starts_at=1.0, ends_at=40.0))
+    (f,) = flushes(fold.advance(331.0))  # the next tick (group_interval 300 s)
+    assert sum(a.ends_at is not None for a in f.alerts) == INLINE - 1
+    head = fold.state[key]
+    assert isinstance(head, GroupHead) and head.inline == {} and head.shards != 0
+    assert sum(len(v.alerts) for v in fold.state.values() if isinstance(v, AlertShard)) == 2
 
 
 def test_large_group_is_sharded_into_small_values() -> None:
@@ -446,6 +489,7 @@ def test_value_type_decodes_every_state_value() -> None:
     fold = new_fold()
     _fill(fold)
     fold.step(change({"alertname": "Z"}, 5.0, ends_at=6.0))
+    _big_group(fold, at=6.0)
     fold.advance(40.0)
     decoder = msgspec.json.Decoder(fold.core.value_type)
     kinds = set()
