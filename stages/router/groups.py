@@ -153,10 +153,8 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
     if old is not None and old.updated_at > entry.updated_at:
         return
     changed = old is None or not _same_version(old, entry)
-    if changed and inline:
-        head = _replace(head, inline={**alerts, fp: entry})
-        txn.set(hkey, head)
-    elif changed:
+    kept_inline = {**alerts, fp: entry} if changed and inline else head.inline
+    if changed and not inline:
         txn.set(skey, AlertShard({**alerts, fp: entry}))
     deadline = head.deadline
     # Alertmanager: an alert older than group_wait, inserted before the first flush, flushes at once.
@@ -166,8 +164,9 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
         deadline = grid_tick(head.deadline, head.interval, now)
     dirty = head.dirty or changed
     shards = head.shards if inline else head.shards | (1 << shard_no)
-    if deadline != head.deadline or shards != head.shards or dirty != head.dirty:
-        txn.set(hkey, _replace(head, deadline=deadline, shards=shards, dirty=dirty))
+    if (deadline != head.deadline or shards != head.shards or dirty != head.dirty
+            or kept_inline is not head.inline):
+        txn.set(hkey, _replace(head, deadline=deadline, shards=shards, dirty=dirty, inline=kept_inline))
 
 
 def _write_alerts(txn: Txn, org: str, gid: str, before: int, alerts: Mapping[str, AlertEntry],
