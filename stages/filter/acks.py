@@ -24,13 +24,11 @@ from contracts.messages import AckCommand, Alert, AlertChange
 from stages.filter.state import (
     AckValue,
     FiringAlert,
-    GroupRecord,
-    GroupState,
     StateValue,
     ack_alert_key,
     ack_group_key,
     firing_key,
-    group_record_key,
+    group_record,
 )
 
 __all__ = ["AckError", "ack_changes_for_alert", "apply_ack_command", "covered", "is_active"]
@@ -70,9 +68,8 @@ def apply_ack_command(state: Mapping[str, StateValue], cmd: AckCommand) -> tuple
         raise AckError("the acknowledgement would expire before it is made")
     covers: dict[str, float] | None = None
     if cmd.group_key:
-        value = state.get(group_record_key(cmd.org, cmd.group_key))
-        record = value.record if isinstance(value, GroupState) else value
-        if isinstance(record, GroupRecord) and record.firing:
+        record = group_record(state, cmd.org, cmd.group_key)
+        if record is not None and record.firing:
             covers = dict(record.firing)
     else:
         firing = state.get(firing_key(cmd.org, cmd.fingerprint))

@@ -60,6 +60,7 @@ from stages.filter.state import (
     ack_alert_key,
     ack_group_key,
     firing_key,
+    group_record,
     group_record_key,
     legacy_nflog_key,
     log_key,
@@ -224,9 +225,8 @@ class FilterCore:
             raise Reject(f"invalid acknowledgement: {exc}") from None
         outputs: list[Out] = []
         if newly:
-            value = state.get(group_record_key(cmd.org, cmd.group_key))
-            record = value.record if isinstance(value, GroupState) else value
-            if isinstance(record, GroupRecord):
+            record = group_record(state, cmd.org, cmd.group_key)
+            if record is not None:
                 gs, _ = self._load_group(state, cmd.org, cmd.group_key, record.group_id, record.receiver)
                 outputs = self._pagerduty_acks(cmd, record, gs)
         return Step(changes=changes, outputs=outputs)
@@ -340,7 +340,7 @@ class FilterCore:
                 self._hold_entry(log, lkey, entry, f, t)  # acknowledged: no repeat
                 continue
             log[lkey] = new_entry(firing, resolved, t, repeat_interval=f.repeat_interval,
-                                      retention=opts.nflog_retention)
+                                  retention=opts.nflog_retention)
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
             if to_send:

@@ -31,6 +31,7 @@ key, flushes carry both). Values are ``array_like`` tagged Structs (compact on t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -53,6 +54,7 @@ __all__ = [
     "ack_group_key",
     "firing_key",
     "group_hash",
+    "group_record",
     "group_record_key",
     "inhibit_key",
     "legacy_nflog_key",
@@ -219,6 +221,13 @@ class GroupState(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="G"
     @property
     def empty(self) -> bool:
         return self.record is None and not self.log and self.last is None
+
+
+def group_record(state: Mapping[str, StateValue], org: str, group_key: str) -> GroupRecord | None:
+    """What a group last sent (from its :class:`GroupState`, or a bare record of an older build)."""
+    value = state.get(group_record_key(org, group_key))
+    record = value.record if isinstance(value, GroupState) else value
+    return record if isinstance(record, GroupRecord) else None
 
 
 class FiringAlert(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="f"):

@@ -17,15 +17,7 @@ from stages.filter.acks import is_active
 from stages.filter.config import FilterConfig
 from stages.filter.inhibit import inhibited_by
 from stages.filter.silences import SilenceState, silence_state, silenced_by
-from stages.filter.state import (
-    AckValue,
-    GroupRecord,
-    GroupState,
-    SilenceValue,
-    StateValue,
-    group_record_key,
-    silence_key,
-)
+from stages.filter.state import AckValue, SilenceValue, StateValue, group_record, silence_key
 
 __all__ = [
     "AckStatus",
@@ -97,9 +89,8 @@ def silence_view(state: Mapping[str, StateValue], org: str, silence_id: str, now
 
 def group_muted_by(state: Mapping[str, StateValue], org: str, group_key: str) -> list[str]:
     """The time intervals that muted the group at its last flush."""
-    value = state.get(group_record_key(org, group_key))
-    record = value.record if isinstance(value, GroupState) else value  # a bare record: an older build
-    return list(record.muted_by) if isinstance(record, GroupRecord) else []
+    record = group_record(state, org, group_key)
+    return list(record.muted_by) if record is not None else []
 
 
 def alert_statuses(state: Mapping[str, StateValue], config: FilterConfig, org: str, alerts: Sequence[Alert],
