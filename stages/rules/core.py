@@ -236,6 +236,7 @@ class RulesCore:
             self._resolve(txn, key, v, t if v.ends_at is None else v.ends_at, t, cause)
         else:
             txn.set(key, None)  # retention is over
+            _unslot(txn, v)
 
     def _promote(self, txn: _Txn, key: str, v: AlertState, t: float, cause: Cause) -> None:
         """A pending alert's ``for`` elapsed: it replaces its group's active alert and fires."""
@@ -245,7 +246,7 @@ class RulesCore:
             okey = alert_key(v.org, other)
             self._settle(txn, [okey], t, expand=False)  # its own earlier timer (the pending one is this)
             o = txn.alert(okey)
-            if o is not None and o.status == FIRING:
+            if o is not None and o.status == FIRING and o.group == v.group:
                 self._resolve(txn, okey, o, t, t, cause)
         new = _replace(v, status=FIRING, starts_at=t, deadline=None, updated_at=t)
         txn.set(key, new)
@@ -264,8 +265,10 @@ class RulesCore:
         )
         txn.set(key, new)
         txn.emit("resolved", new, cause)
-        if v.group:
-            _unslot(txn, v)
+        # An event alert keeps its entry in the resource's index until its retention ends:
+        # the entry is stale (not firing) and ignored, but an alert that flaps back fires
+        # under the same fingerprint and finds the index already right, so neither its
+        # resolve nor its next fire writes the index.
 
     # ------------------------------------------------------------------ events
 
@@ -309,7 +312,7 @@ class RulesCore:
         active = txn.alert(alert_key(org, a)) if a else None
         pending = txn.alert(alert_key(org, p)) if p else None
         return (
-            active if active is not None and active.status == FIRING else None,
+            active if active is not None and active.status == FIRING and active.group == group else None,
             pending if pending is not None and pending.status == PENDING else None,
         )
 
@@ -442,9 +445,10 @@ class RulesCore:
             elif active.deadline is None:
                 txn.set(akey, _replace(active, deadline=t + active.keep_firing_for, updated_at=now))
                 self._settle(txn, [akey], now)  # keep_firing_for may already be over
-        # drop index entries whose alerts are gone
+        # drop index entries whose alerts are gone (a resource that is gone keeps none)
         idx = txn.index(rkey)
-        live_active = {g: f for g, f in idx.active.items() if _status(txn, org, f) == FIRING}
+        kept = (FIRING,) if immediate else (FIRING, RESOLVED)
+        live_active = {g: f for g, f in idx.active.items() if _status(txn, org, f) in kept}
         live_pending = {g: f for g, f in idx.pending.items() if _status(txn, org, f) == PENDING}
         txn.set_index(rkey, live_active, live_pending)
 
@@ -520,8 +524,6 @@ class RulesCore:
             txn.emit("fired" if status == FIRING else "resolved", new, cause)
         else:
             txn.emit("updated", new, cause)
-        if cur.group and status == RESOLVED:
-            _unslot(txn, cur)
 
 
 def _rkey(v: AlertState) -> str:

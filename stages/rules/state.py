@@ -64,7 +64,9 @@ class ResourceIndex(msgspec.Struct, array_like=True, gc=False, frozen=True, tag=
 
     Resolving events carry no labels of the alert they resolve (mapped field labels may
     differ), so the active and pending alert of each exclusive group is found here. An
-    entry whose alert is no longer firing (or pending) is stale and ignored.
+    entry whose alert is no longer firing (or pending), or no longer in that group, is stale
+    and ignored. A resolved alert keeps its ``active`` entry until its retention ends, so an
+    alert that flaps fires and resolves without rewriting the index.
     """
 
     active: dict[str, str] = {}

@@ -429,4 +429,49 @@ def test_push_with_event_alert_labels_is_the_same_alert() -> None:
     resolve = PushedAlerts(request_id="r1", org="o1", received_at=5.0,
                            alerts=[PushedAlert(labels=labels, starts_at=0.0, ends_at=5.0)])
     assert changes(f.step(resolve, 5.0)) == [("resolved", "DeviceDisconnected")]
-    assert not any(isinstance(v, ResourceIndex) for v in f.state.values())
+    assert f.step(ev("DeviceConnected", 6.0), 6.0) == []  # the group's slot holds nothing firing
+    # its index entry stays, stale, for as long as the resolved alert is kept; then both go
+    assert any(isinstance(v, ResourceIndex) for v in f.state.values())
+    assert f.advance(5.0 + RulesCore().retention) == []
+    assert f.state == {}
+
+
+# An index write is a state write like any other (a JetStream rollup): an alert that flaps
+# must not rewrite its resource's index on every fire and resolve.
+@pytest.mark.parametrize("steps,index_written", [
+    ([("DeviceDisconnected", 0.0)], [True]),
+    ([("DeviceDisconnected", 0.0), ("DeviceConnected", 10.0)], [True, False]),
+    ([("DeviceDisconnected", 0.0), ("DeviceConnected", 10.0), ("DeviceDisconnected", 20.0),
+      ("DeviceConnected", 30.0)], [True, False, False, False]),
+    ([("DeviceCPUWarning", 0.0), ("DeviceCPUCritical", 10.0), ("DeviceCPUWarning", 20.0)], [True, True, True]),
+    ([("DeviceDisconnected", 0.0), ("DeviceDecommissioned", 20.0)], [True, True]),
+    ([("DeviceDisconnected", 0.0), ("DeviceConnected", 10.0), ("DeviceDecommissioned", 20.0)], [True, False, True]),
+], ids=["first-fire", "resolve", "flap", "siblings-take-turns", "resource-deleted", "deleted-after-resolve"])
+def test_index_is_written_only_when_a_group_changes_alert(
+    steps: list[tuple[str, float]], index_written: list[bool]
+) -> None:
+    f = default_fold()
+    written = []
+    for reason, at in steps:
+        before = {k: v for k, v in f.state.items() if isinstance(v, ResourceIndex)}
+        f.step(ev(reason, at), at)
+        written.append(before != {k: v for k, v in f.state.items() if isinstance(v, ResourceIndex)})
+    assert written == index_written
+
+
+def test_a_resolved_alert_pushed_back_to_firing_is_not_in_its_group() -> None:
+    """Its index entry stays, but it now belongs to the pusher: events of its group leave it be."""
+    f = Fold(RulesCore(timed_rules(for_=60)))
+    [fired] = payloads(f.step(ev("Warning", 0.0), 0.0))
+    f.step(ev("Normal", 10.0), 10.0)
+    labels = dict(fired.alert.labels)
+    from contracts.messages import PushedAlert
+
+    push = PushedAlerts(request_id="r1", org="o1", received_at=20.0,
+                        alerts=[PushedAlert(labels=labels, starts_at=20.0)])
+    assert changes(f.step(push, 20.0)) == [("fired", "Warning")]
+    assert f.step(ev("Normal", 30.0), 30.0) == []  # not the group's alert any more
+    f.step(ev("Critical", 40.0), 40.0)  # pending for 60 s, then takes the group's slot
+    assert changes(f.advance(100.0)) == [("fired", "Critical")]  # the pushed alert is not resolved
+    [pushed] = [v for v in f.state.values() if isinstance(v, AlertState) and v.fingerprint == fired.alert.fingerprint]
+    assert pushed.status == "firing"
