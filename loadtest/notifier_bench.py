@@ -109,7 +109,7 @@ async def _publish(url: str, reqs: list[SendRequest]) -> None:
     js = nc.jetstream()
     await ensure_stream(js, SENDS)
     for i in range(0, len(reqs), 1000):
-        futs = [await js.publish_async(SENDS.out(j % 16, "send"), encode(r), headers={"Nats-Msg-Id": r.id})
+        futs = [await js.publish_async(SENDS.out(j % 16, "send", r.id), encode(r), headers={"Nats-Msg-Id": r.id})
                 for j, r in enumerate(reqs[i:i + 1000], i)]
         await asyncio.gather(*futs)
     await nc.close()

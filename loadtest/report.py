@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from loadtest.probes import Samples
 from loadtest.profile import Hot
 from loadtest.stats import percentile, rate_series, summarize, window_percentiles
 
-__all__ = ["BurstResult", "TargetResult", "summary", "write_report"]
+__all__ = ["BurstResult", "TargetResult", "cpu_figures", "summary", "write_report"]
 
 
 @dataclass
@@ -89,6 +89,27 @@ def _num(x: float) -> str:
     return "-" if x != x else f"{x:,.0f}"
 
 
+def cpu_figures(samples: Iterable[tuple[float, str, float, float]], t0: float, load_end: float
+                ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per process role, from ``(time, role, CPU %, memory MiB)`` samples: the CPU mean while
+    the load ran (as the machine's figure is taken), and the CPU and memory maxima of the
+    whole run (a burst or a drain after the load included). A mean over the whole run would
+    count the idle drain and read low: a machine busy at 198% showed its processes at 131%.
+    A role with no sample in the load window gets its mean over the whole run."""
+    during: dict[str, list[float]] = {}
+    every: dict[str, list[float]] = {}
+    mem_max: dict[str, float] = {}
+    cpu_max: dict[str, float] = {}
+    for t, role, c, m in samples:
+        every.setdefault(role, []).append(c)
+        if t0 <= t <= load_end:
+            during.setdefault(role, []).append(c)
+        cpu_max[role] = max(cpu_max.get(role, 0.0), c)
+        mem_max[role] = max(mem_max.get(role, 0.0), m)
+    mean = {role: sum(v) / len(v) for role, v in ((k, during.get(k) or vs) for k, vs in every.items())}
+    return mean, cpu_max, mem_max
+
+
 def summary(r: TargetResult) -> dict[str, Any]:
     """The figures of one target (JSON-safe)."""
     v = r.verdict
@@ -98,13 +119,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
     firing = summarize(lat for a, lat in v.latency["firing"] if a - lat <= r.load_end)
     resolved = summarize(lat for a, lat in v.latency["resolved"] if a - lat <= r.load_end)
     burst_firing = summarize(lat for a, lat in v.latency["firing"] if a - lat > r.load_end)
-    cpu: dict[str, dict[str, float]] = {}
-    for _, role, c, m in r.samples.cpu:
-        e = cpu.setdefault(role, {"n": 0, "cpu_sum": 0.0, "cpu_max": 0.0, "mem_max": 0.0})
-        e["n"] += 1
-        e["cpu_sum"] += c
-        e["cpu_max"] = max(e["cpu_max"], c)
-        e["mem_max"] = max(e["mem_max"], m)
+    cpu_mean, cpu_max, mem_max = cpu_figures(r.samples.cpu, r.t0, r.load_end)
     last_firing = max((a for a, lat in v.latency["firing"] if a - lat <= r.load_end), default=math.nan)
     out: dict[str, Any] = {
         "target": r.target, "label": r.label, "mode": r.mode,
@@ -122,9 +137,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
         "spacing": {"refires": r.spacing.refires, "min_gap_s": r.spacing.min_gap, "below_guard": r.spacing.below,
                     "guard_s": r.spacing.guard},
         "model": r.model, "sender": r.sender, "drained": r.drained,
-        "cpu_percent_mean": {k: e["cpu_sum"] / e["n"] for k, e in cpu.items()},
-        "cpu_percent_max": {k: e["cpu_max"] for k, e in cpu.items()},
-        "memory_mib_max": {k: e["mem_max"] for k, e in cpu.items()},
+        "cpu_percent_mean": cpu_mean, "cpu_percent_max": cpu_max, "memory_mib_max": mem_max,
         "max_lag": _max_by_key([p for p in r.samples.lag if p[1] != "notifier/in_flight"]),
         "machine_cpu_percent_mean": (sum(v for t, v in r.samples.machine if r.t0 <= t <= r.load_end)
                                      / max(1, sum(1 for t, _ in r.samples.machine if r.t0 <= t <= r.load_end))),
@@ -362,7 +375,7 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
         lines.append("| drain | **timed out before every expected notification arrived** |")
     lines.append("")
     if s["cpu_percent_mean"]:
-        lines += ["| process | CPU mean | CPU max | memory max |", "|---|---|---|---|"]
+        lines += ["| process | CPU mean (during the load) | CPU max | memory max |", "|---|---|---|---|"]
         for role in sorted(s["cpu_percent_mean"], key=lambda k: -s["cpu_percent_mean"][k]):
             lines.append(f"| {role} | {s['cpu_percent_mean'][role]:.0f}% | {s['cpu_percent_max'][role]:.0f}% | "
                          f"{s['memory_mib_max'][role]:.0f} MiB |")

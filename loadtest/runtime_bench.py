@@ -1,7 +1,7 @@
 """Throughput of the stage runtime with the counter test stage (issue: foundation), or of
 a real stage (``--stage router``).
 
-Pre-loads N events into EVENTS across P partitions, then starts one counter stage process
+Pre-loads N events into EVENTS across P partitions, then starts one stage process
 (in this process) and measures inputs/s from start to the last committed input. Compares with
 a bare nats-py atomic-batch loop on the same server in the same run, so the figure reads as
 a ratio. Run: `.venv/bin/python -m loadtest.runtime_bench --events 50000`.
@@ -10,11 +10,13 @@ a ratio. Run: `.venv/bin/python -m loadtest.runtime_bench --events 50000`.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
+import psutil
 
 from contracts import Event, encode
 from contracts.partition import partition_of
@@ -68,7 +70,7 @@ STAGE_CONFIG = """
 route:
   receiver: team
   group_by: [alertname, instance]
-  group_wait: 1h
+  group_wait: GROUP_WAIT
   routes:
     - {receiver: db, matchers: ['service="db"']}
     - {receiver: web, matchers: ['service=~"web|api"'], continue: true}
@@ -88,7 +90,7 @@ async def preload_alert_changes(nc, n: int, partitions: int, orgs: int, keys: in
         labels = {"alertname": f"A{i % 50}", "instance": f"h{i % keys}", "service": ("db", "web", "x")[i % 3]}
         alert = Alert(fingerprint=fingerprint(labels), org=org, labels=labels, starts_at=now, updated_at=now + i)
         ch = AlertChange(change="fired", alert=alert, cause=Cause(kind="push", id=str(i), at=now))
-        pending.append(js.publish(ALERTS.out(partition_of(org, partitions), "x"), encode(ch)))
+        pending.append(js.publish(ALERTS.out(partition_of(org, partitions), "x", str(i)), encode(ch)))
         if len(pending) >= 2000:
             for f in pending:
                 await f
@@ -97,7 +99,7 @@ async def preload_alert_changes(nc, n: int, partitions: int, orgs: int, keys: in
         await f
 
 
-def stage_spec(stage: str, partitions: int) -> tuple[StageSpec, StreamNames]:
+def stage_spec(stage: str, partitions: int, group_wait: str = "1h") -> tuple[StageSpec, StreamNames]:
     if stage == "counter":
         return StageSpec(name="counter", core=CounterCore(delay=3600), inputs=[Input("events", EVENTS)],
                          output=StreamNames("counts"), partitions=partitions), EVENTS
@@ -105,18 +107,19 @@ def stage_spec(stage: str, partitions: int) -> tuple[StageSpec, StreamNames]:
     from stages.router.config import RouteTable
     from stages.router.core import RouterCore
 
-    table = RouteTable.from_config(load_text(STAGE_CONFIG).config)
+    table = RouteTable.from_config(load_text(STAGE_CONFIG.replace("GROUP_WAIT", group_wait)).config)
     return StageSpec(name="router", core=RouterCore(table), inputs=[Input("alerts", ALERTS)],
                      output=StreamNames("groups"), partitions=partitions), ALERTS
 
 
-async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "counter") -> None:
+async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "counter", group_wait: str = "1h") -> None:
+    gc.set_threshold(50_000, 20, 100)  # as the stage processes run (pipeline.cli)
     with tempfile.TemporaryDirectory() as d:
         async with start_nats(Path(d) / "nats") as ns:
             nc = await connect(ns.url)
             js = nc.jetstream()
             await ensure_partitions(js, nc, partitions)
-            spec, source = stage_spec(stage, partitions)
+            spec, source = stage_spec(stage, partitions, group_wait)
             await ensure_stream(js, source)
             if stage == "counter":
                 await preload(nc, n, partitions, orgs, keys)
@@ -124,22 +127,28 @@ async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "count
                 await preload_alert_changes(nc, n, partitions, orgs, keys)
             bare = await bare_loop(nc, n)
             runner = StageRunner(nc, js, spec, replica="bench")
+            server = psutil.Process(ns.proc.pid)
             async with anyio.create_task_group() as tg:
                 t0 = time.perf_counter()
                 await tg.start(runner.run)
                 ready = time.perf_counter()
+                cpu0, server0 = time.process_time(), sum(server.cpu_times()[:2])
                 from pipeline.runtime.metrics import stage_metrics
 
                 counter = stage_metrics().inputs.labels(spec.name)
                 while counter._value.get() < n:
                     await anyio.sleep(0.01)
                 t1 = time.perf_counter()
+                stage_cpu, server_cpu = time.process_time() - cpu0, sum(server.cpu_times()[:2]) - server0
                 await runner.drain()
                 tg.cancel_scope.cancel()
             rate = n / (t1 - ready)
-            print(f"events={n} partitions={partitions} orgs={orgs} keys={keys}")
+            print(f"events={n} partitions={partitions} orgs={orgs} keys={keys}"
+                  + (f" group_wait={group_wait}" if stage == "router" else ""))
             print(f"acquire+rebuild of {partitions} partitions: {ready - t0:.2f}s")
             print(f"runtime ({spec.name} stage): {rate:,.0f} inputs/s in one process")
+            print(f"CPU per input: stage process {stage_cpu / n * 1e6:.0f} us, "
+                  f"nats-server {server_cpu / n * 1e6:.0f} us")
             print(f"bare nats-py atomic-batch loop, same server, same run: {bare:,.0f} inputs/s")
             print(f"ratio runtime/bare: {rate / bare:.2f}")
             await nc.close()
@@ -153,8 +162,11 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=5000)
     ap.add_argument("--stage", choices=["counter", "router"], default="counter",
                     help="counter: the runtime's test stage; router: the router/grouper stage (50 alert names)")
+    ap.add_argument("--group-wait", default="1h",
+                    help="the router's group_wait: 1h never flushes; 0s with --keys as large as --events "
+                         "flushes every alert as its own group, the shape of the API burst")
     a = ap.parse_args()
-    anyio.run(run, a.events, a.partitions, a.orgs, a.keys, a.stage)
+    anyio.run(run, a.events, a.partitions, a.orgs, a.keys, a.stage, a.group_wait)
 
 
 if __name__ == "__main__":

@@ -246,16 +246,18 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         if fp:
             if not re.fullmatch(r"[0-9a-f]{16}", fp):
                 return bad_request("fingerprint must be 16 hex digits")
-            subject = f"{base}.{fp}"
+            tail = fp
         elif resource:
             kind, sep, name = resource.partition("/")
             if not sep or not kind or not name:
                 return bad_request("resource is KIND/NAME")
-            subject = f"{base}.*"  # the organisation's history, filtered below
+            tail = "*"  # the organisation's history, filtered below
         else:
             return bad_request("give fingerprint or resource")
+        # An output's subject ends in a token of its own; outputs of the older layout did not.
+        subjects = [f"{base}.{tail}.*", f"{base}.{tail}"]
         changes = []
-        async for m in read_messages(ctx.js, ALERTS.stream, subject):
+        async for m in read_messages(ctx.js, ALERTS.stream, subjects):
             ch = msgspec.json.decode(m.data, type=AlertChange)
             if resource and (ch.alert.labels.get("resource_kind"), ch.alert.labels.get("resource")) != (kind, name):
                 continue

@@ -30,6 +30,7 @@ __all__ = [
     "connect",
     "ensure_partitions",
     "ensure_stream",
+    "one_per_subject",
     "hpub_frame",
     "last_message",
     "publish_atomic",
@@ -191,13 +192,24 @@ async def ensure_stream(js: JetStreamContext, names: StreamNames, *, replicas: i
         allow_direct=True,
         allow_msg_ttl=True,
         allow_atomic=True,
+        max_msgs_per_subject=1 if names.one_per_subject else -1,
     )
     try:
-        await js.stream_info(names.stream)
+        info = await js.stream_info(names.stream)
     except NotFoundError:
         await js.add_stream(cfg)
         return
+    # The per-subject limit only ever comes with a new stream: set on a stream of the older
+    # layout, it would trim the outputs that share a subject (history, or not yet consumed).
+    cfg.max_msgs_per_subject = info.config.max_msgs_per_subject
     await js.update_stream(cfg)
+
+
+async def one_per_subject(js: JetStreamContext, stream: str) -> bool:
+    """Whether ``stream`` keeps one message per subject (a state key's new value then replaces
+    the old one by itself; otherwise it is written with ``Nats-Rollup: sub``)."""
+    info = await js.stream_info(stream)
+    return info.config.max_msgs_per_subject == 1
 
 
 async def last_message(js: JetStreamContext, stream: str, subject: str, *,

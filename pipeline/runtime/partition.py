@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from contracts import DeadLetter
 from contracts import decode as decode_message
 from pipeline.runtime.commit import CommitUnknown, GroupCommitter
-from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, publish_atomic
+from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, one_per_subject, publish_atomic
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.pull import RawPuller
 from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
@@ -156,6 +156,9 @@ class PartitionWorker:
         self._m_commit = metrics.commit_seconds.labels(spec.name)
         self._m_lag = {inp.name: metrics.lag.labels(spec.name, inp.name, str(p)) for inp in spec.inputs}
         self._out_headers: dict[str, str] = {}
+        # How a state key's new value replaces the old: by the stream's one-message-per-subject
+        # limit (no header), or, in a stream of the older layout, by a rollup (see subjects).
+        self._replace: dict[str, str] = {"Nats-Rollup": "sub"}
         if spec.output_ttl:
             self._out_headers["Nats-TTL"] = str(spec.output_ttl)
 
@@ -199,6 +202,7 @@ class PartitionWorker:
         spec, p = self.spec, self.p
         t0 = time.monotonic()
         await self._unsubscribe()
+        self._replace = {} if await one_per_subject(self.js, spec.output.stream) else {"Nats-Rollup": "sub"}
         raw = await last_message(self.js, spec.output.stream, spec.output.progress(p), leader=True)
         fence = raw[0] if raw is not None else 0
         current = msgspec.json.decode(raw[1], type=Progress) if raw is not None and raw[1] else Progress()
@@ -206,7 +210,7 @@ class PartitionWorker:
         claim = Progress(inputs=dict(current.inputs), owner=self.replica, epoch=current.epoch + 1)
         self.fence = await publish_atomic(self.nc, [BatchMsg(
             spec.output.progress(p), self._encoder.encode(claim),
-            {"Nats-Expected-Last-Subject-Sequence": str(fence), "Nats-Rollup": "sub"})])
+            {"Nats-Expected-Last-Subject-Sequence": str(fence), **self._replace})])
         self.progress = claim
         await self._rebuild()
         for inp in spec.inputs:
@@ -465,7 +469,7 @@ class PartitionWorker:
             hdrs = {"Nats-Msg-Id": f"dlq:{base}"}
             if spec.dlq_ttl:
                 hdrs["Nats-TTL"] = str(spec.dlq_ttl)
-            commit.msgs.append(BatchMsg(spec.output.dlq(p), self._encoder.encode(dl), hdrs))
+            commit.msgs.append(BatchMsg(spec.output.dlq(p, hdrs["Nats-Msg-Id"]), self._encoder.encode(dl), hdrs))
         commit = await self._add(commit, result, base, now)
         self.progress.inputs[name] = seq
         commit.inputs += 1
@@ -488,13 +492,13 @@ class PartitionWorker:
         for i, out in enumerate(result.outputs):
             part = self.p if out.partition is None else out.partition
             hdrs = dict(self._out_headers)
-            hdrs["Nats-Msg-Id"] = out.msg_id or f"{base}:{i}"
+            hdrs["Nats-Msg-Id"] = msg_id = out.msg_id or f"{base}:{i}"
             hdrs[TIME_HEADER] = repr(now)
             if out.headers:
                 hdrs.update(out.headers)
-            commit.msgs.append(BatchMsg(spec.output.out(part, token(out.subject) if out.subject and "." not in
-                                                        out.subject else (out.subject or "_")),
-                                        self._encoder.encode(out.payload), hdrs))
+            suffix = token(out.subject) if out.subject and "." not in out.subject else (out.subject or "_")
+            commit.msgs.append(BatchMsg(spec.output.out(part, suffix, msg_id), self._encoder.encode(out.payload),
+                                        hdrs))
         if result.outputs:
             self._m_outputs.inc(len(result.outputs))
         return commit
@@ -512,15 +516,15 @@ class PartitionWorker:
         for key, value in commit.changes.items():
             if value is _DEL:
                 body.append(BatchMsg(spec.output.state(p, key), b"",
-                                     {"Nats-Rollup": "sub", DELETED: "1", "Nats-TTL": TOMBSTONE_TTL}))
+                                     {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL}))
             else:
-                body.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value), {"Nats-Rollup": "sub"}))
+                body.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value), self._replace))
         body.extend(commit.msgs)
         t0 = time.perf_counter()
         room = MAX_BATCH - 1
         for start in range(0, max(len(body), 1), room):
             msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
-                             {"Nats-Expected-Last-Subject-Sequence": str(self.fence), "Nats-Rollup": "sub"}),
+                             {"Nats-Expected-Last-Subject-Sequence": str(self.fence), **self._replace}),
                     *body[start:start + room]]
             self.fence = await self.committer.commit(msgs)
             self._m_commits.inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -36,9 +36,11 @@ def _stream_seq(msg: Msg) -> int:
     return int(tokens[5] if len(tokens) == 9 else tokens[7])
 
 
-async def read_messages(js: JetStreamContext, stream: str, subject: str, *, last_per_subject: bool = False,
+async def read_messages(js: JetStreamContext, stream: str, subject: str | Sequence[str], *,
+                        last_per_subject: bool = False,
                         batch: int = 10_000, fresh: tuple[str, int] | None = None) -> AsyncIterator[Msg]:
-    """Every message of ``subject`` (or only the last per subject), in stream order; then stop.
+    """Every message of ``subject`` (or of several subjects; or only the last per subject), in stream
+    order; then stop.
 
     An ephemeral pull consumer read with raw pull requests on one plain subscription:
     nats-py's ``fetch`` waits on each message separately, several times slower for the
@@ -49,7 +51,10 @@ async def read_messages(js: JetStreamContext, stream: str, subject: str, *, last
     along (not yielded) and :class:`StaleRead` is raised at the end if the serving replica
     had not got that far: what was yielded may then be stale and must be thrown away.
     """
-    filters = {"filter_subject": subject} if fresh is None else {"filter_subjects": [subject, fresh[0]]}
+    subjects = [subject] if isinstance(subject, str) else list(subject)  # (several must not overlap)
+    if fresh is not None:
+        subjects.append(fresh[0])
+    filters = {"filter_subject": subjects[0]} if len(subjects) == 1 else {"filter_subjects": subjects}
     cfg = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL,
                          ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
                          **filters)  # type: ignore[arg-type]

@@ -2,25 +2,42 @@
 
 Every stage's output stream ``TOCSIN_<NAME>`` holds, under ``tocsin.<name>.``:
 
-- ``out.<p>.<suffix>``: outputs of partition p (the next stage consumes ``out.<p>.>``);
-- ``state.<p>.<key>``: one subject per state key, last value wins (rollup);
+- ``out.<p>.<suffix>.<unique>``: outputs of partition p (the next stage consumes ``out.<p>.>``);
+- ``state.<p>.<key>``: one subject per state key, last value wins;
 - ``progress.<p>``: the partition's progress record, also the fence of its owner;
-- ``dlq.<p>``: dead letters, committed atomically with the step that rejected them.
+- ``dlq.<p>.<unique>``: dead letters, committed atomically with the step that rejected them.
+
+``<unique>`` is :func:`message_token` of the message's ``Nats-Msg-Id``: every output and dead
+letter has a subject of its own, so a stage's stream can keep one message per subject
+(``max_msgs_per_subject: 1``, see :data:`ONE_PER_SUBJECT`): a state key's new value replaces
+the old one without a rollup. nats-server finds a rolled-up subject's older messages from a
+lazily kept first block, and a rollup's cost grew with the stream (``loadtest.rollup_cost``:
+17.7 ms per batch at the start, 51.7 ms after 5,000 batches, where the per-subject limit
+stayed at 17.8 to 21 ms). A stream made before this layout keeps rolling up: the runtime
+asks the stream which it is (:func:`pipeline.runtime.jetstream.one_per_subject`).
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import re
 
 __all__ = [
+    "ONE_PER_SUBJECT",
     "StreamNames",
     "decode_key",
     "encode_key",
     "key_filter",
+    "message_token",
     "token",
 ]
+
+#: The streams of the stateful stages (state and outputs side by side, hop B of the brief):
+#: made with ``max_msgs_per_subject: 1``. Everything written to them has a subject of its own
+#: but the state keys and progress records, whose last value is all that counts.
+ONE_PER_SUBJECT = frozenset({"alerts", "groups", "sends", "counts"})
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -30,6 +47,12 @@ def token(text: str) -> str:
     if _SAFE.match(text):
         return text
     return "~" + base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+def message_token(msg_id: str) -> str:
+    """The last subject token of an output or dead letter: 16 hex digits of a hash of its
+    ``Nats-Msg-Id`` (deterministic, so a redone step writes the same subject)."""
+    return hashlib.blake2b(msg_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 @functools.lru_cache(maxsize=1 << 16)  # key parts repeat (families, organisations, ids): every commit encodes them
@@ -63,10 +86,11 @@ def key_filter(*parts: str) -> str:
 class StreamNames:
     """Names of one stage's output stream (``name`` like ``events``, ``alerts``)."""
 
-    __slots__ = ("name", "prefix", "stream")
+    __slots__ = ("name", "one_per_subject", "prefix", "stream")
 
     def __init__(self, name: str, prefix: str = "tocsin") -> None:
         self.name = name
+        self.one_per_subject = name in ONE_PER_SUBJECT  # made with max_msgs_per_subject: 1
         self.prefix = f"{prefix}.{name}"
         self.stream = f"{prefix.upper()}_{name.upper()}"
 
@@ -74,8 +98,11 @@ class StreamNames:
     def all(self) -> str:
         return f"{self.prefix}.>"
 
-    def out(self, p: int, suffix: str = "_") -> str:
-        return f"{self.prefix}.out.{p}.{suffix}"
+    def out(self, p: int, suffix: str = "_", msg_id: str | None = None) -> str:
+        """An output subject of ``p``; with ``msg_id``, the subject of that one message."""
+        if msg_id is None:
+            return f"{self.prefix}.out.{p}.{suffix}"
+        return f"{self.prefix}.out.{p}.{suffix}.{message_token(msg_id)}"
 
     def out_filter(self, p: int) -> str:
         return f"{self.prefix}.out.{p}.>"
@@ -95,8 +122,12 @@ class StreamNames:
     def progress(self, p: int) -> str:
         return f"{self.prefix}.progress.{p}"
 
-    def dlq(self, p: int | str) -> str:
-        return f"{self.prefix}.dlq.{p}"
+    def dlq(self, p: int | str, msg_id: str | None = None) -> str:
+        """Dead letters of ``p``; with ``msg_id``, the subject of that one (its own, see above)."""
+        return f"{self.prefix}.dlq.{p}" if msg_id is None else f"{self.prefix}.dlq.{p}.{message_token(msg_id)}"
+
+    def dlq_filter(self, p: int | str | None = None) -> str:
+        return f"{self.prefix}.dlq.>" if p is None else f"{self.prefix}.dlq.{p}.>"
 
     def partition_of_subject(self, subject: str) -> int:
         return int(subject.split(".")[3])

@@ -4,7 +4,7 @@ Every worker binds the one durable pull consumer ``notifier`` on ``TOCSIN_SENDS`
 (``tocsin.sends.out.>``, explicit acks), so any replica takes any request. A worker keeps at
 most ``concurrency`` requests in flight; each goes:
 
-1. decode (a bad message is dead-lettered on ``tocsin.sends.dlq.notifier``, then acked);
+1. decode (a bad message is dead-lettered on ``tocsin.sends.dlq.notifier.<unique>``, then acked);
 2. ``select_alerts`` (nothing to send: acked);
 3. a redelivered request reads its ledger record from the stream leader: final means acked
    without sending;
@@ -82,7 +82,7 @@ log = logging.getLogger("tocsin.notifier")
 
 SENDS = StreamNames("sends")
 SENDS_FILTER = f"{SENDS.prefix}.out.>"
-DLQ_SUBJECT = SENDS.dlq("notifier")
+DLQ_SUBJECT = SENDS.dlq_filter("notifier")  # each dead letter on a subject of its own under it
 CONSUMER = "notifier"
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -574,7 +574,7 @@ class Worker:
         p = SENDS.partition_of_subject(msg.subject) if msg.subject.startswith(f"{SENDS.prefix}.out.") else 0
         for target in targets:
             fb = fallback_request(req, target.key[0], target.key[1], target.key[2])
-            await self.js.publish(SENDS.out(p, "fallback"), encode(fb), headers={"Nats-Msg-Id": fb.id})
+            await self.js.publish(SENDS.out(p, "fallback", fb.id), encode(fb), headers={"Nats-Msg-Id": fb.id})
         if targets:
             self.metrics.fallbacks.labels(fallback).inc()
         exhausted = outcome.verdict.retryable
@@ -601,7 +601,7 @@ class Worker:
         dl = DeadLetter(stage="notifier", reason=reason, subject=msg.subject, stream_seq=seq, payload=msg.data,
                         headers=headers, at=now, key=send_id)
         msg_id = f"notifier-dlq:{send_id}" if send_id else f"notifier-dlq:seq:{seq}"
-        await self.js.publish(DLQ_SUBJECT, encode(dl), headers={"Nats-Msg-Id": msg_id})
+        await self.js.publish(SENDS.dlq("notifier", msg_id), encode(dl), headers={"Nats-Msg-Id": msg_id})
         self.metrics.dead_letters.labels(cause).inc()
 
 

@@ -64,7 +64,8 @@ def send_request(send_id: str, receiver: str, kind: str = "webhook", index: int 
 
 
 async def publish(js: JetStreamContext, req: SendRequest, *, partition: int = 0, msg_id: str | None = None) -> None:
-    await js.publish(SENDS.out(partition, "send"), encode(req), headers={"Nats-Msg-Id": msg_id or req.id})
+    msg_id = msg_id or req.id
+    await js.publish(SENDS.out(partition, "send", msg_id), encode(req), headers={"Nats-Msg-Id": msg_id})
 
 
 @dataclass

@@ -105,7 +105,7 @@ async def test_permanent_4xx_is_dead_lettered_without_retry(nats_server: NatsSer
     assert dl.stage == "notifier" and dl.key == "s-perm"
     assert f"unexpected status code {status}" in dl.reason and "permanent" in dl.reason
     assert decode_as(dl.payload, SendRequest) == req
-    assert dl.subject == "tocsin.sends.out.0.send"
+    assert dl.subject.startswith("tocsin.sends.out.0.send.")
 
 
 async def test_fallback_receiver_after_budget(nats_server: NatsServer, http_peer: HttpPeer) -> None:

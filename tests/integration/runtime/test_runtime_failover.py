@@ -164,7 +164,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_partition_goes_on(nats_ser
     assert got == [(f"{org}/r", 1, False)]
     with anyio.fail_after(10):
         while True:
-            dl = await read_all(nc, COUNTS, COUNTS.dlq(p))
+            dl = await read_all(nc, COUNTS, COUNTS.dlq_filter(p))
             if len(dl) >= 3:
                 break
             await anyio.sleep(0.1)

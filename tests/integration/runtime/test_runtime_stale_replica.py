@@ -172,10 +172,11 @@ async def test_a_partition_acquired_while_a_node_catches_up_rebuilds_its_real_st
             await commit_state(p, 1)
         c.servers[2].kill()
         await retry(lambda: js.publish(f"{COUNTS.prefix}.ballast.0", b""))
-        # Ballast in the stage's stream (a subject it never reads), before the state the node
-        # missed, makes the restarted node's catch-up to that state last seconds.
-        for _ in range(0, 40_000, 500):
-            await retry(lambda: anyio_gather(js, [(f"{COUNTS.prefix}.ballast.{j}", PAD) for j in range(500)]))
+        # Ballast in the stage's stream (subjects it never reads, each of its own: the stream
+        # keeps one message per subject), before the state the node missed, makes the restarted
+        # node's catch-up to that state last seconds.
+        for i in range(0, 40_000, 500):
+            await retry(lambda i=i: anyio_gather(js, [(f"{COUNTS.prefix}.ballast.{i + j}", PAD) for j in range(500)]))
         for p in range(P):
             await commit_state(p, 2)
         stale = stage_metrics().stale_reads.labels("counter")

@@ -155,9 +155,10 @@ async def publish(nc: Any, inputs: Inputs) -> None:
     js = nc.jetstream()
     for i in range(0, len(inputs), 300):
         futs = []
-        for name, msg in inputs[i:i + 300]:
+        for j, (name, msg) in enumerate(inputs[i:i + 300], i):
             org = msg.org if hasattr(msg, "org") else msg.alert.org  # type: ignore[attr-defined]
-            futs.append(js.publish(StreamNames(name).out(partition_of(org, P), "x"), encode(msg)))
+            # a subject of its own: a stage's stream keeps one message per subject
+            futs.append(js.publish(StreamNames(name).out(partition_of(org, P), "x", str(j)), encode(msg)))
         for f in futs:
             await f
         await anyio.sleep(0.05)

@@ -17,6 +17,7 @@ from loadtest.hops import hop_latencies, hop_points
 from loadtest.oracle import AlertModel
 from loadtest.probes import Samples, parse_metrics
 from loadtest.profile import pprof_top, top_functions
+from loadtest.report import cpu_figures
 from loadtest.sink import parse_requests, read_records, record_line
 from loadtest.stats import percentile, rate_series, summarize, window_percentiles
 
@@ -249,3 +250,16 @@ def test_scenarios_are_valid_and_short_ones_shorter() -> None:
     (short,) = _configs(_parser().parse_args(["--scenario", "ramp", "--short", "--rate", "7"]))
     assert short.name == "ramp-short" and short.load_seconds == full.load_seconds / 2 and short.rate == 7.0
     assert len(_configs(_parser().parse_args(["--scenario", "all"]))) == len(SCENARIOS) - 1  # all but smoke
+
+
+@pytest.mark.parametrize(("samples", "mean", "cpu_max", "mem_max"), [
+    pytest.param([(5.0, "nats", 10.0, 50.0), (15.0, "nats", 60.0, 80.0), (25.0, "nats", 40.0, 90.0),
+                  (35.0, "nats", 2.0, 70.0)], {"nats": 50.0}, {"nats": 60.0}, {"nats": 90.0},
+                 id="mean-in-the-load-window-maxima-of-the-whole-run"),
+    pytest.param([(35.0, "sink", 4.0, 10.0), (40.0, "sink", 6.0, 12.0)], {"sink": 5.0}, {"sink": 6.0},
+                 {"sink": 12.0}, id="no-sample-in-the-window-mean-of-the-whole-run"),
+    pytest.param([(10.0, "a", 30.0, 1.0), (20.0, "b", 20.0, 2.0), (30.0, "a", 10.0, 1.0)],
+                 {"a": 20.0, "b": 20.0}, {"a": 30.0, "b": 20.0}, {"a": 1.0, "b": 2.0}, id="roles-apart"),
+])
+def test_cpu_figures_average_the_load_only(samples, mean, cpu_max, mem_max) -> None:
+    assert cpu_figures(samples, t0=10.0, load_end=30.0) == (mean, cpu_max, mem_max)

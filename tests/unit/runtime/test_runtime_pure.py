@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from pipeline.http import parse_listen_address
 from pipeline.runtime.membership import assign
 from pipeline.runtime.partition import TIME_HEADER, ack_metadata, event_time
-from pipeline.runtime.subjects import StreamNames, decode_key, encode_key, token
+from pipeline.runtime.subjects import StreamNames, decode_key, encode_key, message_token, token
 
 
 @given(st.text(max_size=80))
@@ -42,6 +44,28 @@ def test_stream_names() -> None:
     assert (n.stream, n.out(3, "acme.fp"), n.out_filter(3), n.progress(3)) == (
         "TOCSIN_ALERTS", "tocsin.alerts.out.3.acme.fp", "tocsin.alerts.out.3.>", "tocsin.alerts.progress.3")
     assert n.partition_of_subject(n.out(11)) == 11
+
+
+@pytest.mark.parametrize(("name", "one"), [
+    pytest.param("alerts", True, id="rules-output"), pytest.param("groups", True, id="router-output"),
+    pytest.param("sends", True, id="filter-output"), pytest.param("counts", True, id="counter-output"),
+    pytest.param("events", False, id="events-shared-subjects"), pytest.param("commands", False, id="commands"),
+    pytest.param("audit", False, id="audit"),
+])
+def test_only_the_stage_streams_keep_one_message_per_subject(name: str, one: bool) -> None:
+    assert StreamNames(name).one_per_subject is one
+
+
+@given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=60))
+def test_every_output_and_dead_letter_has_a_subject_of_its_own(a: str, b: str) -> None:
+    n = StreamNames("groups")
+    out_a, dlq_a = n.out(2, "g1", a), n.dlq(2, a)
+    assert out_a == n.out(2, "g1", a) and dlq_a == n.dlq(2, a)  # deterministic: a redone step writes the same
+    assert out_a.startswith("tocsin.groups.out.2.g1.") and dlq_a.startswith("tocsin.groups.dlq.2.")
+    assert re.fullmatch(r"[0-9a-f]{16}", out_a.rsplit(".", 1)[1]) and message_token(a) == out_a.rsplit(".", 1)[1]
+    if a != b:
+        assert n.out(2, "g1", b) != out_a and n.dlq(2, b) != dlq_a
+    assert n.partition_of_subject(out_a) == 2
 
 
 @given(st.sets(st.text(alphabet="abcdef0123", min_size=1, max_size=6), min_size=1, max_size=6),
