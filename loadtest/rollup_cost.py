@@ -1,14 +1,20 @@
-"""What a stage's commits cost nats-server as its stream grows, with and without rollups.
+"""What a stage's commits cost nats-server as its stream grows, by how state replaces itself.
 
-A stage commits atomic batches of a progress record, changed state keys (each a rollup on
-its own subject: last value wins) and outputs. This commits such batches back to back to one
-file stream and reports the server's CPU time per batch (from ``/proc``) as the stream grows:
-once with the state messages rolled up, once plain (the same messages, nothing removed), in
-one run so the figures read as ratios. A rollup removes the key's previous value; the file
-store finds it by looking at every block between that value and the new one, loading the
-subject state of blocks that had it expire (two minutes without use), so a rollup costs
-more the further back, in bytes, the previous value lies.
-Run: ``.venv/bin/python -m loadtest.rollup_cost`` (about 5 minutes).
+A stage commits atomic batches of a progress record, changed state keys (one subject per
+key: last value wins) and outputs. This commits such batches back to back to one file stream
+and reports the server's CPU time per batch (from ``/proc``) as the stream grows, in three
+layouts, in one run so the figures read as ratios:
+
+- ``limit``: the pipeline's layout (``pipeline.runtime.subjects``): the stream keeps one
+  message per subject, every output has a subject of its own;
+- ``rollup``: the older layout: state written with ``Nats-Rollup: sub``, outputs sharing a
+  subject per partition. A rollup removes the key's previous value; the file store finds it
+  by scanning from the subject's first block, which it updates lazily, loading the subject
+  state of blocks that had it expire (two minutes without use), so a rollup costs more as
+  the stream grows;
+- ``plain``: the same messages, nothing removed (a reference, not a layout).
+
+Run: ``.venv/bin/python -m loadtest.rollup_cost`` (about 7 minutes).
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(args: argparse.Namespace, rollup: bool) -> list[tuple[int, float]]:
+MODES = ("limit", "rollup", "plain")
+
+
+async def measure(args: argparse.Namespace, mode: str) -> list[tuple[int, float]]:
     """(messages in the stream, server CPU ms per batch) after every ``args.every`` batches."""
     store = Path(tempfile.mkdtemp(dir=args.dir, prefix="rollup-cost-"))
     rows: list[tuple[int, float]] = []
@@ -44,26 +53,29 @@ async def measure(args: argparse.Namespace, rollup: bool) -> list[tuple[int, flo
             nc = await connect(server.url)
             js = nc.jetstream()
             await js.add_stream(StreamConfig(name="S", subjects=["s.>"], storage=StorageType.FILE,
-                                             allow_atomic=True, allow_rollup_hdrs=True, allow_msg_ttl=True))
+                                             allow_atomic=True, allow_rollup_hdrs=True, allow_msg_ttl=True,
+                                             max_msgs_per_subject=1 if mode == "limit" else -1))
             rnd = random.Random(1)
             payload = b"x" * args.payload
-            state_headers = {"Nats-Rollup": "sub"} if rollup else {}
+            state_headers = {"Nats-Rollup": "sub"} if mode == "rollup" else {}
+            progress_headers = {} if mode == "limit" else {"Nats-Rollup": "sub"}
             out = 0
             cpu0 = _cpu_seconds(server.proc.pid)
             for b in range(1, args.batches + 1):
                 p = b % 16
-                msgs = [BatchMsg(f"s.progress.{p}", b"{}", {"Nats-Rollup": "sub"})]
+                msgs = [BatchMsg(f"s.progress.{p}", b"{}", progress_headers)]
                 msgs += [BatchMsg(f"s.state.{p}.k{k}", payload, state_headers)
                          for k in rnd.sample(range(args.keys), args.state)]
                 for _ in range(args.outputs):
-                    msgs.append(BatchMsg(f"s.out.{p}", payload, {"Nats-Msg-Id": f"o{out}", "Nats-TTL": "604800"}))
+                    subject = f"s.out.{p}.{out}" if mode == "limit" else f"s.out.{p}"
+                    msgs.append(BatchMsg(subject, payload, {"Nats-Msg-Id": f"o{out}", "Nats-TTL": "604800"}))
                     out += 1
                 await publish_atomic(nc, msgs)
                 if b % args.every == 0:
                     cpu1 = _cpu_seconds(server.proc.pid)
                     info = await js.stream_info("S")
                     rows.append((info.state.messages, (cpu1 - cpu0) / args.every * 1e3))
-                    print(f"  {'rollup' if rollup else 'plain '} batch {b:,}: {rows[-1][0]:,} messages, "
+                    print(f"  {mode:6} batch {b:,}: {rows[-1][0]:,} messages, "
                           f"{rows[-1][1]:.1f} ms per batch", flush=True)
                     cpu0 = cpu1
             await nc.close()
@@ -74,15 +86,15 @@ async def measure(args: argparse.Namespace, rollup: bool) -> list[tuple[int, flo
 
 async def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    rolled = await measure(args, rollup=True)
-    plain = await measure(args, rollup=False)
+    limit, rolled, plain = [await measure(args, mode) for mode in MODES]
     print(f"\n{args.batches:,} atomic batches of 1 progress record, {args.state} state keys (of {args.keys:,}) "
           f"and {args.outputs} outputs ({args.payload} bytes each), back to back, "
           f"{time.perf_counter() - started:.0f} s in all")
-    print("| batches | messages kept (rollup) | server CPU per batch, rollup | plain | ratio |")
-    print("|---|---|---|---|---|")
-    for i, ((kept, r), (_, p)) in enumerate(zip(rolled, plain, strict=True), 1):
-        print(f"| {i * args.every:,} | {kept:,} | {r:.1f} ms | {p:.1f} ms | {r / p:.2f}x |")
+    print("| batches | messages kept | server CPU per batch: limit (the pipeline's) | rollup (older) | plain "
+          "| rollup / limit |")
+    print("|---|---|---|---|---|---|")
+    for i, ((kept, lm), (_, r), (_, p)) in enumerate(zip(limit, rolled, plain, strict=True), 1):
+        print(f"| {i * args.every:,} | {kept:,} | {lm:.1f} ms | {r:.1f} ms | {p:.1f} ms | {r / lm:.2f}x |")
 
 
 def main() -> None:
