@@ -14,6 +14,9 @@ layouts, in one run so the figures read as ratios:
   the stream grows;
 - ``plain``: the same messages, nothing removed (a reference, not a layout).
 
+It also reports nats-server's resident memory: the ``limit`` layout gives every output a
+subject of its own, which the server indexes.
+
 Run: ``.venv/bin/python -m loadtest.rollup_cost`` (about 7 minutes).
 """
 
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 from nats.js.api import StorageType, StreamConfig
 
 from pipeline.embedded import start_nats
@@ -44,10 +48,11 @@ def _cpu_seconds(pid: int) -> float:
 MODES = ("limit", "rollup", "plain")
 
 
-async def measure(args: argparse.Namespace, mode: str) -> list[tuple[int, float]]:
-    """(messages in the stream, server CPU ms per batch) after every ``args.every`` batches."""
+async def measure(args: argparse.Namespace, mode: str) -> list[tuple[int, float, float]]:
+    """(messages in the stream, server CPU ms per batch, server memory MiB) after every
+    ``args.every`` batches."""
     store = Path(tempfile.mkdtemp(dir=args.dir, prefix="rollup-cost-"))
-    rows: list[tuple[int, float]] = []
+    rows: list[tuple[int, float, float]] = []
     try:
         async with start_nats(store) as server:
             nc = await connect(server.url)
@@ -74,9 +79,10 @@ async def measure(args: argparse.Namespace, mode: str) -> list[tuple[int, float]
                 if b % args.every == 0:
                     cpu1 = _cpu_seconds(server.proc.pid)
                     info = await js.stream_info("S")
-                    rows.append((info.state.messages, (cpu1 - cpu0) / args.every * 1e3))
+                    rss = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+                    rows.append((info.state.messages, (cpu1 - cpu0) / args.every * 1e3, rss))
                     print(f"  {mode:6} batch {b:,}: {rows[-1][0]:,} messages, "
-                          f"{rows[-1][1]:.1f} ms per batch", flush=True)
+                          f"{rows[-1][1]:.1f} ms per batch, {rss:,.0f} MiB", flush=True)
                     cpu0 = cpu1
             await nc.close()
     finally:
@@ -91,10 +97,11 @@ async def run(args: argparse.Namespace) -> None:
           f"and {args.outputs} outputs ({args.payload} bytes each), back to back, "
           f"{time.perf_counter() - started:.0f} s in all")
     print("| batches | messages kept | server CPU per batch: limit (the pipeline's) | rollup (older) | plain "
-          "| rollup / limit |")
-    print("|---|---|---|---|---|---|")
-    for i, ((kept, lm), (_, r), (_, p)) in enumerate(zip(limit, rolled, plain, strict=True), 1):
-        print(f"| {i * args.every:,} | {kept:,} | {lm:.1f} ms | {r:.1f} ms | {p:.1f} ms | {r / lm:.2f}x |")
+          "| rollup / limit | server memory: limit | rollup |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, ((kept, lm, lmem), (_, r, rmem), (_, p, _)) in enumerate(zip(limit, rolled, plain, strict=True), 1):
+        print(f"| {i * args.every:,} | {kept:,} | {lm:.1f} ms | {r:.1f} ms | {p:.1f} ms | {r / lm:.2f}x "
+              f"| {lmem:,.0f} MiB | {rmem:,.0f} MiB |")
 
 
 def main() -> None:

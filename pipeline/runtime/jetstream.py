@@ -30,9 +30,9 @@ __all__ = [
     "connect",
     "ensure_partitions",
     "ensure_stream",
-    "one_per_subject",
     "hpub_frame",
     "last_message",
+    "one_per_subject",
     "publish_atomic",
     "retry_transient",
 ]

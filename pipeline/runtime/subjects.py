@@ -11,10 +11,10 @@ Every stage's output stream ``TOCSIN_<NAME>`` holds, under ``tocsin.<name>.``:
 letter has a subject of its own, so a stage's stream can keep one message per subject
 (``max_msgs_per_subject: 1``, see :data:`ONE_PER_SUBJECT`): a state key's new value replaces
 the old one without a rollup. nats-server finds a rolled-up subject's older messages from a
-lazily kept first block, and a rollup's cost grew with the stream (``loadtest.rollup_cost``:
-17.7 ms per batch at the start, 51.7 ms after 5,000 batches, where the per-subject limit
-stayed at 17.8 to 21 ms). A stream made before this layout keeps rolling up: the runtime
-asks the stream which it is (:func:`pipeline.runtime.jetstream.one_per_subject`).
+lazily kept first block, so a rollup cost more as the stream grew, where the per-subject
+limit costs the same at any size (``python -m loadtest.rollup_cost``; figures in
+``docs/loadtest.md``). A stream made before this layout keeps rolling up: the runtime asks
+the stream which it is (:func:`pipeline.runtime.jetstream.one_per_subject`).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ from .payloads import idempotency_key, select_alerts
 
 __all__ = [
     "CONSUMER",
-    "DLQ_SUBJECT",
+    "DLQ_FILTER",
     "SENDS",
     "SENDS_FILTER",
     "NotifierMetrics",
@@ -82,7 +82,7 @@ log = logging.getLogger("tocsin.notifier")
 
 SENDS = StreamNames("sends")
 SENDS_FILTER = f"{SENDS.prefix}.out.>"
-DLQ_SUBJECT = SENDS.dlq_filter("notifier")  # each dead letter on a subject of its own under it
+DLQ_FILTER = SENDS.dlq_filter("notifier")  # the dead letters, each on a subject of its own
 CONSUMER = "notifier"
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 

@@ -22,7 +22,7 @@ from pipeline.app import Settings
 from pipeline.runtime.jetstream import connect, ensure_stream
 from stages.notifier.ledger import Ledger, LedgerRecord
 from stages.notifier.service import NotifierService, build_notifier
-from stages.notifier.worker import DLQ_SUBJECT, SENDS
+from stages.notifier.worker import DLQ_FILTER, SENDS
 
 __all__ = [
     "T0",
@@ -112,7 +112,7 @@ async def dead_letters(js: JetStreamContext, *, wait_for: int = 0, timeout: floa
     """The dead letters of the notifier (waiting until at least ``wait_for`` are there)."""
     deadline = time.monotonic() + timeout
     while True:
-        psub = await js.pull_subscribe(DLQ_SUBJECT, durable=None, stream=SENDS.stream, config=ConsumerConfig(
+        psub = await js.pull_subscribe(DLQ_FILTER, durable=None, stream=SENDS.stream, config=ConsumerConfig(
             deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=10.0))
         info = await psub.consumer_info()
         out: list[DeadLetter] = []
