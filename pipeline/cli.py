@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -11,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anyio
+import nats.errors
+import nats.js.errors
 
 from contracts.partition import DEFAULT_PARTITIONS
 
@@ -95,7 +98,71 @@ def _parser() -> argparse.ArgumentParser:
     migrate = dbsub.add_parser("migrate", help="create the events table, index and publication when missing")
     migrate.add_argument("--postgres-dsn", default=_dsn_from_env())
     migrate.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay or delete them")
+    dlqsub = dlq.add_subparsers(dest="dlq_cmd", required=True)
+    dlq_list = dlqsub.add_parser("list", help="every dead letter (one JSON object a line)")
+    dlq_list.add_argument("--stream", default=None, help="only this stream (e.g. TOCSIN_GROUPS)")
+    for name, text in (("show", "one dead letter in full"),
+                       ("replay", "publish its input again on its subject, then delete it"),
+                       ("delete", "delete it (after reading it)")):
+        cmd = dlqsub.add_parser(name, help=text)
+        cmd.add_argument("refs", nargs="+", metavar="STREAM:SEQ", help="as `tocsin dlq list` prints them")
+        if name == "replay":
+            cmd.add_argument("--keep", action="store_true", help="keep the dead letter after replaying it")
+    for cmd in dlqsub.choices.values():
+        cmd.add_argument("--nats-url", default=os.environ.get("TOCSIN_NATS_URL"),
+                         help="default: the running `tocsin up`'s, from <storage.path>/endpoints.json")
+        cmd.add_argument("--storage.path", dest="storage_path",
+                         default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
     return p
+
+
+def _running_nats_url(args: argparse.Namespace) -> str:
+    if args.nats_url:
+        return str(args.nats_url)
+    url = _endpoint(args, "nats_url")
+    if url:
+        return url
+    raise SystemExit("tocsin: no NATS: give --nats-url (or TOCSIN_NATS_URL), or run `tocsin up` first")
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from pipeline import dlq
+    from pipeline.runtime.jetstream import connect
+
+    try:
+        refs = [dlq.parse_ref(r) for r in getattr(args, "refs", [])]
+    except ValueError as exc:
+        print(f"tocsin dlq: {exc}", file=sys.stderr)
+        return 2
+    url = _running_nats_url(args)
+
+    async def _run() -> int:
+        nc = await connect(url, name="tocsin-dlq")
+        js = nc.jetstream()
+        failed = 0
+        try:
+            if args.dlq_cmd == "list":
+                async for stored in dlq.list_dead_letters(js, stream=args.stream):
+                    print(json.dumps(dlq.describe(stored), default=str))
+                return 0
+            for ref in refs:
+                try:
+                    if args.dlq_cmd == "show":
+                        print(dlq.dumps(dlq.describe(await dlq.get(js, ref), full=True)))
+                    elif args.dlq_cmd == "replay":
+                        print(await dlq.replay(js, ref, keep=args.keep))
+                    else:
+                        await dlq.delete(js, ref)
+                        print(f"deleted {ref}")
+                except (ValueError, nats.errors.Error, nats.js.errors.Error) as exc:
+                    print(f"tocsin dlq {args.dlq_cmd}: {ref}: {exc}", file=sys.stderr)
+                    failed += 1
+            return 1 if failed else 0
+        finally:
+            await nc.close()
+
+    return anyio.run(_run)
 
 
 def _routes(args: argparse.Namespace) -> int:
@@ -127,16 +194,22 @@ def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _endpoint(args: argparse.Namespace, name: str) -> str | None:
+    """A running ``tocsin up``'s endpoint, from ``<storage.path>/endpoints.json``."""
+    endpoints = Path(args.storage_path) / "endpoints.json"
+    if endpoints.exists():
+        value = json.loads(endpoints.read_text()).get(name)
+        if value:
+            return str(value)
+    return None
+
+
 def _running_dsn(args: argparse.Namespace) -> str:
     if args.postgres_dsn:
         return str(args.postgres_dsn)
-    endpoints = Path(args.storage_path) / "endpoints.json"
-    if endpoints.exists():
-        import json
-
-        dsn = json.loads(endpoints.read_text()).get("postgres_dsn")
-        if dsn:
-            return str(dsn)
+    dsn = _endpoint(args, "postgres_dsn")
+    if dsn:
+        return dsn
     raise SystemExit("tocsin: no Postgres: give --postgres-dsn (or TOCSIN_POSTGRES_DSN), or run `tocsin up` first")
 
 
@@ -165,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "routes":
         return _routes(args)
+    if args.cmd == "dlq":
+        return _dlq(args)
     if args.cmd == "emit":
         from stages.source.emit import emit
         from stages.source.mapping import EmitArgsError, emit_request_from_args
@@ -191,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from pipeline.amconfig import ConfigError
     from pipeline.app import UP_STAGES, Endpoints, run_process
+    from pipeline.embedded import redact_url
 
     try:
         if args.cmd == "run":
@@ -199,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stages = list(UP_STAGES)
             settings = _settings(args, ":9093")
-    except ConfigError as exc:
-        print("tocsin: invalid configuration:\n  " + "\n  ".join(exc.errors), file=sys.stderr)
+    except ConfigError as exc:  # one line per problem: tocsin: <file>:<line>: <field>: <problem>
+        print("\n".join(f"tocsin: {e}" for e in exc.errors), file=sys.stderr)
         return 1
 
     if args.cmd == "up" and args.topology == "processes":
@@ -212,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.storage_path), replicas=args.replicas, partitions=args.partitions,
                     listen=args.listen or ":9093", config_file=Path(args.config_file) if args.config_file else None,
                     with_source=args.with_source, task_status=task_status))
-                print(f"tocsin {_version()} ready (processes): API {topo.api_url}  NATS {topo.nats_url}  "
-                      f"{len(topo.children)} stage processes  data {topo.storage}", flush=True)
+                print(f"tocsin {_version()} ready (processes): API {topo.api_url}  "
+                      f"NATS {redact_url(topo.nats_url)}  {len(topo.children)} stage processes  data {topo.storage}",
+                      flush=True)
 
         try:
             anyio.run(_topology)
@@ -230,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         async with anyio.create_task_group() as tg:
             ep: Endpoints = await tg.start(run_process, settings, stages)
             gc.freeze()
-            print(f"tocsin {_version()} ready: API {ep.api_url}  metrics {ep.metrics_url}  NATS {ep.nats_url}"
-                  f"{'  Postgres ' + ep.postgres_dsn if ep.postgres_dsn else ''}  data {ep.storage_path}",
+            print(f"tocsin {_version()} ready: API {ep.api_url}  metrics {ep.metrics_url}  "
+                  f"NATS {redact_url(ep.nats_url)}"
+                  f"{'  Postgres ' + redact_url(ep.postgres_dsn) if ep.postgres_dsn else ''}  data {ep.storage_path}",
                   flush=True)
 
     try:
