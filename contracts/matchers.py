@@ -5,23 +5,27 @@ Parsing follows Alertmanager's default ("fallback") mode: the UTF-8 matcher gram
 first and the classic pkg/labels parser is used when the input is only valid classically,
 or when both parse it differently (Alertmanager then trusts the classic result too).
 
-Regular expressions are Go RE2 syntax anchored as ``^(?:...)$``. They are translated to
-Python's ``re`` dialect where the two differ (``\\d``/``\\w``/``\\s`` are ASCII, ``$`` is end
-of text, POSIX classes, ``\\z``, ``\\Q...\\E``, flags anywhere) and rejected where RE2 would
-reject them (backreferences, lookaround) so a config valid here is valid in Alertmanager.
+Regular expressions are Go's RE2 syntax, compiled by RE2 itself (google-re2) as Alertmanager
+compiles them, ``^(?:pattern)$``, so matching takes linear time whatever the pattern and the
+text, and a pattern is refused where Go refuses it (the section "Go regexp" lists the limits
+that differ).
 """
 
 from __future__ import annotations
 
 import enum
-import functools
-import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+import re2
+from re2 import _re2  # the binding itself: its Match costs a quarter of re2's str wrapper
 
 __all__ = [
+    "GoRegex",
     "MatchType",
     "Matcher",
     "MatcherError",
@@ -88,7 +92,7 @@ class Matcher:
             return value == self.value
         if self.type is MatchType.NOT_EQUAL:
             return value != self.value
-        compiled: re.Pattern[str] = self._re  # type: ignore[attr-defined]
+        compiled: GoRegex = self._re  # type: ignore[attr-defined]
         hit = compiled.match(value) is not None
         return hit if self.type is MatchType.REGEX else not hit
 
@@ -368,14 +372,14 @@ def _parse_utf8(text: str) -> list[Matcher]:
 
 # --------------------------------------------------------------------------- classic parser
 
-_CLASSIC_RE = re.compile(
-    r"[\t\n\f\r ]*([a-zA-Z_:][a-zA-Z0-9_:]*)[\t\n\f\r ]*(=~|=|!=|!~)[\t\n\f\r ]*(.*?)[\t\n\f\r ]*",
-    re.DOTALL,
-)
+_CAPTURING = re2.Options()
+_CAPTURING.log_errors = False
+# Alertmanager's pkg/labels re (Go's \s is [\t\n\f\r ]), in RE2 for the same groups.
+_CLASSIC_RE = re2.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s).*?)\s*$", _CAPTURING)
 
 
 def _parse_classic_one(text: str) -> Matcher:
-    m = _CLASSIC_RE.fullmatch(text)
+    m = _CLASSIC_RE.search(text)
     if m is None:
         raise MatcherError(f"bad matcher format: {text}")
     raw = m.group(3)
@@ -489,7 +493,7 @@ def parse_matcher(text: str) -> Matcher:
     return utf8
 
 
-_LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_LEGACY_LABEL_NAME = "[a-zA-Z_][a-zA-Z0-9_]*"
 
 
 def legacy_match(match: Mapping[str, str] | None, match_re: Mapping[str, str] | None = None) -> list[Matcher]:
@@ -510,253 +514,257 @@ def legacy_match(match: Mapping[str, str] | None, match_re: Mapping[str, str] | 
 
 
 def _check_legacy_name(name: str) -> None:
-    if not _LEGACY_LABEL_NAME.fullmatch(name):
+    if not compile_go_regex(_LEGACY_LABEL_NAME).match(name):
         raise MatcherError(f"invalid label name {_q(name)}")
 
 
 # --------------------------------------------------------------------------- Go regexp
+#
+# RE2 (C++) and Go's regexp/syntax are the same design: linear-time matching, the same
+# syntax and the same refusals, with the few differences below handled here:
+# - Go refuses ``\C`` (any byte) and capture names that are not ASCII ``[A-Za-z0-9_]``;
+# - Go refuses a parse tree more than 1000 deep ("expression nests too deeply");
+# - error messages are reworded to Go's (``missing closing )`` rather than ``missing )``).
+# RE2 also refuses a program over its 8 MiB budget (``\pL{1000}``) that Go accepts: the
+# budget keeps compile time and memory bounded, so that refusal stays.
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # refusals are reported as MatcherError, not on stderr
+_RE2_OPTIONS.never_capture = True  # only "does it match" is asked: lets RE2 use its DFA
 
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+_MAX_HEIGHT = 1000  # Go's regexp/syntax maxHeight
+
+# RE2's error texts and Go's wording for the same ErrorCode.
+_GO_WORDING = {
+    "missing ]": "missing closing ]",
+    "missing )": "missing closing )",
+    "trailing \\": "trailing backslash at end of expression",
+    "no argument for repetition operator": "missing argument to repetition operator",
+    "invalid repetition size": "invalid repeat count",
+    "bad repetition operator": "invalid nested repetition operator",
+    "invalid perl operator": "invalid or unsupported Perl syntax",
+    "invalid named capture group": "invalid named capture",
+    "pattern too large - compile failed": "expression too large",
 }
-# Perl classes in Go are ASCII-only, unlike Python's Unicode defaults.
-_PERL_CLASSES = {"d": "0-9", "s": "\\t\\n\\f\\r ", "w": "0-9A-Za-z_"}
-_GO_FLAGS = frozenset("imsU")
 
 
-class _GoRegexError(Exception):
-    pass
+class GoRegex:
+    """A compiled Go regular expression, matched as Alertmanager does: ``^(?:pattern)$``
+    searched in the text, so in effect a full match. Matching takes linear time (RE2).
+
+    ``match`` is ``None`` when there is no match (``True`` otherwise), so it reads like
+    ``re.Pattern.match`` where only success is used.
+    """
+
+    __slots__ = ("_prog", "pattern")
+
+    def __init__(self, pattern: str, prog: Any) -> None:
+        self.pattern = pattern
+        self._prog = prog
+
+    def match(self, text: str) -> Literal[True] | None:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: Go would hold U+FFFD there
+            data = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text).encode("utf-8")
+        return True if self._prog.Match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH else None
+
+    @property
+    def program_size(self) -> int:
+        """RE2's instruction count, a measure of the memory this expression holds."""
+        return int(self._prog.ProgramSize())
+
+    def __repr__(self) -> str:
+        return f"GoRegex({self.pattern!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:  # copy, deepcopy and pickle recompile
+        return (compile_go_regex, (self.pattern,))
+
+
+def _compile(pattern: str) -> GoRegex:
+    wrapped = f"^(?:{pattern})$"  # Alertmanager's exact concatenation, quirks included
+    try:
+        prog = _re2.RE2(wrapped.encode("utf-8"), _RE2_OPTIONS)
+    except UnicodeEncodeError:
+        raise MatcherError(f"invalid regular expression {_q(pattern)}: invalid UTF-8") from None
+    if not prog.ok():
+        raise MatcherError(f"invalid regular expression {_q(pattern)}: {_go_message(prog.error(), wrapped)}")
+    refusal = _go_only_refusal(wrapped)
+    if refusal:
+        raise MatcherError(f"invalid regular expression {_q(pattern)}: {refusal}")
+    return GoRegex(pattern, prog)
+
+
+def _go_message(error: bytes | str, wrapped: str) -> str:
+    text = error.decode("utf-8", "replace") if isinstance(error, bytes) else error
+    code, sep, arg = text.partition(": ")
+    code = _GO_WORDING.get(code, code)
+    if not sep or arg == wrapped:  # the whole expression is no help beside the quoted pattern
+        return code
+    if arg.endswith(")$") and wrapped.endswith(arg):
+        arg = arg[:-2]  # runs to the end: drop the anchoring Alertmanager adds
+    return f"{code}: `{arg}`"
 
 
 @dataclass
-class _Group:
-    flags: set[str]
-    scopes: list[str]  # flag groups "(?i:" opened inside this group, closed with it
+class _Frame:
+    capturing: bool
+    height: int = 0  # of the finished branches
+    branches: int = 1
+    items: int = 0  # in the current branch
+    branch_height: int = 0
+    last: int = 0  # height of the last item (a repetition adds one to it)
+
+    def add(self, height: int) -> None:
+        self.items += 1
+        self.last = height
+        self.branch_height = max(self.branch_height, height)
+
+    def repeat(self) -> None:
+        self.last += 1
+        self.branch_height = max(self.branch_height, self.last)
+
+    def end_branch(self) -> None:
+        self.height = max(self.height, self.branch_height + (self.items > 1))
+        self.items = self.branch_height = self.last = 0
+
+    def close(self) -> int:
+        self.end_branch()
+        return self.height + (self.branches > 1) + self.capturing
 
 
-def _translate_go_regex(pat: str) -> str:
-    out: list[str] = []
-    stack: list[_Group] = [_Group(set(), [])]
+def _go_only_refusal(pat: str) -> str | None:
+    """What Go refuses in a (wrapped) pattern RE2 accepted, so its syntax is known valid.
+
+    The parse-tree height is an estimate of Go's (it merges literals and alternations of
+    single characters), close enough for its limit of 1000.
+    """
+    stack = [_Frame(capturing=False)]
     i, n = 0, len(pat)
-    # 0: nothing to repeat-check, 1: just after a repetition, 2: after its lazy "?"
-    rep = 0
+    after_repeat = False
     while i < n:
         ch = pat[i]
-        last_rep, rep = rep, 0
+        top = stack[-1]
+        was_repeat, after_repeat = after_repeat, False
         if ch == "\\":
-            i, text = _translate_escape(pat, i, in_class=False)
-            out.append(text)
+            nxt = pat[i + 1]
+            if nxt == "C":
+                return "invalid escape sequence: `\\C`"
+            if nxt == "Q":
+                end = pat.find("\\E", i + 2)
+                i = n if end < 0 else end + 2
+            else:
+                i = _escape_end(pat, i)
+            top.add(1)
         elif ch == "[":
-            i, text = _translate_class(pat, i)
-            out.append(text)
+            i = _class_end(pat, i)
+            top.add(1)
         elif ch == "(":
-            i = _open_group(pat, i, out, stack)
+            if pat.startswith(("(?P<", "(?<"), i):
+                start = pat.index("<", i) + 1
+                end = pat.index(">", start)
+                name = pat[start:end]
+                if not name.isascii():
+                    return f"invalid named capture: `{pat[i : end + 1]}`"
+                stack.append(_Frame(capturing=True))
+                i = end + 1
+            elif pat.startswith("(?", i):
+                end = i + 2
+                while pat[end] not in ":)":
+                    end += 1
+                if pat[end] == ":":
+                    stack.append(_Frame(capturing=False))
+                i = end + 1  # "(?i)" only sets flags
+            else:
+                stack.append(_Frame(capturing=True))
+                i += 1
         elif ch == ")":
-            if len(stack) == 1:
-                raise _GoRegexError("unexpected )")
-            grp = stack.pop()
-            out.append(")" * len(grp.scopes) + ")")
+            height = stack.pop().close()
+            stack[-1].add(height)
             i += 1
         elif ch == "|":
-            cur = stack[-1]
-            out.append(")" * len(cur.scopes) + "|" + "".join(cur.scopes))
+            top.end_branch()
+            top.branches += 1
             i += 1
-        elif ch == "$":
-            out.append("$" if "m" in stack[-1].flags else r"\Z")
-            i += 1
-        elif ch in "*+":
-            if last_rep:
-                raise _GoRegexError(f"invalid nested repetition operator: `{pat[max(0, i - 1) : i + 1]}`")
-            out.append(ch)
-            rep = 1
-            i += 1
-        elif ch == "?":
-            if last_rep == 2:
-                raise _GoRegexError(f"invalid nested repetition operator: `{pat[max(0, i - 1) : i + 1]}`")
-            out.append(ch)
-            rep = 2 if last_rep == 1 else 1
-            i += 1
-        elif ch == "{":
-            m = re.match(r"\{(\d+)(,(\d*))?\}", pat[i:])
-            if m is None:
-                out.append("\\{")  # Go reads a brace that is not a repeat as a literal
-                i += 1
-                continue
-            low = int(m.group(1))
-            high = int(m.group(3)) if m.group(3) else None
-            if low > 1000 or (high is not None and (high > 1000 or high < low)):
-                raise _GoRegexError(f"invalid repeat count: `{m.group(0)}`")
-            if last_rep:
-                raise _GoRegexError(f"invalid nested repetition operator: `{m.group(0)}`")
-            out.append(m.group(0))
-            rep = 1
-            i += len(m.group(0))
-        elif ch == "}":
-            out.append("\\}")
-            i += 1
+        elif ch in "*+?" or (ch == "{" and _repeat_end(pat, i) > i):
+            if not (ch == "?" and was_repeat):  # "*?" is one lazy repetition
+                top.repeat()
+                after_repeat = True
+            i = _repeat_end(pat, i) if ch == "{" else i + 1
         else:
-            out.append(ch)
+            top.add(1)
             i += 1
-    if len(stack) != 1:
-        raise _GoRegexError("missing closing )")
-    out.append(")" * len(stack[0].scopes))
-    return "".join(out)
+    if stack[0].close() > _MAX_HEIGHT:
+        return "expression nests too deeply"
+    return None
 
 
-def _open_group(pat: str, i: int, out: list[str], stack: list[_Group]) -> int:
-    """Translate the group opening at ``pat[i] == '('``; return the next index."""
-    n = len(pat)
-    if not pat.startswith("(?", i):
-        out.append("(")
-        stack.append(_Group(set(stack[-1].flags), []))
-        return i + 1
-    j = i + 2
-    if pat.startswith(("=", "!", "<=", "<!"), j):
-        raise _GoRegexError("lookaround assertions are not supported")
-    if pat.startswith(("P<", "<"), j):
-        start = j + (2 if pat[j] == "P" else 1)
-        end = pat.find(">", start)
-        name = pat[start:end] if end > 0 else ""
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise _GoRegexError(f"invalid named capture: `{pat[i : end + 1 if end > 0 else n]}`")
-        out.append(f"(?P<{name}>")
-        stack.append(_Group(set(stack[-1].flags), []))
-        return end + 1
-    end = j
-    while end < n and pat[end] not in ":)":
-        end += 1
-    flags = pat[j:end]
-    if end < n and flags == "" and pat[end] == ":":
-        out.append("(?:")
-        stack.append(_Group(set(stack[-1].flags), []))
-        return end + 1
-    if end >= n or flags in ("", "-") or not re.fullmatch(r"[imsU]*(-[imsU]*)?", flags):
-        raise _GoRegexError(f"invalid or unsupported Perl syntax: `{pat[i : min(n, end + 1)]}`")
-    if "U" in flags:
-        raise _GoRegexError("the ungreedy flag (?U) is not supported")
-    on, _, off = flags.partition("-")
-    if pat[end] == ":":
-        stack.append(_Group((set(stack[-1].flags) | set(on)) - set(off), []))
-        out.append(f"(?{flags}:")
-    else:  # "(?i)" applies to the rest of the enclosing group: open a scope closed with it
-        cur = stack[-1]
-        cur.flags = (cur.flags | set(on)) - set(off)
-        cur.scopes.append(f"(?{flags}:")
-        out.append(f"(?{flags}:")
-    return end + 1
+def _escape_end(pat: str, i: int) -> int:
+    """Index after the (valid) escape at ``pat[i] == '\\'``."""
+    nxt = pat[i + 1]
+    if nxt in "pPx" and pat.startswith("{", i + 2):
+        return pat.index("}", i + 2) + 1
+    if nxt in "pP":
+        return i + 3
+    if nxt == "x":
+        return i + 4
+    return i + 2
 
 
-def _translate_escape(pat: str, i: int, *, in_class: bool) -> tuple[int, str]:
-    """Translate the escape at ``pat[i] == '\\'``; return (next index, Python text)."""
-    if i + 1 >= len(pat):
-        raise _GoRegexError("trailing backslash at end of expression")
-    c = pat[i + 1]
-    if c in "1234567" and not (i + 2 < len(pat) and pat[i + 2] in "01234567"):
-        raise _GoRegexError(f"invalid escape sequence: `\\{c}` (backreferences are not supported)")
-    if c in "01234567":
-        m = re.match(r"[0-7]{1,3}", pat[i + 1 :])
-        assert m is not None
-        return i + 1 + len(m.group(0)), f"\\U{int(m.group(0), 8):08x}"
-    if c == "8" or c == "9":
-        raise _GoRegexError(f"invalid escape sequence: `\\{c}`")
-    if c == "Q":
-        end = pat.find("\\E", i + 2)
-        lit = pat[i + 2 :] if end < 0 else pat[i + 2 : end]
-        nxt = len(pat) if end < 0 else end + 2
-        return nxt, "".join(x if x.isalnum() or not x.isascii() else "\\" + x for x in lit)
-    if c == "x":
-        if pat.startswith("{", i + 2):
-            end = pat.find("}", i + 3)
-            digits = pat[i + 3 : end] if end > 0 else ""
-            if not digits or not re.fullmatch(r"[0-9A-Fa-f]+", digits) or int(digits, 16) > 0x10FFFF:
-                raise _GoRegexError("invalid escape sequence: `\\x{`")
-            return end + 1, f"\\U{int(digits, 16):08x}"
-        digits = pat[i + 2 : i + 4]
-        if not re.fullmatch(r"[0-9A-Fa-f]{2}", digits):
-            raise _GoRegexError(f"invalid escape sequence: `\\x{digits}`")
-        return i + 4, f"\\x{digits}"
-    if c in "dsw":
-        cls = _PERL_CLASSES[c]
-        return i + 2, cls if in_class else f"[{cls}]"
-    if c in "DSW":
-        cls = _PERL_CLASSES[c.lower()]
-        if in_class:
-            return i + 2, "\\" + c  # cannot negate inside a set; Python's class is close enough
-        return i + 2, f"[^{cls}]"
-    if c in "pP":
-        raise _GoRegexError(f"Unicode character classes (\\{c}) are not supported")
-    if c == "z":
-        if in_class:
-            raise _GoRegexError("invalid escape sequence: `\\z`")
-        return i + 2, r"\Z"
-    if c in "AbB":
-        if in_class:
-            raise _GoRegexError(f"invalid escape sequence: `\\{c}`")
-        return i + 2, "\\" + c
-    if c in "aftnrv":
-        return i + 2, "\\" + c
-    if c.isascii() and not c.isalnum():
-        return i + 2, "\\" + c
-    raise _GoRegexError(f"invalid escape sequence: `\\{c}`")
-
-
-def _translate_class(pat: str, i: int) -> tuple[int, str]:
-    """Translate a bracket expression starting at ``pat[i] == '['``."""
-    n = len(pat)
-    out = ["["]
+def _class_end(pat: str, i: int) -> int:
+    """Index after the (valid) bracket expression at ``pat[i] == '['``."""
     j = i + 1
-    if j < n and pat[j] == "^":
-        out.append("^")
+    if pat.startswith("^", j):
         j += 1
-    first = True
-    while j < n:
-        ch = pat[j]
-        if ch == "]" and not first:
-            out.append("]")
-            return j + 1, "".join(out)
-        first = False
-        if ch == "[" and pat.startswith("[:", j):
-            end = pat.find(":]", j + 2)
-            if end > 0:
-                name = pat[j + 2 : end]
-                if name.startswith("^"):
-                    raise _GoRegexError(f"negated POSIX class [:{name}:] is not supported")
-                if name not in _POSIX_CLASSES:
-                    raise _GoRegexError(f"invalid character class range: `[:{name}:]`")
-                out.append(_POSIX_CLASSES[name])
-                j = end + 2
-                continue
-        if ch == "\\":
-            j, text = _translate_escape(pat, j, in_class=True)
-            out.append(text)
-            continue
-        if ch in "[&~|]":
-            out.append("\\" + ch)  # literal in Go; escaped so Python sees no set operations
+    if pat.startswith("]", j):  # a leading "]" is literal
+        j += 1
+    while pat[j] != "]":
+        if pat.startswith("[:", j) and ":]" in pat[j + 2 :]:
+            j = pat.index(":]", j + 2) + 2
+        elif pat[j] == "\\":
+            j = _escape_end(pat, j)
         else:
-            out.append(ch)
-        j += 1
-    raise _GoRegexError(f"missing closing ]: `{pat[i:]}`")
+            j += 1
+    return j + 1
 
 
-@functools.lru_cache(maxsize=4096)
-def compile_go_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Go RE2 pattern anchored as Alertmanager does (``^(?:pattern)$``)."""
-    try:
-        translated = _translate_go_regex(pattern)
-        return re.compile(rf"\A(?:{translated})\Z")
-    except (_GoRegexError, re.error) as exc:
-        raise MatcherError(f"invalid regular expression {_q(pattern)}: {exc}") from None
+def _repeat_end(pat: str, i: int) -> int:
+    """Index after a ``{n}``, ``{n,}`` or ``{n,m}`` at ``i``, or ``i`` when it is a literal brace."""
+    close = pat.find("}", i)
+    low, _, high = pat[i + 1 : close].partition(",")
+    if close > 0 and _is_number(low) and (high == "" or _is_number(high)):
+        return close + 1
+    return i
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+# Compiled expressions shared by every Matcher with the same pattern. Bounded in count, and
+# large programs (up to RE2's 8 MiB each) are not kept, so hostile patterns cannot pile up.
+_CACHE: OrderedDict[str, GoRegex] = OrderedDict()
+_CACHE_SIZE = 1024
+_CACHE_MAX_PROGRAM = 4096
+_CACHE_LOCK = threading.Lock()
+
+
+def compile_go_regex(pattern: str) -> GoRegex:
+    """Compile a Go RE2 pattern as Alertmanager does (``^(?:pattern)$``).
+
+    Raises MatcherError naming the pattern and Go's reason when Go would refuse it.
+    """
+    with _CACHE_LOCK:
+        hit = _CACHE.get(pattern)
+        if hit is not None:
+            _CACHE.move_to_end(pattern)
+            return hit
+    compiled = _compile(pattern)
+    if compiled.program_size <= _CACHE_MAX_PROGRAM:
+        with _CACHE_LOCK:
+            _CACHE[pattern] = compiled
+            if len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return compiled

@@ -160,7 +160,12 @@ class DeadLetter(_Base, tag="dead_letter.v1"):
     headers: dict[str, str] = {}
     at: float = 0.0
     table: str = ""  # source stage: the table and primary key of a bad row
-    key: str = ""
+    key: str = ""  # (a stateful stage: the state key of a dead-lettered timer)
+    # The original's size and digest ("sha256:<hex>"): when ``payload`` is only an excerpt of
+    # an input too large to keep whole (size != len(payload)), they still identify it.
+    size: int = 0
+    digest: str = ""
+    cause: str = ""  # a short class of the reason: undecodable, rejected, step_failed, too_large, refused
 
 
 class SilenceMatcher(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -15,31 +15,38 @@ import logging
 import os
 import signal
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
+from contracts.partition import partition_of
 from pipeline.api.app import api_routes
-from pipeline.api.auth import AuthMiddleware, auth_exception_handlers
+from pipeline.api.audit import AuditRecord, DenialAuditor
+from pipeline.api.auth import Authenticator, AuthMiddleware, auth_exception_handlers
 from pipeline.api.auth_config import AuthConfig
-from pipeline.api.context import ApiContext
-from pipeline.api.errors import stale_read
-from pipeline.embedded import start_nats, start_postgres
-from pipeline.http import HttpServer, health_routes
+from pipeline.api.auth_jwt import load_key_source
+from pipeline.api.context import AUDIT_TTL, ApiContext
+from pipeline.api.errors import nesting_too_deep, stale_read
+from pipeline.embedded import start_nats, start_postgres, write_private_file
+from pipeline.http import ConnectionWatch, HttpServer, health_routes
+from pipeline.reload import Prepare, Reloader, ReloadError, follow_reloads, reload_routes
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, retry_transient
 from pipeline.runtime.partition import Input, StageSpec
 from pipeline.runtime.reads import StaleRead
 from pipeline.runtime.stage import StageRunner
-from pipeline.runtime.subjects import StreamNames
+from pipeline.runtime.subjects import StreamNames, token
 from pipeline.settings import Loaded, load
 
-__all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "run_process"]
+__all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "route_prefix", "run_process"]
 
 log = logging.getLogger("tocsin")
 
@@ -59,10 +66,15 @@ class Settings:
     partitions: int = 16
     listen: str = ":9093"
     config_file: Path | None = None
+    tocsin_file: Path | None = None  # Tocsin's settings in a file of their own (--tocsin.config.file)
     replica: str | None = None
     stream_replicas: int = 1
     member_ttl: float = 5.0
     counter_delay: float = 0.5
+    external_url: str = ""  # --web.external-url (over tocsin.external_url)
+    route_prefix: str = ""  # --web.route-prefix: "" or "/path" (no trailing slash)
+    data_retention: float | None = None  # --data.retention: the router's notification log of deleted groups
+    alerts_gc_interval: float | None = None  # --alerts.gc-interval: how long a resolved alert stays listed
     extra: dict[str, Any] = field(default_factory=dict)
     loaded: Loaded = field(default_factory=lambda: load(None))
 
@@ -96,38 +108,51 @@ def _counter(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
-def _rules(settings: Settings, nc: Any, js: Any) -> Service:
+def _rules_core(settings: Settings) -> Any:
     from stages.rules.core import RulesCore
     from stages.rules.rules import load_rules
 
     section = settings.loaded.tocsin.rules
-    core = RulesCore(load_rules(section) if section else None,
-                     resolve_timeout=settings.loaded.config.global_.resolve_timeout)
-    spec = StageSpec(name="rules", core=core, inputs=[Input("events", EVENTS)], output=ALERTS,
+    retention = {} if settings.alerts_gc_interval is None else {"retention": settings.alerts_gc_interval}
+    return RulesCore(load_rules(section) if section else None,
+                     resolve_timeout=settings.loaded.config.global_.resolve_timeout, **retention)
+
+
+def _rules(settings: Settings, nc: Any, js: Any) -> Service:
+    spec = StageSpec(name="rules", core=_rules_core(settings), inputs=[Input("events", EVENTS)], output=ALERTS,
                      partitions=settings.partitions, output_ttl=int(settings.loaded.tocsin.history_retention))
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)
 
 
-def _router(settings: Settings, nc: Any, js: Any) -> Service:
+def _router_core(settings: Settings) -> Any:
     from stages.router.config import RouteTable
     from stages.router.core import RouterCore
 
     table = RouteTable.from_config(settings.loaded.config, settings.loaded.orgs)
-    spec = StageSpec(name="router", core=RouterCore(table, since=time.time()),
+    retention = {} if settings.data_retention is None else {"retention": settings.data_retention}
+    return RouterCore(table, since=time.time(), **retention)
+
+
+def _router(settings: Settings, nc: Any, js: Any) -> Service:
+    spec = StageSpec(name="router", core=_router_core(settings),
                      inputs=[Input("alerts", ALERTS)], output=GROUPS, partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)
 
 
-def _filter(settings: Settings, nc: Any, js: Any) -> Service:
+def _filter_core(settings: Settings) -> Any:
     from stages.filter.config import filter_config, filter_options
     from stages.filter.core import FilterCore
 
     options = filter_options(settings.loaded.tocsin.filter)
     config = filter_config(settings.loaded.config, options)
     orgs = {org: filter_config(c, options) for org, c in settings.loaded.orgs.items()}
-    spec = StageSpec(name="filter", core=FilterCore(config, orgs),
+    return FilterCore(config, orgs)
+
+
+def _filter(settings: Settings, nc: Any, js: Any) -> Service:
+    spec = StageSpec(name="filter", core=_filter_core(settings),
                      inputs=[Input("groups", GROUPS), Input("alerts", ALERTS), Input("commands", COMMANDS)],
                      output=SENDS, partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
@@ -137,9 +162,30 @@ def _filter(settings: Settings, nc: Any, js: Any) -> Service:
 def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
     from stages.notifier.service import build_notifier
 
-    if settings.loaded.tocsin.external_url:
-        settings.extra.setdefault("external_url", settings.loaded.tocsin.external_url)
+    external_url = settings.external_url or settings.loaded.tocsin.external_url
+    if external_url:
+        settings.extra["external_url"] = external_url
     return build_notifier(settings, nc, js, settings.loaded.config, orgs=settings.loaded.orgs)
+
+
+_CORES: dict[str, Callable[[Settings], Any]] = {"rules": _rules_core, "router": _router_core, "filter": _filter_core}
+
+
+def _reload_part(name: str, service: Service, settings: Settings) -> Prepare | None:
+    """How the running ``service`` of stage ``name`` takes a new configuration (None: it does not
+    use it, or only at a restart: the source, the API's authentication)."""
+    if name in _CORES:
+        def prepare_core(loaded: Loaded) -> Callable[[], None]:
+            core = _CORES[name](dataclasses.replace(settings, loaded=loaded))
+            spec = service.spec  # type: ignore[attr-defined]
+            return lambda: setattr(spec, "core", core)  # the next step uses it; state and timers stay
+        return prepare_core
+    if name == "notifier":
+        def prepare_notifier(loaded: Loaded) -> Callable[[], None]:
+            fresh = _notifier(dataclasses.replace(settings, loaded=loaded, extra=dict(settings.extra)), None, None)
+            return lambda: service.adopt(fresh)  # type: ignore[attr-defined]
+        return prepare_notifier
+    return None
 
 
 def _source(settings: Settings, nc: Any, js: Any) -> Service:
@@ -164,6 +210,56 @@ class _Api:
 
 def _api(settings: Settings, nc: Any, js: Any) -> Service:
     return _Api()
+
+
+def route_prefix(external_url: str | None, prefix: str | None) -> str:
+    """``--web.route-prefix`` as Alertmanager derives it: the flag, else the external URL's path;
+    "" or "/path" without a trailing slash."""
+    path = prefix if prefix is not None else urllib.parse.urlsplit(external_url or "").path
+    return "/" + path.strip("/") if path.strip("/") else ""
+
+
+class _Prefixed:
+    """Serves ``app`` under ``prefix``: paths outside it are 404, inside it the app sees the
+    path without it (its auth's public paths and its routes stay as they are)."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if path != self.prefix and not path.startswith(self.prefix + "/"):
+                await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+                return
+            inner = path[len(self.prefix):] or "/"
+            raw = scope.get("raw_path")
+            scope = {**scope, "path": inner, "root_path": scope.get("root_path", "") + self.prefix,
+                     "raw_path": raw[len(self.prefix):] or b"/" if raw else raw}
+        await self.app(scope, receive, send)
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    """The API's authenticator, built before anything serves: a bad tokens or key file stops
+    the start (``ConfigError``) instead of making every request a 500. The files were
+    normally read when the configuration was loaded; a ``Loaded`` built in code reads them here."""
+    loaded = settings.loaded
+    config = loaded.tocsin.auth or AuthConfig()
+    base_dir = str(settings.config_file.parent) if settings.config_file else "."
+    if loaded.tokens is None and loaded.keys is None:
+        return Authenticator.from_config(config, base_dir=base_dir)
+    keys = loaded.keys
+    if keys is None and config.jwt is not None and "jwt" in config.methods:
+        keys = load_key_source(config.jwt, base_dir=base_dir)
+    return Authenticator(config, tokens=loaded.tokens, keys=keys)
+
+
+def _denial_auditor(js: Any, partitions: int) -> DenialAuditor:
+    async def write(rec: AuditRecord) -> None:
+        subject = AUDIT.out(partition_of(rec.org, partitions), token(rec.org))
+        await js.publish(subject, msgspec.json.encode(rec), headers={"Nats-TTL": str(AUDIT_TTL)}, timeout=2)
+
+    return DenialAuditor(write)
 
 
 # name -> (factory, needs Postgres)
@@ -205,34 +301,55 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
             await retry_transient(f"stream {names.stream}", functools.partial(
                 ensure_stream, js, names, replicas=settings.stream_replicas))
         services = [_FACTORIES[n][0](settings, nc, js) for n in stage_names]
+        watch = ConnectionWatch(nc, settings.loaded.tocsin.nats_disconnect_grace)
+        reloader = Reloader(functools.partial(load, settings.config_file, settings.tocsin_file), settings.loaded)
+        for name, service in zip(stage_names, services, strict=True):
+            part = _reload_part(name, service, settings)
+            if part is not None:
+                reloader.add(part)
 
         def ready() -> bool:
             return all(s.ready for s in services)
 
-        routes = health_routes(ready)
+        routes = health_routes(ready, watch) + reload_routes(reloader, nc, admin_only="api" in stage_names)
         middleware: list[Middleware] = []
         if "api" in stage_names:
+            authenticator = _authenticator(settings)
+            stack.push_async_callback(authenticator.aclose)
             await retry_transient("stream TOCSIN_AUDIT", functools.partial(
                 ensure_stream, js, AUDIT, replicas=settings.stream_replicas))
-            routes = api_routes(ApiContext(nc, js, settings.partitions, settings.loaded)) + routes
+            ctx = ApiContext(nc, js, settings.partitions, settings.loaded)
+            reloader.add(lambda loaded: functools.partial(ctx.use, loaded))
+            routes = api_routes(ctx) + routes
             tocsin = settings.loaded.tocsin
-            base_dir = str(settings.config_file.parent) if settings.config_file else "."
             middleware.append(Middleware(AuthMiddleware, config=tocsin.auth or AuthConfig(),
-                                         default_org=tocsin.default_org, limits=tocsin.limits, base_dir=base_dir))
+                                         default_org=tocsin.default_org, limits=tocsin.limits,
+                                         authenticator=authenticator,
+                                         auditor=_denial_auditor(js, settings.partitions)))
         app = Starlette(routes=routes, middleware=middleware,
-                        exception_handlers={**auth_exception_handlers(), StaleRead: stale_read})
-        http = HttpServer(app, settings.listen)
+                        exception_handlers={**auth_exception_handlers(), StaleRead: stale_read,
+                                            RecursionError: nesting_too_deep})
+        app.middleware_stack = app.build_middleware_stack()  # now: a middleware that cannot start stops the start
+        http = HttpServer(_Prefixed(app, settings.route_prefix) if settings.route_prefix else app, settings.listen)
         async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.watch)
+            await tg.start(follow_reloads, reloader, nc)
             await tg.start(http.run)
             for s in services:
                 await tg.start(s.run)
-            endpoints = Endpoints(nats_url=nats_url, postgres_dsn=dsn, api_url=http.url,
-                                  metrics_url=f"{http.url}/metrics", storage_path=str(storage), pid=os.getpid())
-            (storage / "endpoints.json").write_text(json.dumps(endpoints.__dict__, indent=2) + "\n")
+            base = http.url + settings.route_prefix
+            endpoints = Endpoints(nats_url=nats_url, postgres_dsn=dsn, api_url=base, metrics_url=f"{base}/metrics",
+                                  storage_path=str(storage), pid=os.getpid())
+            # 0600: the URLs carry the embedded servers' credentials (for `tocsin emit`, `tocsin dlq`).
+            write_private_file(storage / "endpoints.json", json.dumps(endpoints.__dict__, indent=2) + "\n")
             task_status.started(endpoints)
             if handle_signals:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                     async for signum in signals:
+                        if signum == signal.SIGHUP:  # as Alertmanager: reload, keep running
+                            with contextlib.suppress(ReloadError):  # (logged; the old configuration stays)
+                                await reloader.reload()
+                            continue
                         log.info("signal %d: draining", signum)
                         break
             else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import json
-import logging
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -16,14 +16,30 @@ import nats.errors
 import nats.js.errors
 
 from contracts.partition import DEFAULT_PARTITIONS
+from pipeline.logs import setup_logging
 
 __all__ = ["main"]
 
-# Alertmanager flags Tocsin accepts and ignores (warned), so it can stand where Alertmanager stands.
-_AM_IGNORED = ("--cluster.", "--web.external-url", "--web.route-prefix", "--web.config.file", "--log.",
-               "--data.retention", "--alerts.gc-interval", "--web.get-concurrency", "--web.timeout",
-               "--enable-feature", "--web.systemd-socket", "--auto-gomemlimit", "--auto-gomaxprocs")
-
+# Alertmanager's flags that mean nothing to Tocsin: accepted with a warning saying why, so a
+# command line written for Alertmanager runs unchanged. Everything else unknown is an error.
+_AM_WARNED = {
+    "--cluster.": "Tocsin's replicas share state through NATS JetStream, not gossip",
+    "--web.get-concurrency": "reads are served from the streams, not from a bounded pool",
+    "--web.timeout": "requests are bounded by the API's own limits (tocsin.limits)",
+    "--web.systemd-socket": "Tocsin listens on --web.listen-address itself",
+    "--enable-feature": "Tocsin has no feature flags; its behaviour is Alertmanager's by default",
+    "--auto-gomemlimit": "a Go runtime setting",
+    "--auto-gomaxprocs": "a Go runtime setting",
+    "--data.maintenance-interval": "state is written as it changes, not snapshotted",
+    "--alerts.per-alert-name-limit": "use tocsin.limits",
+    "--silences.max-silences": "use tocsin.limits.max_silences",
+    "--silences.max-silence-size-bytes": "use tocsin.limits.max_silence_bytes",
+}
+# Alertmanager's flags Tocsin refuses: ignoring them would leave the process less safe than asked.
+_AM_REFUSED = {
+    "--web.config.file": "TLS and basic auth of the web server are not read from a web config file; "
+                         "use tocsin.auth and a TLS-terminating proxy (docs/deploy.md)",
+}
 
 def _version() -> str:
     try:
@@ -56,7 +72,66 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replica", default=os.environ.get("TOCSIN_REPLICA"), help="replica id (default: random)")
     p.add_argument("--stream-replicas", type=int, default=1, help="JetStream replicas of each stream (R)")
     p.add_argument("--counter-delay", type=float, default=0.5, help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default=os.environ.get("TOCSIN_LOG_LEVEL", "info"))
+    p.add_argument("--log.level", "--log-level", dest="log_level", default=os.environ.get("TOCSIN_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warn", "warning", "error"], help="as Alertmanager's --log.level")
+    p.add_argument("--log.format", dest="log_format", default=os.environ.get("TOCSIN_LOG_FORMAT", "logfmt"),
+                   choices=["logfmt", "json"], help="as Alertmanager's --log.format")
+    p.add_argument("--web.external-url", dest="external_url", default=None,
+                   help="the URL Tocsin is reached at (links in notifications; default http://<host>:<port>); "
+                        "its path is the default --web.route-prefix")
+    p.add_argument("--web.route-prefix", dest="route_prefix", default=None,
+                   help="prefix of every HTTP path (default: the path of --web.external-url)")
+    p.add_argument("--data.retention", dest="data_retention", type=_duration, default=None,
+                   help="how long the notification log of deleted groups is kept (Alertmanager: 120h)")
+    p.add_argument("--alerts.gc-interval", dest="alerts_gc_interval", type=_duration, default=None,
+                   help="how long a resolved alert stays listed before it is removed (default 1h)")
+    p.add_argument("--tocsin.config.file", dest="tocsin_file", default=os.environ.get("TOCSIN_SIDECAR_FILE"),
+                   help="Tocsin's own settings in a file of their own (default: tocsin.yml beside --config.file, "
+                        "if there is one), so alertmanager.yml stays valid for Alertmanager")
+
+
+def _duration(text: str) -> float:
+    from pipeline.amconfig import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _known_flags(parser: argparse.ArgumentParser) -> list[str]:
+    flags = [o for a in parser._actions for o in a.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags += _known_flags(sub)
+    return sorted(set(flags))
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, unknown: list[str]) -> list[str]:
+    """Warn about Alertmanager's flags that mean nothing here; the errors of the rest (with a
+    hint at the closest known flag). A warned flag's value may be the next word."""
+    errors: list[str] = []
+    i = 0
+    while i < len(unknown):
+        word = unknown[i]
+        name = word.split("=", 1)[0]
+        i += 1
+        if name.startswith("-") and "=" not in word and i < len(unknown) and not unknown[i].startswith("-"):
+            i += 1  # the flag's value
+        why = next((w for prefix, w in _AM_WARNED.items() if name.startswith(prefix)), None)
+        if why is not None and name.startswith("--"):
+            print(f"tocsin: warning: Alertmanager flag {name} is accepted and has no effect: {why}", file=sys.stderr)
+            continue
+        refused = _AM_REFUSED.get(name)
+        if refused:
+            errors.append(f"flag {name} is not supported: {refused}")
+        elif name.startswith("-"):
+            close = difflib.get_close_matches(name, _known_flags(parser), n=1, cutoff=0.6)
+            errors.append(f"unknown flag {name}" + (f", did you mean {close[0]}?" if close else ""))
+        else:
+            errors.append(f"unexpected argument {word!r}")
+    return errors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +190,21 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--storage.path", dest="storage_path",
                          default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
     return p
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The flags every stage process of ``--topology processes`` gets from the parent's."""
+    from pipeline.amconfig import format_duration
+
+    out = ["--log.level", args.log_level, "--log.format", args.log_format]
+    for flag, value in (("--web.external-url", args.external_url), ("--web.route-prefix", args.route_prefix),
+                        ("--tocsin.config.file", args.tocsin_file)):
+        if value is not None:
+            out += [flag, str(value)]
+    for flag, seconds in (("--data.retention", args.data_retention), ("--alerts.gc-interval", args.alerts_gc_interval)):
+        if seconds is not None:
+            out += [flag, format_duration(seconds)]
+    return out
 
 
 def _running_nats_url(args: argparse.Namespace) -> str:
@@ -214,25 +304,29 @@ def _running_dsn(args: argparse.Namespace) -> str:
 
 
 def _settings(args: argparse.Namespace, default_listen: str) -> object:
-    from pipeline.app import Settings
+    from pipeline.app import Settings, route_prefix
     from pipeline.settings import load
 
     config_file = Path(args.config_file) if args.config_file else None
+    tocsin_file = Path(args.tocsin_file) if args.tocsin_file else None
     return Settings(storage_path=Path(args.storage_path), nats_url=args.nats_url, postgres_dsn=args.postgres_dsn,
                     partitions=args.partitions, listen=args.listen or default_listen, config_file=config_file,
-                    replica=args.replica, stream_replicas=args.stream_replicas, counter_delay=args.counter_delay,
-                    loaded=load(config_file))
+                    tocsin_file=tocsin_file, replica=args.replica, stream_replicas=args.stream_replicas,
+                    counter_delay=args.counter_delay, external_url=args.external_url or "",
+                    route_prefix=route_prefix(args.external_url, args.route_prefix),
+                    data_retention=args.data_retention, alerts_gc_interval=args.alerts_gc_interval,
+                    loaded=load(config_file, tocsin_file))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = _parser().parse_known_args(argv)
-    for flag in unknown:
-        name = flag.split("=", 1)[0]
-        if name.startswith(_AM_IGNORED):
-            print(f"tocsin: warning: Alertmanager flag {name} is accepted and ignored", file=sys.stderr)
-        else:
-            print(f"tocsin: warning: unknown flag {name} ignored", file=sys.stderr)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    errors = _unknown_flags(parser, unknown)
+    if errors:  # as Alertmanager: a mistyped flag stops the start instead of being ignored
+        for error in errors:
+            print(f"tocsin: error: {error}", file=sys.stderr)
+        return 2
     if args.cmd == "version":
         print(f"tocsin {_version()}")
         return 0
@@ -259,11 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "check-config":
         from pipeline.amconfig import check_config_report
+        from pipeline.settings import load
 
-        ok, report = check_config_report(args.files)
+        # the loader `tocsin up` uses: the tocsin section or sidecar file, the files it names
+        ok, report = check_config_report(args.files, loader=lambda name: load(Path(name)).config)
         print(report)
         return 0 if ok else 1
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level, args.log_format)
     from pipeline.amconfig import ConfigError
     from pipeline.app import UP_STAGES, Endpoints, run_process
     from pipeline.embedded import redact_url
@@ -287,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 topo = await tg.start(lambda task_status: run_topology(
                     Path(args.storage_path), replicas=args.replicas, partitions=args.partitions,
                     listen=args.listen or ":9093", config_file=Path(args.config_file) if args.config_file else None,
-                    with_source=args.with_source, task_status=task_status))
+                    with_source=args.with_source, child_args=_child_args(args), task_status=task_status))
                 print(f"tocsin {_version()} ready (processes): API {topo.api_url}  "
                       f"NATS {redact_url(topo.nats_url)}  {len(topo.children)} stage processes  data {topo.storage}",
                       flush=True)

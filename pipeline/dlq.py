@@ -2,7 +2,7 @@
 
 Every stage keeps its dead letters in its own output stream, each on a subject of its own
 under ``tocsin.<stream>.dlq.>`` (a stateful stage: ``dlq.<partition>.<unique>``; the source:
-``tocsin.events.dlq.source.<unique>``; the notifier: ``tocsin.sends.dlq.notifier.<unique>``).
+``tocsin.events.dlq.source``; the notifier: ``tocsin.sends.dlq.notifier.<unique>``).
 A dead letter (:class:`contracts.DeadLetter`) holds the reason, where the input came from,
 and the input itself, or for an input too large to keep, a bounded excerpt with the
 original's size and digest.
@@ -89,9 +89,8 @@ def why_not_replayable(letter: DeadLetter | None) -> str | None:
         return "it is not a dead letter Tocsin wrote"
     if not letter.subject:
         return "it names no original subject (a source row: fix the row or the limit, then insert it again)"
-    size = getattr(letter, "size", 0)
-    if size and size != len(letter.payload):
-        return f"it keeps only a {len(letter.payload)}-byte excerpt of a {size}-byte input"
+    if letter.size and letter.size != len(letter.payload):
+        return f"it keeps only a {len(letter.payload)}-byte excerpt of a {letter.size}-byte input"
     return None
 
 
@@ -111,7 +110,8 @@ def describe(stored: StoredDeadLetter, *, full: bool = False) -> dict[str, Any]:
     if dl is None:
         out["raw"] = stored.raw[:4096].decode("utf-8", "replace")
         return out
-    out.update(stage=dl.stage, reason=dl.reason, at=dl.at, input_subject=dl.subject, input_seq=dl.stream_seq)
+    out.update(stage=dl.stage, cause=dl.cause, reason=dl.reason, at=dl.at, input_subject=dl.subject,
+               input_seq=dl.stream_seq)
     if dl.table or dl.key:
         out.update(table=dl.table, key=dl.key)
     problem = why_not_replayable(dl)
@@ -119,9 +119,8 @@ def describe(stored: StoredDeadLetter, *, full: bool = False) -> dict[str, Any]:
     if full:
         if problem:
             out["not_replayable_because"] = problem
-        for name in ("size", "digest"):
-            if getattr(dl, name, None):
-                out[name] = getattr(dl, name)
+        if dl.digest:
+            out.update(size=dl.size, digest=dl.digest)
         out["headers"] = dl.headers
         try:
             out["payload"] = dl.payload.decode("utf-8")

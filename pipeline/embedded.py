@@ -3,6 +3,10 @@
 Both die with their parent: a child gets PR_SET_PDEATHSIG, so no orphan survives a crash of
 the parent, and both run in their own session so a terminal's Ctrl-C reaches only the
 parent, which then stops them in order (pipeline first, servers last).
+
+Neither trusts other local processes: NATS wants a user and password, Postgres a SCRAM
+password, both made per data directory and kept there in files only this user can read (0600).
+The ``url``/``dsn`` a server returns carries them; show it with :func:`redact_url`.
 """
 
 from __future__ import annotations
@@ -11,34 +15,44 @@ import contextlib
 import ctypes
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 __all__ = [
     "EmbeddedError",
+    "NatsCredentials",
     "NatsServer",
     "PostgresServer",
     "free_port",
+    "nats_credentials",
     "nats_server_binary",
     "postgres_bin_dir",
+    "postgres_password",
+    "redact_url",
     "spawn",
     "stage_batches_in_memory",
     "start_nats",
     "start_postgres",
     "stop_process",
+    "with_credentials",
+    "write_private_file",
 ]
 
 log = logging.getLogger("tocsin.embedded")
@@ -56,6 +70,102 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+NATS_CREDENTIALS_FILE = "nats-credentials.json"
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by this user only (0600): readers
+    never see a partial file, and the contents are never readable by others, even briefly."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp makes it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret stored in ``path``; made and stored (0600) on first use. Two processes
+    starting on the same data directory at once agree on one secret (link, not replace)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(make())
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs wins
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    if path.stat().st_mode & 0o077:
+        log.warning("%s was readable by other users; made it 0600. Its secret may have leaked: delete the "
+                    "file to get a new one at the next start", path)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(24)  # URL-safe: goes into URLs and DSNs unquoted
+
+
+@dataclass(frozen=True)
+class NatsCredentials:
+    """The embedded NATS's client user, and the user its cluster routes authenticate with."""
+
+    user: str
+    password: str = field(repr=False)
+    route_user: str
+    route_password: str = field(repr=False)
+
+
+def nats_credentials(directory: Path) -> NatsCredentials:
+    """The credentials of the embedded NATS of ``directory``: ``nats-credentials.json`` there
+    (0600), made on first use and reused at every later start."""
+    path = Path(directory) / NATS_CREDENTIALS_FILE
+    text = _secret_file(path, lambda: json.dumps({"user": "tocsin", "password": _new_secret(),
+                                                  "route_user": "tocsin-route", "route_password": _new_secret()}))
+    try:
+        return NatsCredentials(**json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise EmbeddedError(f"{path} is not valid NATS credentials ({exc}); delete it to get new ones "
+                            "at the next start") from exc
+
+
+def postgres_password(data_dir: Path) -> str:
+    """The password of the embedded Postgres of ``data_dir``: ``<data_dir>.password`` beside it
+    (0600; initdb wants an empty data directory), made on first use."""
+    data_dir = Path(data_dir).absolute()
+    return _secret_file(_postgres_password_file(data_dir), _new_secret)
+
+
+def _postgres_password_file(data_dir: Path) -> Path:
+    return data_dir.parent / f"{data_dir.name}.password"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` (``scheme://host:port...``) with ``user:password@`` in it."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a comma-separated list of URLs) with any password replaced by ``***``, for
+    logs and terminals."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if at:  # user:password, or a lone token (NATS): a secret too
+            hidden = f"{userinfo.partition(':')[0]}:***" if ":" in userinfo else "***"
+            one = urlunsplit(parts._replace(netloc=f"{hidden}@{host}"))
+        out.append(one)
+    return ",".join(out)
 
 
 def _die_with_parent(sig: int) -> None:
@@ -123,11 +233,12 @@ def nats_server_binary() -> str:
 
 @dataclass
 class NatsServer:
-    url: str
+    url: str = field(repr=False)  # carries the credentials: show redact_url(url) instead
     port: int
     store_dir: Path
     proc: subprocess.Popen[bytes]
     cluster_port: int | None = None
+    credentials: NatsCredentials | None = None
 
     def kill(self) -> None:
         """SIGKILL, for failure tests."""
@@ -224,30 +335,43 @@ class _BatchStager(threading.Thread):
 async def start_nats(store_dir: Path, *, port: int | None = None, name: str = "tocsin",
                      cluster_name: str | None = None, cluster_port: int | None = None,
                      routes: Sequence[str] = (), extra_args: Sequence[str] = (), extra_config: str = "",
-                     timeout: float = 15.0, batches_in_memory: bool = True) -> AsyncIterator[NatsServer]:
+                     timeout: float = 15.0, batches_in_memory: bool = True,
+                     secrets_dir: Path | None = None) -> AsyncIterator[NatsServer]:
     """Start nats-server with JetStream storing under ``store_dir``; stop it on exit.
+
+    Clients must authenticate: the returned ``url`` carries the user and password of
+    ``nats_credentials(secrets_dir or store_dir)``. The members of a cluster share one
+    ``secrets_dir``: their routes authenticate with its route user.
 
     With ``batches_in_memory`` (and a tmpfs at /dev/shm), atomic batches of R1 streams are
     staged in memory, as the server does for R3 streams (see :func:`stage_batches_in_memory`).
     """
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
+    creds = nats_credentials(secrets_dir or store_dir)
     port = port or free_port()
     conf = store_dir / "nats-server.conf"
-    # Large group flushes and pushes exceed the 1 MiB default payload.
-    conf.write_text(f"max_payload: {MAX_PAYLOAD}\n{extra_config}")
-    args = [nats_server_binary(), "-c", str(conf), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-            str(store_dir), "-n", name]
+    # Large group flushes and pushes exceed the 1 MiB default payload. The passwords are in
+    # this file, not in argv (which any local user can read in ps).
+    text = (f"max_payload: {MAX_PAYLOAD}\n"
+            f"authorization {{ user: {json.dumps(creds.user)}, password: {json.dumps(creds.password)} }}\n")
     if cluster_name:
         cluster_port = cluster_port or free_port()
-        args += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{cluster_port}"]
-        if routes:
-            args += ["--routes", ",".join(routes)]
-    args += list(extra_args)
+        route_urls = [r if "@" in r else with_credentials(r, creds.route_user, creds.route_password) for r in routes]
+        # no_advertise: clients keep to the URLs they were given (which carry the credentials)
+        # rather than adding the members' bare addresses.
+        text += (f"cluster {{\n  name: {json.dumps(cluster_name)}\n  listen: \"127.0.0.1:{cluster_port}\"\n"
+                 f"  no_advertise: true\n"
+                 f"  authorization {{ user: {json.dumps(creds.route_user)}, "
+                 f"password: {json.dumps(creds.route_password)} }}\n"
+                 f"  routes: {json.dumps(route_urls)}\n}}\n")
+    write_private_file(conf, text + extra_config)
+    args = [nats_server_binary(), "-c", str(conf), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+            str(store_dir), "-n", name, *extra_args]
     log = store_dir / "nats-server.log"
     proc = spawn(args, log=log, death_signal=signal.SIGKILL)
-    server = NatsServer(url=f"nats://127.0.0.1:{port}", port=port, store_dir=store_dir, proc=proc,
-                        cluster_port=cluster_port)
+    server = NatsServer(url=with_credentials(f"nats://127.0.0.1:{port}", creds.user, creds.password), port=port,
+                        store_dir=store_dir, proc=proc, cluster_port=cluster_port, credentials=creds)
     memory = memory_dir() if batches_in_memory else None
     staging = _staging_dir(store_dir, memory) if memory else None
     stager = _BatchStager(store_dir, staging) if staging else None
@@ -296,11 +420,12 @@ def _open_path_for(path: Path) -> None:
 
 @dataclass
 class PostgresServer:
-    dsn: str
+    dsn: str = field(repr=False)  # carries the password: show redact_url(dsn) instead
     port: int
     data_dir: Path
     proc: subprocess.Popen[bytes]
     bin_dir: Path = field(default_factory=postgres_bin_dir)
+    password: str = field(default="", repr=False)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -318,11 +443,67 @@ DEFAULT_PG_SETTINGS: dict[str, str] = {
     "shared_buffers": "128MB",
 }
 
+# Every connection, replication ones included, proves the password; loopback only.
+PG_HBA = """\
+# Written by Tocsin at every start of the embedded Postgres: password (SCRAM) authentication only.
+local   all          all                   scram-sha-256
+host    all          all   127.0.0.1/32    scram-sha-256
+host    all          all   ::1/128         scram-sha-256
+local   replication  all                   scram-sha-256
+host    replication  all   127.0.0.1/32    scram-sha-256
+host    replication  all   ::1/128         scram-sha-256
+"""
+
+
+def _run_as(args: list[str], user: str | None, what: str, stdin: str | None = None) -> None:
+    res = subprocess.run(args, user=user, input=stdin, capture_output=True, text=True)
+    # Single-user mode exits 0 after a failed statement: its ERROR line is the failure.
+    if res.returncode != 0 or "ERROR:" in res.stderr:
+        raise EmbeddedError(f"{what} failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-2000:]}")
+
+
+def _initdb(bin_dir: Path, data_dir: Path, password: str, user: str | None) -> None:
+    """A new cluster whose superuser ``postgres`` has ``password``. initdb reads it from a
+    file (never argv), made readable to ``user`` only, for the moment initdb runs."""
+    with tempfile.TemporaryDirectory(prefix="tocsin-initdb-") as tmp:
+        pwfile = Path(tmp) / "pw"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        if user:
+            shutil.chown(tmp, user, user)
+            shutil.chown(pwfile, user, user)
+        _run_as([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-sync"], user, "initdb")
+
+
+def _set_superuser_password(bin_dir: Path, data_dir: Path, password: str, user: str | None) -> None:
+    """Set the password of ``postgres`` in a stopped cluster: single-user mode, no network,
+    the statement on stdin (never argv)."""
+    # log_min_error_statement=panic: a failing statement is not echoed (it holds the password).
+    _run_as([str(bin_dir / "postgres"), "--single", "-D", str(data_dir), "-c", "password_encryption=scram-sha-256",
+             "-c", "log_min_error_statement=panic", "postgres"], user,
+            "setting the postgres password (single-user mode)",
+            stdin=f"ALTER ROLE postgres PASSWORD '{password}';\n")
+
+
+def _write_hba(data_dir: Path) -> None:
+    hba = data_dir / "pg_hba.conf"
+    if hba.exists() and hba.read_text() == PG_HBA:
+        return
+    with open(hba, "r+" if hba.exists() else "w") as f:  # in place: keeps the owner (root writes for PG_OS_USER)
+        f.truncate(0)
+        f.write(PG_HBA)
+
 
 @contextlib.asynccontextmanager
 async def start_postgres(data_dir: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
                          database: str = "tocsin", timeout: float = 30.0) -> AsyncIterator[PostgresServer]:
-    """Start Postgres (wal_level=logical) with its data under ``data_dir``; stop it on exit."""
+    """Start Postgres (wal_level=logical) with its data under ``data_dir``; stop it on exit.
+
+    Every connection needs the password of :func:`postgres_password` (the returned ``dsn``
+    carries it). A data directory made before passwords (``--auth=trust``) gets one at its
+    first start here.
+    """
     data_dir = Path(data_dir).absolute()
     bin_dir = postgres_bin_dir()
     user: str | None = None
@@ -333,18 +514,23 @@ async def start_postgres(data_dir: Path, *, port: int | None = None, settings: d
     if user:
         _open_path_for(data_dir.parent)
         _open_path_for(bin_dir)
+    password_file = _postgres_password_file(data_dir)
     if not (data_dir / "PG_VERSION").exists():
+        password = postgres_password(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(data_dir, user, user)
         data_dir.chmod(0o700)
-        res = subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-            user=user, capture_output=True, text=True,
-        )
-        if res.returncode != 0:
-            raise EmbeddedError(f"initdb failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+        _initdb(bin_dir, data_dir, password, user)
+    elif not password_file.exists():
+        # Made with --auth=trust (or the file was lost): a new password, set before the server
+        # listens; the file is written last, so a crash in between only repeats this.
+        new = _new_secret()
+        _set_superuser_password(bin_dir, data_dir, new, user)
+        password = _secret_file(password_file, lambda: new)
+    else:
+        password = postgres_password(data_dir)
+    _write_hba(data_dir)
     port = port or free_port()
     conf = {**DEFAULT_PG_SETTINGS, **(settings or {}), "listen_addresses": "127.0.0.1", "port": str(port),
             "unix_socket_directories": ""}
@@ -355,27 +541,32 @@ async def start_postgres(data_dir: Path, *, port: int | None = None, settings: d
     if user and not log.exists():
         log.touch()
     proc = spawn(args, log=log, death_signal=signal.SIGINT, user=user)
-    dsn_base = f"postgresql://postgres@127.0.0.1:{port}"
-    server = PostgresServer(dsn=f"{dsn_base}/{database}", port=port, data_dir=data_dir, proc=proc, bin_dir=bin_dir)
+    dsn_base = f"postgresql://postgres:{password}@127.0.0.1:{port}"
+    server = PostgresServer(dsn=f"{dsn_base}/{database}", port=port, data_dir=data_dir, proc=proc, bin_dir=bin_dir,
+                            password=password)
     try:
         await _wait_port(proc, "127.0.0.1", port, "postgres", log, timeout)
-        await _ensure_database(bin_dir, port, database, proc, log, timeout)
+        await _ensure_database(port, password, password_file, database, proc, log, timeout)
         yield server
     finally:
         with anyio.CancelScope(shield=True):
             await stop_process(proc, 15.0, signal.SIGINT)
 
 
-async def _ensure_database(bin_dir: Path, port: int, database: str, proc: subprocess.Popen[bytes],
-                           log: Path, timeout: float) -> None:
+async def _ensure_database(port: int, password: str, password_file: Path, database: str,
+                           proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     """Wait until Postgres accepts connections, then create ``database`` if missing."""
     import asyncpg
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", database="postgres")
+            conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", password=password,
+                                         database="postgres")
             break
+        except asyncpg.InvalidPasswordError as exc:
+            raise EmbeddedError(f"postgres refused the password in {password_file}: delete that file and start "
+                                "again to set a new one") from exc
         except (OSError, asyncpg.PostgresError) as exc:  # starting up
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise EmbeddedError(f"postgres did not accept connections: {exc}; see {log}") from exc

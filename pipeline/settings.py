@@ -7,21 +7,27 @@ each stage section is handed to that stage's own strict config type.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import yaml
 
+from contracts.ids import check_org
 from pipeline.amconfig import Config, ConfigError, load_config, load_config_text
-from pipeline.amconfig.decode import Decoder
+from pipeline.amconfig.decode import Decoder, compose
 from pipeline.amconfig.load import compose_section
 from pipeline.amconfig.model import PromDuration
 from pipeline.api.auth_config import AuthConfig
+from pipeline.api.auth_jwt import KeySource, load_key_source
+from pipeline.api.auth_static import TokenTable, parse_static_tokens
 from pipeline.api.limits import LimitsConfig
 
-__all__ = ["DEFAULT_CONFIG", "Loaded", "TocsinSection", "load", "load_text"]
+__all__ = ["DEFAULT_CONFIG", "SIDECAR_NAME", "Loaded", "TocsinSection", "load", "load_text", "sidecar_of"]
 
+SIDECAR_NAME = "tocsin.yml"  # Tocsin's settings beside alertmanager.yml, which then stays valid for Alertmanager
 DEFAULT_CONFIG = """\
 # Tocsin's built-in configuration, used when no --config.file is given.
 route:
@@ -47,6 +53,8 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     history_retention: PromDuration = 7 * 24 * 3600.0  # how long alert changes (the history) are kept, e.g. 30d
     auth: AuthConfig | None = None  # API authentication (default: none, as Alertmanager)
     limits: LimitsConfig | None = None  # API abuse limits
+    # /-/healthy fails once NATS has been unreachable this long (nats-py reconnects meanwhile)
+    nats_disconnect_grace: PromDuration = 30.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,10 @@ class Loaded:
     config: Config
     tocsin: TocsinSection
     orgs: dict[str, Config] = field(default_factory=dict)  # organisations with their own configuration
+    # The API's credentials, read once at load so a bad file is a start-up error (None: not used,
+    # or a Loaded built in code; the process then reads them itself before it serves).
+    tokens: TokenTable | None = None
+    keys: KeySource | None = None
 
     def config_for(self, org: str) -> Config:
         return self.orgs.get(org, self.config)
@@ -64,6 +76,53 @@ def _line_of(node: Any, key: str) -> int:
         if getattr(k, "value", None) == key:
             return int(k.start_mark.line) + 1
     return int(node.start_mark.line) + 1 if node is not None else 0
+
+
+def _child(node: Any, key: str) -> Any:
+    for k, v in getattr(node, "value", []) or []:
+        if getattr(k, "value", None) == key:
+            return v
+    return None
+
+
+def _auth_files(section: TocsinSection, node: Any, filename: str,
+                base_dir: Path) -> tuple[TokenTable | None, KeySource | None]:
+    """The static tokens and JWT key files the ``auth`` section names, read now: a missing or
+    invalid file is a configuration error with a file and a line, never a process that starts
+    and then answers 500 to every request."""
+    auth = section.auth
+    if auth is None:
+        return None, None
+    auth_node = _child(node, "auth")
+    tokens: TokenTable | None = None
+    keys: KeySource | None = None
+    errors: list[str] = []
+    if auth.static is not None and "static" in auth.methods:
+        static_node = _child(auth_node, "static")
+        path = base_dir / auth.static.tokens_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(f"{filename}:{_line_of(static_node, 'tokens_file')}: tocsin.auth.static.tokens_file: "
+                          f"cannot read {path}: {reason}")
+        else:
+            try:
+                tokens = parse_static_tokens(text, str(path))
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+    jwt = auth.jwt
+    if jwt is not None and "jwt" in auth.methods and not jwt.jwks_url:  # a URL is fetched on first use
+        jwt_node = _child(auth_node, "jwt")
+        name = "jwks_file" if jwt.jwks_file else "secret_file"
+        try:
+            keys = load_key_source(jwt, base_dir=str(base_dir))
+        except ConfigError as exc:
+            line = _line_of(jwt_node, name)
+            errors.extend(f"{filename}:{line}: tocsin.auth.jwt.{name}: {e}" for e in exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return tokens, keys
 
 
 def _check_stage_sections(section: TocsinSection, config: Config, node: Any, filename: str) -> list[str]:
@@ -88,19 +147,31 @@ def _check_stage_sections(section: TocsinSection, config: Config, node: Any, fil
     return errors
 
 
-def _tocsin(config: Config, text: str, filename: str) -> TocsinSection:
-    node = compose_section(text, "tocsin") if config.tocsin is not None else None
+def _tocsin(config: Config, text: str, filename: str) -> tuple[TocsinSection, Any]:
+    """The section and its YAML node (for the line numbers of later checks)."""
+    return _tocsin_node(config, compose_section(text, "tocsin") if config.tocsin is not None else None, filename)
+
+
+def _tocsin_node(config: Config, node: Any, filename: str) -> tuple[TocsinSection, Any]:
     if node is None:
-        return TocsinSection()
+        return TocsinSection(), None
     decoder = Decoder(filename)
     section = decoder.decode(node, TocsinSection, "tocsin")
     if decoder.errors:
         raise ConfigError(decoder.errors)
     assert isinstance(section, TocsinSection)
     errors = _check_stage_sections(section, config, node, filename)
+    for org_field, orgs in (("default_org", [section.default_org]), ("orgs", list(section.orgs or {}))):
+        for org in orgs:
+            problem = check_org(org)
+            if problem:
+                errors.append(f"{filename}:{_line_of(node, org_field)}: tocsin.{org_field}: {problem}")
+    if section.nats_disconnect_grace <= 0:
+        errors.append(f"{filename}:{_line_of(node, 'nats_disconnect_grace')}: tocsin.nats_disconnect_grace: "
+                      "must be positive")
     if errors:
         raise ConfigError(errors)
-    return section
+    return section, node
 
 
 def _org_configs(section: TocsinSection, base_dir: Path) -> dict[str, Config]:
@@ -124,15 +195,62 @@ def _org_configs(section: TocsinSection, base_dir: Path) -> dict[str, Config]:
 
 
 def load_text(text: str, filename: str = "<string>", base_dir: Path | None = None) -> Loaded:
+    """``ConfigError`` (one ``file:line: field: problem`` per error) for an invalid
+    configuration, or for a file its ``tocsin.auth`` section names that is missing or invalid."""
     config = load_config_text(text, filename)
-    section = _tocsin(config, text, filename)
-    return Loaded(config, section, _org_configs(section, base_dir or Path(".")))
+    section, node = _tocsin(config, text, filename)
+    base = base_dir or Path(".")
+    tokens, keys = _auth_files(section, node, filename, base)
+    return Loaded(config, section, _org_configs(section, base), tokens=tokens, keys=keys)
 
 
-def load(path: Path | None) -> Loaded:
-    """The configuration of ``path``, or the built-in one."""
+def sidecar_of(path: Path | None, tocsin_file: Path | None = None) -> Path | None:
+    """The file holding Tocsin's settings beside ``alertmanager.yml``: ``tocsin_file`` when
+    given, else ``tocsin.yml`` in the configuration's directory when there is one."""
+    if tocsin_file is not None or path is None:
+        return tocsin_file
+    beside = Path(path).parent / SIDECAR_NAME
+    return beside if beside.is_file() and beside.resolve() != Path(path).resolve() else None
+
+
+def _with_sidecar(config: Config, path: Path, sidecar: Path) -> tuple[Config, Any, str]:
+    """``config`` with the sidecar file's settings as its ``tocsin`` section; the file's root node
+    and name (for line numbers). Settings in both places are an error naming both."""
+    if config.tocsin is not None:
+        raise ConfigError([f"{sidecar}: Tocsin's settings are given twice: in this file and in the tocsin: "
+                           f"section of {path}; keep one (the separate file keeps {path} valid for Alertmanager)"])
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{sidecar}: cannot read Tocsin's settings: {exc}"]) from exc
+    try:
+        node, data = compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError([f"{sidecar}:{mark.line + 1 if mark else 0}: {exc}"]) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"{sidecar}:1: Tocsin's settings must be a mapping (default_org:, auth:, ...)"])
+    return msgspec.structs.replace(config, tocsin=data or {}), node, os.fspath(sidecar)
+
+
+def load(path: Path | None, tocsin_file: Path | None = None) -> Loaded:
+    """The configuration of ``path`` (or the built-in one) with Tocsin's settings from its
+    ``tocsin:`` section or from the sidecar file (:func:`sidecar_of`)."""
+    sidecar = sidecar_of(path, tocsin_file)
     if path is None:
-        return load_text(DEFAULT_CONFIG, "<built-in>")
-    config = load_config(path)
-    section = _tocsin(config, config.original, str(path))
-    return Loaded(config, section, _org_configs(section, Path(path).parent))
+        loaded = load_text(DEFAULT_CONFIG, "<built-in>")
+        if sidecar is None:
+            return loaded
+        path, config = Path("<built-in>"), loaded.config
+    else:
+        config = load_config(path)
+    if sidecar is not None:
+        config, node, name = _with_sidecar(config, Path(path), sidecar)
+        section, node = _tocsin_node(config, node, name)
+        base = sidecar.parent
+        tokens, keys = _auth_files(section, node, name, base)
+        return Loaded(config, section, _org_configs(section, base), tokens=tokens, keys=keys)
+    section, node = _tocsin(config, config.original, os.fspath(path))
+    base = Path(path).parent
+    tokens, keys = _auth_files(section, node, os.fspath(path), base)
+    return Loaded(config, section, _org_configs(section, base), tokens=tokens, keys=keys)

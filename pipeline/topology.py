@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 
-from pipeline.embedded import NatsServer, free_port, spawn, start_nats, start_postgres
+from pipeline.embedded import NatsServer, free_port, spawn, start_nats, start_postgres, write_private_file
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from pipeline.runtime.subjects import StreamNames
 
@@ -40,12 +41,15 @@ class Child:
     replica: str
     args: list[str]
     log: Path
+    # Credentials reach a child in its environment, never in argv (which `ps` shows to everyone).
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
 
     def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "TOCSIN_POSTGRES_DSN_FILE"}  # it would win over ours
         self.proc = spawn(self.args, log=self.log, death_signal=signal.SIGTERM,
-                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**env, **self.env, "PYTHONUNBUFFERED": "1"})
 
     @property
     def pid(self) -> int | None:
@@ -65,6 +69,7 @@ class Topology:
         return ",".join(s.url for s in self.nats)
 
     def describe(self) -> dict[str, object]:
+        """What endpoints.json holds: the URLs with their credentials (the file is 0600)."""
         return {"nats_url": self.nats_url, "postgres_dsn": self.postgres_dsn, "api_url": self.api_url,
                 "metrics_url": f"{self.api_url}/metrics", "storage_path": str(self.storage), "pid": os.getpid(),
                 "nats_pids": [s.proc.pid for s in self.nats],
@@ -92,6 +97,7 @@ async def _wait_cluster(url: str, partitions: int, timeout: float = 60) -> None:
 
 async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16, listen: str = ":9093",
                        config_file: Path | None = None, with_source: bool = False,
+                       child_args: Sequence[str] = (),
                        task_status: TaskStatus[Topology] = anyio.TASK_STATUS_IGNORED) -> None:
     storage = storage.absolute()
     storage.mkdir(parents=True, exist_ok=True)
@@ -102,12 +108,13 @@ async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16
         for i in range(3):
             servers.append(await stack.enter_async_context(start_nats(
                 storage / f"nats-{i}", name=f"nats-{i}", cluster_name="tocsin", cluster_port=cports[i],
-                routes=[r for j, r in enumerate(routes) if j != i])))
+                routes=[r for j, r in enumerate(routes) if j != i], secrets_dir=storage)))
         topo = Topology(storage=storage, nats=servers)
         if with_source:
             topo.postgres_dsn = (await stack.enter_async_context(start_postgres(storage / "postgres"))).dsn
         await _wait_cluster(topo.nats_url, partitions)
-        common = ["--nats-url", topo.nats_url, "--partitions", str(partitions), "--stream-replicas", "3"]
+        common = ["--partitions", str(partitions), "--stream-replicas", "3", *child_args]
+        nats_env = {"TOCSIN_NATS_URL": topo.nats_url}
         if config_file:
             common += ["--config.file", str(config_file)]
         stages = [*STAGES, *(["source"] if with_source else [])]
@@ -116,12 +123,11 @@ async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16
                 replica = f"{stage}-{r}"
                 args = [sys.executable, "-m", "pipeline.cli", "run", stage, *common, "--replica", replica,
                         "--storage.path", str(storage / replica)]
-                if stage == "source":
-                    args += ["--postgres-dsn", topo.postgres_dsn]
-                topo.children.append(Child(stage, replica, args, storage / f"{replica}.log"))
+                env = {**nats_env, **({"TOCSIN_POSTGRES_DSN": topo.postgres_dsn} if stage == "source" else {})}
+                topo.children.append(Child(stage, replica, args, storage / f"{replica}.log", env))
         api_args = [sys.executable, "-m", "pipeline.cli", "run", "api", *common, "--replica", "api-0",
                     "--storage.path", str(storage / "api-0"), "--web.listen-address", listen]
-        api = Child("api", "api-0", api_args, storage / "api-0.log")
+        api = Child("api", "api-0", api_args, storage / "api-0.log", nats_env)
         topo.children.append(api)
         for child in topo.children:
             child.start()
@@ -129,13 +135,18 @@ async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16
             while not (storage / "api-0" / "endpoints.json").exists():
                 await anyio.sleep(0.1)
         topo.api_url = json.loads((storage / "api-0" / "endpoints.json").read_text())["api_url"]
-        (storage / "endpoints.json").write_text(json.dumps(topo.describe(), indent=2) + "\n")
+        write_private_file(storage / "endpoints.json", json.dumps(topo.describe(), indent=2) + "\n")
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_supervise, topo)
                 task_status.started(topo)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:  # reload: every process reloads its configuration
+                            for child in topo.children:
+                                if child.proc is not None and child.proc.poll() is None:
+                                    child.proc.send_signal(signal.SIGHUP)
+                            continue
                         break
                 tg.cancel_scope.cancel()
         finally:
@@ -153,7 +164,7 @@ async def _supervise(topo: Topology) -> None:
                 log.warning("%s exited with %s; restarting (%d)", child.replica, child.proc.returncode,
                             child.restarts)
                 child.start()
-        (topo.storage / "endpoints.json").write_text(json.dumps(topo.describe(), indent=2) + "\n")
+        write_private_file(topo.storage / "endpoints.json", json.dumps(topo.describe(), indent=2) + "\n")
 
 
 async def _stop_children(topo: Topology, grace: float = 20.0) -> None:

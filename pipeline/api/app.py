@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Awaitable, Iterable, Sequence
 from functools import cache
@@ -23,27 +22,43 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from contracts import Alert, AlertChange, PushedAlerts, encode
-from contracts.matchers import Matcher, MatcherError, compile_go_regex, matchers_match, parse_matcher
+from contracts.ids import check_fingerprint, check_id
+from contracts.matchers import GoRegex, Matcher, MatcherError, compile_go_regex, matchers_match, parse_matcher
 from contracts.partition import partition_of
+from pipeline.amconfig import group_key
 from pipeline.api.auth import identity_of
 from pipeline.api.auth_errors import Forbidden
 from pipeline.api.context import ApiContext
 from pipeline.api.convert import alert_status, gettable_alert, rfc3339
 from pipeline.api.errors import bad_request, parse_error
-from pipeline.api.push import PushError, parse_push
+from pipeline.api.push import PushError, parse_push, split_push
 from pipeline.api.silences import filter_state, silence_routes
+from pipeline.api.status_config import marshal_config
 from pipeline.api.unprocessed import pending_pushes, unprocessed_alerts, wait_for_rules
 from pipeline.runtime.reads import read_messages, read_partition_state
 from pipeline.runtime.subjects import StreamNames, token
 
-__all__ = ["ALERTS", "EVENTS", "OPENAPI", "ApiContext", "api_routes", "query_bool", "suppression_kept"]
+__all__ = [
+    "ALERTS",
+    "EVENTS",
+    "MAX_ATTEMPTS_LIMIT",
+    "OPENAPI",
+    "ApiContext",
+    "api_routes",
+    "attempts_query",
+    "query_bool",
+    "suppression_kept",
+]
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
 AUDIT = StreamNames("audit")
 MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
+_PUSH_OVERHEAD = 4096  # a part's envelope and headers, beside its alerts
 OPENAPI = Path(__file__).with_name("openapi.yaml")  # Tocsin's description of the API v2 it serves
+MAX_ATTEMPTS_LIMIT = 10_000  # attempts one read returns at most
+_LATEST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant an RFC 3339 time can name
 # go-swagger's booleans (swag.ConvertBool): these spellings are true, any other is false
 _TRUE = frozenset({"true", "1", "yes", "ok", "y", "on", "selected", "checked", "t", "enabled"})
 
@@ -61,7 +76,7 @@ def _openapi() -> tuple[bytes, bytes]:
     return text, json.dumps(yaml.safe_load(text)).encode()
 
 
-def _filters(request: Request) -> tuple[list[Matcher], re.Pattern[str] | None]:
+def _filters(request: Request) -> tuple[list[Matcher], GoRegex | None]:
     """The ``filter`` matchers (one per value) and the ``receiver`` regex (RE2, anchored) of an
     alerts read; ``MatcherError`` (a ValueError) names the bad one as Alertmanager does."""
     matchers = [parse_matcher(f) for f in request.query_params.getlist("filter")]
@@ -89,7 +104,31 @@ def suppression_kept(status: dict[str, Any], *, active: bool, silenced: bool, in
                 or (not inhibited and status["inhibitedBy"]) or (not unprocessed and status["state"] == "unprocessed"))
 
 
-def _receivers_ok(rx: re.Pattern[str] | None, receivers: Sequence[str]) -> bool:
+def attempts_query(params: Any) -> tuple[str | None, str | None, float | None, int]:
+    """``groupKey``, ``fingerprint``, ``since`` (Unix seconds) and ``limit`` of an attempts read;
+    ``ValueError`` names the parameter that is wrong and what it must be."""
+    group_key, fp = params.get("groupKey"), params.get("fingerprint")
+    if not group_key and not fp:
+        raise ValueError("give groupKey or fingerprint")
+    if group_key and (bad := check_id(group_key, "groupKey")):
+        raise ValueError(bad)
+    if fp and (bad := check_fingerprint(fp)):
+        raise ValueError(bad)
+    since: float | None = None
+    if "since" in params:
+        try:
+            since = float(params["since"])
+        except ValueError:
+            since = None
+        if since is None or not 0 <= since <= _LATEST_TIME:  # also refuses nan and inf
+            raise ValueError(f"since must be Unix seconds between 0 and {_LATEST_TIME:.0f}")
+    raw_limit = params.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_ATTEMPTS_LIMIT):
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
+    return group_key or None, fp or None, since, int(raw_limit)
+
+
+def _receivers_ok(rx: GoRegex | None, receivers: Sequence[str]) -> bool:
     return rx is None or any(rx.match(r) for r in receivers)
 
 
@@ -104,7 +143,8 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def post_alerts(request: Request) -> Response:
         body = await request.body()
         try:
-            pushes, errors = parse_push(body, request_org=ctx.org_of(request, "push"), now=time.time())
+            pushes, errors = parse_push(body, request_org=ctx.org_of(request, "push"), now=time.time(),
+                                         limits=ctx.limits)
         except PushError as exc:
             return parse_error(str(exc), exc.code)
         identity = identity_of(request)
@@ -115,8 +155,9 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
 
         async def publish(push: PushedAlerts) -> None:  # one organisation's alerts, in order
             p = partition_of(push.org, ctx.partitions)
-            for i in range(0, len(push.alerts), MAX_ALERTS_PER_MESSAGE):
-                part = msgspec.structs.replace(push, alerts=push.alerts[i:i + MAX_ALERTS_PER_MESSAGE])
+            parts = split_push(push, max_alerts=MAX_ALERTS_PER_MESSAGE,
+                               max_bytes=(ctx.nc.max_payload or 1 << 20) // 2 - _PUSH_OVERHEAD)
+            for i, part in enumerate(parts):
                 headers = {"Nats-Msg-Id": f"push:{push.request_id}:{token(push.org)}:{i}"}
                 if tp:
                     headers["traceparent"] = tp
@@ -143,35 +184,47 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         except ValueError as exc:
             return bad_request(str(exc))
         flags = {name: query_bool(request, name) for name in ("active", "silenced", "inhibited", "unprocessed")}
-        orgs = ctx.orgs_for_read(request)  # one, or the union a role may read
-        partitions = {partition_of(o, ctx.partitions) for o in orgs}
+        # one organisation, the union a role may read, or (open mode, no X-Scope-OrgID) every one
+        orgs = None if ctx.reads_every_org(request) else ctx.orgs_for_read(request)
+        partitions = set(range(ctx.partitions)) if orgs is None else {partition_of(o, ctx.partitions) for o in orgs}
         pushes = {b.partition: await pending_pushes(ctx.js, b) for b in await wait_for_rules(ctx.js, partitions)}
         now = time.time()
         decoder = msgspec.json.Decoder(StateValue)
         resolve_timeout = ctx.loaded.config.global_.resolve_timeout
+        by_org: dict[str, list[Alert]] = {o: [] for o in orgs or ()}
+        for p in sorted(partitions):
+            subjects = [ALERTS.state_filter(p, "alert")] if orgs is None else [
+                ALERTS.state_filter(p, "alert", o) for o in orgs if partition_of(o, ctx.partitions) == p]
+            for subject in subjects:
+                for m, deleted in await read_partition_state(ctx.js, ALERTS.stream, subject, ALERTS.progress(p)):
+                    if deleted:
+                        continue
+                    v = decoder.decode(m.data)
+                    if isinstance(v, AlertState) and v.status == "firing" and (v.ends_at is None or v.ends_at > now):
+                        org = ALERTS.key_of_state_subject(m.subject, m.headers).split("/", 2)[1]
+                        by_org.setdefault(org, []).append(to_alert(v))
+            if orgs is None:
+                for _, push in pushes.get(p, []):
+                    by_org.setdefault(push.org, [])
         out: list[dict[str, Any]] = []
-        for org in orgs:
+        for org, known in by_org.items():
             p = partition_of(org, ctx.partitions)
-            known: list[Alert] = []
-            for m, deleted in await read_partition_state(ctx.js, ALERTS.stream, ALERTS.state_filter(p, "alert", org),
-                                                         ALERTS.progress(p)):
-                if deleted:
-                    continue
-                v = decoder.decode(m.data)
-                if isinstance(v, AlertState) and v.status == "firing" and (v.ends_at is None or v.ends_at > now):
-                    known.append(to_alert(v))
             pending = unprocessed_alerts(pushes.get(p, []), org, {a.fingerprint for a in known}, resolve_timeout, now)
             shown = [(a, rs) for a in known + pending if matchers_match(matchers, a.labels)
                      for rs in [ctx.receivers_for(a.labels, org)] if _receivers_ok(rx, rs)]
             unapplied = {a.fingerprint for a in pending}
             processed = [a for a, _ in shown if a.fingerprint not in unapplied]
-            fstate = await filter_state(ctx, org, "silence", "inhibit") if processed else {}
+            fstate = await filter_state(ctx, org, "silence", "inhibit", "group") if processed else {}
+            # the groups an alert is in: a time interval that muted one at its last flush mutes it
+            keys = {a.fingerprint: [group_key(r, a.labels) for r in ctx.routes_of(org).match(a.labels)]
+                    for a in processed}
             statuses = {st.fingerprint: alert_status(st.state, st.silenced_by, st.inhibited_by, st.muted_by)
-                        for st in alert_statuses(fstate, ctx.filter_config(org), org, processed, now)}  # type: ignore[arg-type]
+                        for st in alert_statuses(fstate, ctx.filter_config(org), org, processed, now,  # type: ignore[arg-type]
+                                                 keys)}
             for a, receivers in shown:
                 status = statuses.get(a.fingerprint) or alert_status("unprocessed")
                 if suppression_kept(status, **flags):
-                    out.append(gettable_alert(a, receivers, status))
+                    out.append(gettable_alert(a, receivers, status, open_end=now + resolve_timeout))
         out.sort(key=lambda a: a["fingerprint"])
         return JSONResponse(out)
 
@@ -216,14 +269,25 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
             if kept:
                 listed.append((g, kept))
         out = [{"labels": g.labels, "receiver": {"name": g.receiver},
-                "alerts": [gettable_alert(a, sorted(receivers[a.fingerprint]), st) for a, st in kept]}
+                "alerts": [gettable_alert(a, sorted(receivers[a.fingerprint]), st,
+                                          open_end=now + ctx.loaded.config.global_.resolve_timeout)
+                           for a, st in kept]}
                for g, kept in listed if muted or not any(st["mutedBy"] for _, st in kept)]
         return JSONResponse(out)
 
+    marshalled: dict[int, str] = {}
+
+    def config_yaml(org: str) -> str:
+        """The organisation's configuration re-marshalled (no comments, secrets hidden), once."""
+        config = ctx.loaded.config_for(org)
+        if id(config) not in marshalled:
+            marshalled[id(config)] = marshal_config(config)
+        return marshalled[id(config)]
+
     async def status(request: Request) -> Response:
         org = ctx.org_of(request)
-        # the configuration (the organisation's own, if it has one) is an admin's read; secrets are redacted
-        config = ctx.loaded.config_for(org).redacted if identity_of(request).allows("admin") else ""
+        # the configuration (the organisation's own, if it has one) is an admin's read
+        config = config_yaml(org) if identity_of(request).allows("admin") else ""
         return JSONResponse({
             "cluster": {"name": "tocsin", "peers": [], "status": "ready"},
             "config": {"original": config},
@@ -244,13 +308,15 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         resource = request.query_params.get("resource", "")
         base = f"{ALERTS.prefix}.out.{partition_of(org, ctx.partitions)}.{token(org)}"
         if fp:
-            if not re.fullmatch(r"[0-9a-f]{16}", fp):
-                return bad_request("fingerprint must be 16 hex digits")
+            if bad := check_fingerprint(fp):
+                return bad_request(bad)
             tail = fp
         elif resource:
             kind, sep, name = resource.partition("/")
             if not sep or not kind or not name:
                 return bad_request("resource is KIND/NAME")
+            if bad := check_id(kind, "resource kind") or check_id(name, "resource name"):
+                return bad_request(bad)
             tail = "*"  # the organisation's history, filtered below
         else:
             return bad_request("give fingerprint or resource")
@@ -271,15 +337,10 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         from stages.notifier.ledger import attempts as read_attempts
 
         org = ctx.org_of(request)
-        group_key = request.query_params.get("groupKey")
-        fp = request.query_params.get("fingerprint")
-        if not group_key and not fp:
-            return bad_request("give groupKey or fingerprint")
         try:
-            since = float(request.query_params["since"]) if "since" in request.query_params else None
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            return bad_request("since is Unix seconds and limit a whole number")
+            group_key, fp, since, limit = attempts_query(request.query_params)
+        except ValueError as exc:
+            return bad_request(str(exc))
         records = await read_attempts(ctx.js, org, group_key=group_key, fingerprint=fp, since=since, limit=limit)
         return JSONResponse([{
             "sendId": r.send_id, "status": r.status, "at": rfc3339(r.at), "receiver": r.receiver,

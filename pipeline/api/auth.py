@@ -15,12 +15,22 @@ the middleware does too when installed inside the application
 
 Mode ``none`` (the default) keeps Alertmanager's behaviour: every request is an anonymous
 admin that may push and may name any organisation.
+
+Failed authentications are limited per client address (``limits.auth_failure_rate`` and
+``auth_failure_burst``, on by default): once an address has spent its budget, its failures
+are answered 429 (with ``Retry-After``) instead of 401. Credentials that check out still
+pass: an address is often shared (NAT, a proxy), and one client's flood must not lock out
+the others. Every 401, 403 and 429, from here or from a handler, goes to the
+``DenialAuditor`` (see ``pipeline.api.audit``). A request body nesting deeper than
+``MAX_JSON_DEPTH`` is refused with 400 before any handler parses it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,9 +41,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contracts.ids import UNION_SEP, check_org
 from pipeline.amconfig import ConfigError
+from pipeline.api.audit import Denial, DenialAuditor
 from pipeline.api.auth_config import AuthConfig, JwtConfig, MtlsConfig, auth_config_problems
-from pipeline.api.auth_errors import ApiError, BadRequest, Forbidden, Unauthenticated, UnknownKey
+from pipeline.api.auth_errors import ApiError, BadRequest, BodyRefused, Forbidden, Unauthenticated, UnknownKey
 from pipeline.api.auth_identity import (
     ALL,
     ANONYMOUS,
@@ -48,7 +60,8 @@ from pipeline.api.auth_identity import (
 from pipeline.api.auth_jwt import KeySource, load_key_source, verify_jwt
 from pipeline.api.auth_mtls import identity_from_client_cert
 from pipeline.api.auth_static import TokenTable, load_static_tokens
-from pipeline.api.limits import LimitsConfig, RateLimited, RateLimiter, TooLarge, read_body
+from pipeline.api.json_depth import MAX_JSON_DEPTH, too_deep
+from pipeline.api.limits import Bucket, LimitsConfig, RateLimited, RateLimiter, TooLarge, read_body, take
 
 __all__ = [
     "ALL",
@@ -60,6 +73,7 @@ __all__ = [
     "AuthConfig",
     "AuthMiddleware",
     "Authenticator",
+    "FailureLimiter",
     "Forbidden",
     "Identity",
     "Permission",
@@ -76,6 +90,8 @@ __all__ = [
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+DENIED_STATUSES = frozenset({401, 403, 429})
+_MAX_ADDRESSES = 10_000  # beyond this, addresses whose budget is full again are forgotten
 
 
 def _looks_like_jwt(token: str) -> bool:
@@ -169,6 +185,30 @@ def is_public(path: str, public_paths: list[str]) -> bool:
     return False
 
 
+class FailureLimiter:
+    """A token bucket per client address, spent by failed authentications only."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, Bucket] = {}
+
+    def wait(self, client: str, now: float) -> float:
+        """0 when ``client`` may try to authenticate, else seconds until it may (nothing spent)."""
+        _, wait = take(self._buckets.get(client), now, self.rate, self.burst)
+        return wait
+
+    def failed(self, client: str, now: float) -> None:
+        self._buckets[client], _ = take(self._buckets.get(client), now, self.rate, self.burst)
+        if len(self._buckets) > _MAX_ADDRESSES:
+            full_after = self.burst / self.rate
+            self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < full_after}
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 def _request_id(value: str | None) -> str:
     if value and _REQUEST_ID.fullmatch(value):
         return value
@@ -188,6 +228,7 @@ class AuthMiddleware:
         authenticator: Authenticator | None = None,
         base_dir: str = ".",
         clock: Callable[[], float] = time.time,
+        auditor: DenialAuditor | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -198,6 +239,12 @@ class AuthMiddleware:
         self.limiter = (
             RateLimiter(self.limits.rate, self.limits.bucket_size) if self.limits.rate > 0 else None
         )
+        rate = self.limits.auth_failure_rate
+        self.failures = (
+            FailureLimiter(rate, float(self.limits.auth_failure_burst or max(1, math.ceil(rate))))
+            if rate > 0 and self.authenticator.methods else None
+        )
+        self.auditor = auditor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.authenticator.methods:
@@ -216,23 +263,65 @@ class AuthMiddleware:
                 state["identity"], state["orgs"] = ANONYMOUS, [self.default_org]
             await self.app(scope, receive, send)
             return
+        client = _client_address(scope)
+        now = self.clock()
+        identity: Identity | None = None
         try:
-            now = self.clock()
-            identity = await self.authenticator.authenticate(
-                headers.get("authorization"), self._client_cert(scope, headers), now
-            )
+            try:
+                identity = await self.authenticator.authenticate(
+                    headers.get("authorization"), self._client_cert(scope, headers), now
+                )
+            except Unauthenticated:
+                if self.failures is not None:
+                    wait = self.failures.wait(client, now)
+                    if wait > 0:
+                        raise RateLimited(f"{client}: too many failed authentications", wait) from None
+                    self.failures.failed(client, now)
+                raise
             if self.limiter is not None:
                 wait = self.limiter.check(identity.subject, now)
                 if wait > 0:
                     raise RateLimited(identity.subject, wait)
             orgs = resolve_orgs(identity, headers.get("x-scope-orgid"), default_org=self.default_org)
-            receive = await self._limit_body(headers, receive)
+            receive = await self._read_body(headers, receive)
         except ApiError as exc:
             await exc.response()(scope, receive, send)
+            if exc.status in DENIED_STATUSES:
+                await self._denied(scope, headers, exc.status, exc.message, identity, now)
             return
         state["identity"] = identity
         state["orgs"] = orgs
-        await self._call_app(scope, receive, send)
+        status = await self._call_app(scope, receive, send)
+        if status in DENIED_STATUSES:
+            reason = state.get("denial") or f"HTTP {status}"
+            await self._denied(scope, headers, status, str(reason), identity, now)
+
+    async def _denied(self, scope: Scope, headers: dict[str, str], status: int, reason: str,
+                      identity: Identity | None, now: float) -> None:
+        if self.auditor is None:
+            return
+        state = scope.get("state") or {}
+        await self.auditor.record(Denial(
+            status=status, reason=reason, path=scope["path"], http_method=scope.get("method", ""),
+            client=_client_address(scope), org=self._denial_org(identity, state, headers),
+            request_id=str(state.get("request_id", "")), identity=identity), now)
+
+    def _denial_org(self, identity: Identity | None, state: dict[str, Any], headers: dict[str, str]) -> str:
+        """Whose trail records a denial: the organisation an authenticated caller acted for, else
+        its own (its admin answers for it), else the one it named. An unauthenticated caller
+        names nothing trustworthy (it could fill any tenant's trail): the default
+        organisation's, the operator's, records it."""
+        if identity is None:
+            return self.default_org
+        orgs = state.get("orgs")
+        if orgs:
+            return str(orgs[0])
+        if not isinstance(identity.orgs, AllOrgs):
+            return min(identity.orgs)
+        for org in (headers.get("x-scope-orgid") or "").split(UNION_SEP):
+            if org.strip() and check_org(org.strip()) is None:
+                return org.strip()
+        return self.default_org
 
     def _client_cert(self, scope: Scope, headers: dict[str, str]) -> str | None:
         tls = (scope.get("extensions") or {}).get("tls") or {}
@@ -242,42 +331,48 @@ class AuthMiddleware:
         header = self.authenticator.header
         return headers.get(header) if header else None
 
-    async def _limit_body(self, headers: dict[str, str], receive: Receive) -> Receive:
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> Receive:
+        """Read the body (refusing it past the size limit, 413, or nested too deep, 400) and
+        hand the application a ``receive`` that replays it."""
         limit = self.limits.max_body_bytes
-        if limit <= 0:
-            return receive
         length = headers.get("content-length")
         if length is not None:
             if not (length.isascii() and length.isdigit()):
                 raise BadRequest("invalid Content-Length")
-            if int(length) > limit:
+            if 0 < limit < int(length):
                 raise TooLarge(f"request body of {int(length)} bytes exceeds the limit of {limit} bytes")
             if int(length) == 0:
                 return receive
         elif "transfer-encoding" not in headers:
             return receive  # no body
-        messages = await read_body(receive, limit)
+        messages = await read_body(receive, limit if limit > 0 else sys.maxsize)
+        if too_deep(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")):
+            raise BodyRefused(f"request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep")
 
         async def replay() -> Any:
             return messages.pop(0) if messages else await receive()
 
         return replay
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Run the application; the response status it sent."""
+        status = 0
 
         async def tracking_send(message: Any) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = int(message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
         except ApiError as exc:  # raised by require() in a handler with no exception handler installed
-            if started:
+            if status:
                 raise
+            scope.setdefault("state", {})["denial"] = exc.message
             await exc.response()(scope, receive, send)
+            return exc.status
+        return status
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -335,8 +430,9 @@ def require(request: Request, permission: Permission) -> Identity:
     return identity
 
 
-async def _handle(_: Request, exc: Exception) -> Response:
+async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    request.state.denial = exc.message  # the reason, for the middleware's audit of a denial
     return exc.response()
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ApiError",
     "BadOrgHeader",
     "BadRequest",
+    "BodyRefused",
     "Forbidden",
     "Unauthenticated",
     "Unavailable",
@@ -66,6 +67,15 @@ class BadRequest(ApiError):
     """400: a malformed request (a header this layer reads)."""
 
     status = 400
+
+
+class BodyRefused(BadRequest):
+    """400 in go-swagger's parse-error shape (``{"code": 400, "message": ...}``), as
+    Alertmanager answers a body it cannot parse."""
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"code": self.status, "message": self.message}, status_code=self.status,
+                            headers=self.headers)
 
 
 class BadOrgHeader(BadRequest):

@@ -10,14 +10,17 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from starlette.requests import Request
 
-from pipeline.amconfig import compile_routes
+from pipeline.amconfig import RouteNode, compile_routes
 from pipeline.api.auth import identity_of, orgs_of, request_id_of, require
 from pipeline.api.auth_errors import BadRequest
+from pipeline.api.auth_identity import AllOrgs
+from pipeline.api.limits import LimitsConfig
 from pipeline.settings import Loaded
 
 __all__ = ["AUDIT_TTL", "ApiContext"]
 
 AUDIT_TTL = 400 * 24 * 3600  # seconds audit records are kept
+_DEFAULT_LIMITS = LimitsConfig()
 
 
 @dataclass
@@ -29,12 +32,34 @@ class ApiContext:
     started_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.routes = compile_routes(self.loaded.config)
-        self.org_routes = {org: compile_routes(c) for org, c in self.loaded.orgs.items()}
+        self.use(self.loaded)
+
+    def use(self, loaded: Loaded) -> None:
+        """Answer from ``loaded`` from now on (a configuration reload)."""
+        self.loaded = loaded
+        self.routes = compile_routes(loaded.config)
+        self.org_routes = {org: compile_routes(c) for org, c in loaded.orgs.items()}
+        self._filter_configs: dict[str, object] = {}
+
+    @property
+    def limits(self) -> LimitsConfig:
+        """The ``tocsin: limits:`` section, or its defaults when there is none (they protect
+        the pipeline: see ``pipeline.api.limits``)."""
+        return self.loaded.tocsin.limits or _DEFAULT_LIMITS
 
     @property
     def default_org(self) -> str:
         return self.loaded.tocsin.default_org
+
+    def reads_every_org(self, request: Request) -> bool:
+        """Open mode (no authentication, as Alertmanager) and no ``X-Scope-OrgID``: a read spans
+        every organisation, as Alertmanager shows every alert to Prometheus, amtool and Grafana,
+        which never send the header. With the header, or with authentication on, the request's
+        organisations decide (:meth:`orgs_for_read`)."""
+        require(request, "read")  # type: ignore[arg-type]
+        identity = identity_of(request)
+        return (identity.method == "none" and isinstance(identity.orgs, AllOrgs)
+                and not request.headers.get("x-scope-orgid", "").strip())
 
     def orgs_for_read(self, request: Request, permission: str = "read") -> list[str]:
         """The organisations a read covers (several only when the caller's role allows a union)."""
@@ -49,10 +74,14 @@ class ApiContext:
             raise BadRequest("this request acts for one organisation: name it with X-Scope-OrgID")
         return orgs[0]
 
+    def routes_of(self, org: str) -> RouteNode:
+        """The route tree of ``org`` (its own configuration's, else the main one)."""
+        return self.org_routes.get(org, self.routes)
+
     def receivers_for(self, labels: dict[str, str], org: str = "") -> list[str]:
         """The receiver of every route the labels match, in route order: as Alertmanager's
         ``GET /alerts`` lists them (two routes to one receiver list it twice)."""
-        return [r.receiver for r in self.org_routes.get(org, self.routes).match(labels)]
+        return [r.receiver for r in self.routes_of(org).match(labels)]
 
     async def audit(self, request: Request, org: str, action: str, target: str,
                     details: dict[str, object] | None = None) -> None:
@@ -69,8 +98,6 @@ class ApiContext:
 
     def filter_config(self, org: str) -> object:
         """The filter's compiled configuration (inhibit rules, intervals) of ``org``, for alert statuses."""
-        if not hasattr(self, "_filter_configs"):
-            self._filter_configs: dict[str, object] = {}
         if org not in self._filter_configs:
             from stages.filter.config import filter_config, filter_options
 

@@ -41,15 +41,18 @@ def alert_status(state: AlertState = "active", silenced_by: Sequence[str] = (), 
             "mutedBy": list(muted_by)}
 
 
-def gettable_alert(a: Alert, receivers: Sequence[str], status: dict[str, Any] | None = None) -> dict[str, Any]:
+def gettable_alert(a: Alert, receivers: Sequence[str], status: dict[str, Any] | None = None, *,
+                   open_end: float | None = None) -> dict[str, Any]:
     """Alertmanager's ``gettableAlert``; ``status`` defaults to active and unsuppressed.
 
     ``updatedAt`` is when the alert last changed (its start if that is unknown); ``endsAt``
-    of a firing alert is its expected end, Go's zero time when it has none.
+    of a firing alert is its end or expected end. An alert with none (an event alert: it
+    fires until an event resolves it) shows ``open_end``, as Alertmanager shows an alert its
+    sender keeps re-sending: an end ``resolve_timeout`` ahead; Go's zero time without it.
     """
     out: dict[str, Any] = {
         "annotations": dict(a.annotations),
-        "endsAt": rfc3339(a.ends_at),
+        "endsAt": rfc3339(a.ends_at if a.ends_at is not None else open_end),
         "fingerprint": a.fingerprint,
         "receivers": [{"name": r} for r in receivers],
         "startsAt": rfc3339(a.starts_at),

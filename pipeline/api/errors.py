@@ -17,6 +17,7 @@ __all__ = [
     "PARSE",
     "REQUIRED",
     "bad_request",
+    "nesting_too_deep",
     "not_found",
     "parse_error",
     "server_error",
@@ -53,3 +54,9 @@ async def stale_read(_: Request, exc: Exception) -> Response:
     """503 when only a replica still catching up could answer a state read (a NATS node just
     came back): retry in a moment rather than act on an old view."""
     return JSONResponse(f"state not available yet, retry: {exc}", status_code=503, headers={"Retry-After": "1"})
+
+
+async def nesting_too_deep(_: Request, exc: Exception) -> Response:
+    """400 for a ``RecursionError`` a handler hit parsing what it was sent: the edge refuses
+    bodies nesting deeper than ``MAX_JSON_DEPTH``, this is the backstop for anything else."""
+    return parse_error("request nests too deeply to parse")

@@ -11,6 +11,11 @@ Alertmanager (go-swagger) checks a request in three passes, and so does this mod
    starts is dropped; the others are accepted, and the answer is then 400 with the
    dropped alerts' errors joined (a JSON string).
 
+Tocsin adds its limits (``pipeline.api.limits``) to pass 3: an alert whose ``org_id`` label
+is not a valid organisation name (``contracts.ids.check_org``, the check ``X-Scope-OrgID``
+gets), or that breaks a size limit, is dropped the same way, with an error naming the limit.
+A request holding more alerts than ``limits.max_alerts_per_push`` fails whole (400).
+
 Defaults of the times are the rules stage's business (it knows ``resolve_timeout``); this
 layer only parses them.
 """
@@ -26,11 +31,13 @@ from typing import Any
 
 import msgspec
 
-from contracts import PushedAlert, PushedAlerts
+from contracts import PushedAlert, PushedAlerts, encode
+from contracts.ids import check_org
 from contracts.matchers import go_quote
 from pipeline.api.errors import INVALID_TYPE, PARSE, REQUIRED
+from pipeline.api.limits import LimitsConfig, check_alert, check_alert_bytes, check_push_count
 
-__all__ = ["ORG_LABEL", "PushError", "decode_body", "is_request_uri", "parse_push", "parse_time"]
+__all__ = ["ORG_LABEL", "PushError", "decode_body", "is_request_uri", "parse_push", "parse_time", "split_push"]
 
 ORG_LABEL = "org_id"
 # the times Alertmanager's API can hand back (RFC 3339 has four-digit years)
@@ -38,6 +45,7 @@ _MIN_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DEFAULT_LIMITS = LimitsConfig()
 
 
 class PushError(ValueError):
@@ -157,10 +165,22 @@ def decode_body(body: bytes, name: str, kind: type, kind_name: str) -> Any:
     return doc
 
 
-def parse_push(body: bytes, *, request_org: str, now: float,
-               request_id: str | None = None) -> tuple[list[PushedAlerts], list[str]]:
-    """The request's alerts grouped by organisation, and the validation errors of the others."""
+def _check_org_label(labels: Mapping[str, str]) -> str | None:
+    org = labels.get(ORG_LABEL)
+    problem = check_org(org) if org is not None else None
+    return f"invalid {ORG_LABEL} label: {problem}" if problem else None
+
+
+def parse_push(body: bytes, *, request_org: str, now: float, request_id: str | None = None,
+               limits: LimitsConfig | None = None) -> tuple[list[PushedAlerts], list[str]]:
+    """The request's alerts grouped by organisation, and the validation errors of the others.
+
+    ``limits``: the ``tocsin: limits:`` section (``None``: its defaults)."""
+    limits = limits or _DEFAULT_LIMITS
     doc = decode_body(body, "alerts", list, "array")
+    too_many = check_push_count(len(doc), limits)
+    if too_many:
+        raise PushError(too_many)
     raws = [_decode(raw, i) for i, raw in enumerate(doc)]
     for i, a in enumerate(raws):
         _check_schema(a, i)
@@ -170,15 +190,40 @@ def parse_push(body: bytes, *, request_org: str, now: float,
     for a in raws:
         assert a.labels is not None  # _check_schema
         labels = {k: v for k, v in a.labels.items() if v != ""}  # Alertmanager drops empty labels
-        error = _validate(labels, a.annotations, a.starts_at, a.ends_at)
+        error = (_validate(labels, a.annotations, a.starts_at, a.ends_at) or _check_org_label(labels)
+                 or check_alert(limits, labels, a.annotations))
         if error:
             errors.append(error)
             continue
-        org = labels.get(ORG_LABEL) or request_org
-        by_org.setdefault(org, []).append(PushedAlert(
-            labels=labels, annotations=dict(a.annotations), starts_at=a.starts_at, ends_at=a.ends_at,
-            generator_url=a.generator_url))
+        alert = PushedAlert(labels=labels, annotations=dict(a.annotations), starts_at=a.starts_at,
+                            ends_at=a.ends_at, generator_url=a.generator_url)
+        error = check_alert_bytes(len(encode(alert)), limits)
+        if error:
+            errors.append(error)
+            continue
+        by_org.setdefault(labels.get(ORG_LABEL) or request_org, []).append(alert)
     pushes = [PushedAlerts(request_id=request_id, org=org, received_at=now, alerts=alerts)
               for org, alerts in by_org.items()]
     return pushes, errors
 
+
+
+def split_push(push: PushedAlerts, *, max_alerts: int, max_bytes: int) -> list[PushedAlerts]:
+    """``push`` in consecutive parts of at most ``max_alerts`` alerts and about ``max_bytes``
+    encoded bytes each (an alert alone is never split: the limits keep it far smaller).
+
+    The API publishes one message per part. A count alone let a legitimate push of large
+    alerts exceed the server's ``max_payload``; half of it leaves room for the part's dead
+    letter, which carries the part base64-encoded, should the rules stage refuse it.
+    """
+    parts: list[PushedAlerts] = []
+    start, size = 0, 0
+    for i, alert in enumerate(push.alerts):
+        n = len(encode(alert)) + 1
+        if i > start and (i - start >= max_alerts or size + n > max_bytes):
+            parts.append(msgspec.structs.replace(push, alerts=push.alerts[start:i]))
+            start, size = i, 0
+        size += n
+    if start < len(push.alerts) or not parts:
+        parts.append(msgspec.structs.replace(push, alerts=push.alerts[start:]))
+    return parts

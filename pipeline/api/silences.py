@@ -4,6 +4,10 @@ Writes are commands into TOCSIN_COMMANDS, partitioned by organisation; the filte
 them exactly once. Reads come from the filter's state in TOCSIN_SENDS. A write waits (up
 to a few seconds) until the filter committed it, so `amtool silence add` followed by
 `amtool silence query` sees the new silence.
+
+Everything a write names is checked before it is published (400 naming the limit): silence
+ids and ack fields by ``contracts.ids``, sizes by ``pipeline.api.limits`` (matchers, regex
+lengths and the encoded size before the matchers are even compiled).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from contracts import AckCommand, Silence, SilenceCommand, SilenceMatcher, encode
+from contracts.ids import check_fingerprint, check_group_key, check_id
 from contracts.matchers import Matcher, MatcherError, MatchType, parse_matcher
 from contracts.partition import partition_of
 from pipeline.api.context import ApiContext
 from pipeline.api.convert import gettable_silence, rfc3339
 from pipeline.api.errors import MIN_ITEMS, REQUIRED, bad_request, not_found, parse_error
-from pipeline.api.limits import check_silence
+from pipeline.api.limits import check_ack_comment, check_silence, check_silence_count
 from pipeline.api.push import PushError, decode_body, parse_time
 from pipeline.runtime.jetstream import last_message
 from pipeline.runtime.reads import read_partition_state
@@ -49,7 +54,7 @@ async def filter_state(ctx: ApiContext, org: str, *prefixes: str) -> dict[str, A
         for m, deleted in await read_partition_state(ctx.js, SENDS.stream, SENDS.state_filter(p, prefix, org),
                                                      SENDS.progress(p)):
             if not deleted:
-                state[SENDS.key_of_state_subject(m.subject)] = _decoder.decode(m.data)
+                state[SENDS.key_of_state_subject(m.subject, m.headers)] = _decoder.decode(m.data)
     return state
 
 
@@ -133,6 +138,13 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
             sil = parse_silence(await request.body(), org, now)
         except PushError as exc:
             return parse_error(str(exc), exc.code)
+        limits = ctx.limits
+        # sizes first: a matcher is compiled only once its silence is known to be within bounds
+        problem = (check_id(sil.id, "silence id") if sil.id else None) or check_silence(
+            limits, existing=0, matchers=len(sil.matchers), size=len(encode(sil)), new=False,
+            regex_lengths=[len(m.value) if m.is_regex else 0 for m in sil.matchers])
+        if problem:
+            return bad_request(problem)
         if sil.starts_at >= sil.ends_at:
             return bad_request("Failed to create silence: start time must be before end time")
         if sil.ends_at < now:
@@ -141,12 +153,10 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
             validate_silence(sil)
         except SilenceError as exc:
             return bad_request(str(exc))
-        limits = ctx.loaded.tocsin.limits
-        if limits is not None:
+        if limits.max_silences > 0 and not sil.id:
             existing = [st for st in silences_view(await filter_state(ctx, org, "silence", "silences"), org, now)
                         if st.state != "expired"]
-            problem = check_silence(limits, existing=len(existing), matchers=len(sil.matchers),
-                                    size=len(encode(sil)), new=not sil.id)
+            problem = check_silence_count(len(existing), limits.max_silences)
             if problem:
                 return bad_request(problem)
         state: dict[str, Any] = {}
@@ -179,6 +189,8 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def get_silence(request: Request) -> Response:
         org, now = ctx.org_of(request), time.time()
         sid = request.path_params["id"]
+        if check_id(sid, "silence id"):  # an id no silence can have is unknown, as the API documents
+            return not_found()
         v = await _silence(ctx, org, sid)
         st = silence_view({silence_key(org, sid): v}, org, sid, now) if v else None
         if st is None:
@@ -188,6 +200,8 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def delete_silence(request: Request) -> Response:
         org, now = ctx.org_of(request, "silence"), time.time()
         sid = request.path_params["id"]
+        if check_id(sid, "silence id"):
+            return not_found()
         v = await _silence(ctx, org, sid)
         if v is None:
             return not_found()
@@ -210,14 +224,21 @@ def silence_routes(ctx: ApiContext) -> list[BaseRoute]:
             return parse_error(str(exc))
         if not isinstance(doc, dict) or not (doc.get("groupKey") or doc.get("fingerprint")):
             return bad_request("an acknowledgement names a groupKey or a fingerprint")
+        fields = {name: doc.get(name) or "" for name in ("groupKey", "fingerprint", "by", "comment")}
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                return bad_request(f"{name} must be a string")
+        group_key, fp, by, comment = fields.values()
+        problem = ((check_group_key(group_key) if group_key else None) or (check_fingerprint(fp) if fp else None)
+                   or (check_id(by, "by") if by else None) or check_ack_comment(comment, ctx.limits))
+        if problem:
+            return bad_request(problem)
         try:
             expires = parse_time(doc.get("expiresAt"), "expiresAt")
         except PushError as exc:
             return bad_request(str(exc))
-        cmd = AckCommand(action="unack" if doc.get("remove") else "ack", org=org, at=now,
-                         group_key=str(doc.get("groupKey") or ""), fingerprint=str(doc.get("fingerprint") or ""),
-                         by=str(doc.get("by") or ""), comment=str(doc.get("comment") or ""), expires_at=expires,
-                         request_id=uuid.uuid4().hex)
+        cmd = AckCommand(action="unack" if doc.get("remove") else "ack", org=org, at=now, group_key=group_key,
+                         fingerprint=fp, by=by, comment=comment, expires_at=expires, request_id=uuid.uuid4().hex)
         await _publish(ctx, org, cmd, f"ack:{cmd.request_id}")
         await ctx.audit(request, org, "alert.ack" if cmd.action == "ack" else "alert.unack",
                         cmd.group_key or cmd.fingerprint)

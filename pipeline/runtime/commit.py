@@ -8,8 +8,9 @@ them all, each with its own fenced progress record. Nothing changes for a partit
 commit is still atomic and fenced, only shared with others'.
 
 A batch the server refuses names no culprit (a fenced partition, typically: it lost its
-ownership), so a refused group is committed again one commit at a time; only the refused
-commit fails. The first commit to find nobody committing leads: it commits batches until its
+ownership; or a message over a limit), so a refused group is committed again one commit at a
+time; only the refused commit fails. A group stays under the limits of one atomic batch, in
+messages and in bytes. The first commit to find nobody committing leads: it commits batches until its
 own is in, then hands the lead to the oldest commit still waiting, so no partition serves
 others for long and none waits on a cancelled leader.
 """
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 
-from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, publish_atomic
+from pipeline.runtime.jetstream import MAX_BATCH, MAX_BATCH_BYTES, BatchError, BatchMsg, publish_atomic
 
 __all__ = ["CommitUnknown", "GroupCommitter"]
 
@@ -43,6 +44,10 @@ def _handed_lead(fut: asyncio.Future[object]) -> bool:
 class _Pending:
     msgs: Sequence[BatchMsg]
     done: asyncio.Future[object]
+    size: int = field(init=False)  # payload bytes
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(m.payload) for m in self.msgs)
 
 
 class GroupCommitter:
@@ -85,11 +90,13 @@ class GroupCommitter:
 
     def _take(self) -> list[_Pending]:
         group: list[_Pending] = []
-        size = 0
-        while self._queue and (not group or size + len(self._queue[0].msgs) <= MAX_BATCH):
+        count = size = 0
+        while self._queue and (not group or (count + len(self._queue[0].msgs) <= MAX_BATCH
+                                             and size + self._queue[0].size <= MAX_BATCH_BYTES)):
             item = self._queue.pop(0)
             group.append(item)
-            size += len(item.msgs)
+            count += len(item.msgs)
+            size += item.size
         return group
 
     async def _send(self, group: list[_Pending]) -> None:

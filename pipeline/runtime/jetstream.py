@@ -19,22 +19,31 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from pipeline.runtime.natsauth import connect_options
 from pipeline.runtime.natsclient import Client
 from pipeline.runtime.subjects import StreamNames
 
 __all__ = [
+    "BATCH_HEADER_ROOM",
     "MAX_BATCH",
+    "MAX_BATCH_BYTES",
+    "MAX_SUBJECT",
     "BatchError",
     "BatchMsg",
     "PartitionCountMismatch",
+    "TooLarge",
+    "Unpublishable",
     "connect",
     "ensure_partitions",
     "ensure_stream",
     "hpub_frame",
     "last_message",
+    "message_size",
     "one_per_subject",
+    "plan_chunks",
     "publish_atomic",
     "retry_transient",
+    "unpublishable",
 ]
 
 log = logging.getLogger("tocsin.jetstream")
@@ -44,6 +53,13 @@ FENCE_ERROR = 10071  # "wrong last sequence": the expected-last-subject-sequence
 DUPLICATE_IN_BATCH = 10201
 INCOMPLETE_BATCH = 10176  # the server dropped the batch before its commit: nothing of it was stored
 BATCH_ATTEMPTS = 3  # sends of a batch the server reports incomplete
+# Bytes of one atomic commit of the stages. The server takes larger batches (100 MiB was seen to
+# pass), but a batch is staged in its memory until the commit: commits are split to stay under this.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+BATCH_HEADER_ROOM = 128  # the Nats-Batch-* headers publish_atomic adds to a message
+# A subject longer than this would overflow the server's 4 KiB control line (HPUB, the reply
+# inbox and sizes take the rest): the server would close the connection every stage shares.
+MAX_SUBJECT = 3840
 
 
 T = TypeVar("T")
@@ -70,11 +86,11 @@ async def connect(url: str, name: str = "tocsin") -> NATS:
 
     ``url`` may list several servers separated by commas (a cluster's members).
     """
-    servers = [u.strip() for u in url.split(",") if u.strip()]
+    servers, auth = connect_options(url)  # credentials and TLS (pipeline.runtime.natsauth)
     nc = Client()  # nats-py's client with cheaper header parsing (see pipeline.runtime.natsclient)
     # reconnect_time_wait is annotated int in nats-py but used as seconds (asyncio.sleep): 0.5 works, as it
     # did through nats.connect(**options), which mypy did not check.
-    await nc.connect(servers=servers, name=name, max_reconnect_attempts=-1,
+    await nc.connect(servers=servers, name=name, max_reconnect_attempts=-1, **auth,
                      reconnect_time_wait=0.5,  # type: ignore[arg-type]
                      connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024)
     return nc
@@ -88,7 +104,7 @@ class BatchMsg:
 
 
 class BatchError(Exception):
-    """The server refused an atomic batch; nothing of it was stored."""
+    """The server (or, :class:`TooLarge`, the client) refused an atomic batch; nothing of it was stored."""
 
     def __init__(self, code: int, err_code: int, description: str) -> None:
         super().__init__(f"atomic batch refused: {description} (code {code}, err_code {err_code})")
@@ -100,6 +116,92 @@ class BatchError(Exception):
     def fenced(self) -> bool:
         """Another owner committed since our last commit: we no longer own the partition."""
         return self.err_code == FENCE_ERROR
+
+    @property
+    def deterministic(self) -> bool:
+        """Sending the same messages again would be refused again (a 4xx that is no fence)."""
+        return 400 <= self.code < 500 and not self.fenced and self.err_code != INCOMPLETE_BATCH
+
+
+class Unpublishable(BatchError, ValueError):
+    """A message the server would refuse, or close the connection for (a line break in a
+    header, a subject over its control line); refused before anything was sent."""
+
+    def __init__(self, description: str, code: int = 400) -> None:
+        BatchError.__init__(self, code, 0, description)
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class TooLarge(Unpublishable, nats.errors.MaxPayloadError):
+    """A message over the server's max_payload (or a commit over :data:`MAX_BATCH_BYTES`).
+    (Also a ``MaxPayloadError``, what nats-py raises.)"""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description, 413)
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+def message_size(headers: dict[str, str] | None, payload: bytes) -> int:
+    """What the server counts against ``max_payload``: the header block and the payload."""
+    if not headers:
+        return len(payload)
+    return 12 + len(payload) + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
+def unpublishable(m: BatchMsg, max_payload: int) -> str:
+    """Why ``m`` cannot be part of an atomic batch (its size, its subject, a header), or ""."""
+    return _malformed(m) or _oversized(m, max_payload)
+
+
+def _malformed(m: BatchMsg) -> str:
+    if not m.subject or not _UNSAFE.isdisjoint(m.subject):
+        return f"invalid subject {m.subject[:200]!r}"
+    if m.headers and any("\r" in t or "\n" in t for kv in m.headers.items() for t in kv):
+        return f"a header of the message to {m.subject[:200]} holds a line break"
+    return ""
+
+
+def _oversized(m: BatchMsg, max_payload: int) -> str:
+    if len(m.subject) > MAX_SUBJECT:
+        return (f"the subject {m.subject[:80]}... is {len(m.subject)} characters, over the limit of "
+                f"{MAX_SUBJECT} (the server's 4 KiB control line)")
+    size = message_size(m.headers, m.payload) + BATCH_HEADER_ROOM
+    if size > max_payload:
+        return (f"a message of {size} bytes to {m.subject[:200]} is over the server's max_payload of "
+                f"{max_payload} bytes")
+    return ""
+
+
+def plan_chunks(sizes: Sequence[int], max_msgs: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Split messages of ``sizes`` (in order) into consecutive [start, end) chunks of at most
+    ``max_msgs`` messages and ``max_bytes`` bytes (a message larger than that alone)."""
+    if max_msgs < 1:
+        raise ValueError("max_msgs must be at least 1")
+    if len(sizes) <= max_msgs and sum(sizes) <= max_bytes:
+        return [(0, len(sizes))] if sizes else []
+    chunks: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= max_msgs or total + size > max_bytes):
+            chunks.append((start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        chunks.append((start, len(sizes)))
+    return chunks
+
+
+def _check(m: BatchMsg, max_payload: int) -> None:
+    """Refuse a message the server would refuse or close the connection for (a message over
+    max_payload, a subject over the control line, a line break)."""
+    if problem := _malformed(m):
+        raise Unpublishable(problem)
+    if problem := _oversized(m, max_payload):
+        raise TooLarge(problem)
 
 
 _UNSAFE = frozenset(" \t\r\n")  # characters that would end a subject or a header line early
@@ -127,7 +229,9 @@ async def publish_atomic(nc: NATS, msgs: Sequence[BatchMsg], timeout: float = 10
     only the commit message asks for a reply (ADR-50). The messages before the commit go out
     as one write of ready-made frames: ``nc.publish`` per message was a tenth of a stage's
     CPU (headers re-validated, a flush kicked, per message). While the connection is down
-    they go through ``nc.publish``, which knows how much it may buffer.
+    they go through ``nc.publish``, which knows how much it may buffer. A message over the
+    server's max_payload (headers included) or with a subject over its control line is
+    refused first (:class:`TooLarge`), for the server would close the shared connection.
 
     A batch the server reports incomplete (it dropped it before the commit: a staging store
     it could not create, a server restart) stored nothing, so it is sent again under a new
@@ -153,15 +257,27 @@ async def _publish_batch(nc: NATS, msgs: Sequence[BatchMsg], timeout: float) -> 
     batch_id = os.urandom(8).hex()  # unique among batches in flight; stored with every message
     last = len(msgs)
     framed = nc.is_connected
+    max_payload = nc.max_payload or 1024 * 1024
+    # Every message is checked before anything is sent: the commit's and, without frames, all;
+    # a frame by its length (it holds the headers and payload the server counts, and more).
+    _check(msgs[-1], max_payload)
+    if not framed:
+        for m in msgs:
+            _check(m, max_payload)
     frames: list[bytes] = []
     for i, m in enumerate(msgs[:-1], 1):
         hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
         if m.headers:
             hdrs.update(m.headers)
         if framed:
-            if len(m.payload) > nc.max_payload:
-                raise nats.errors.MaxPayloadError
-            frames.append(hpub_frame(m.subject, hdrs, m.payload))
+            try:
+                frame = hpub_frame(m.subject, hdrs, m.payload)
+            except ValueError:
+                _check(m, max_payload)  # names the problem (without the headers' values)
+                raise
+            if len(frame) > max_payload or len(m.subject) > MAX_SUBJECT:
+                _check(m, max_payload)
+            frames.append(frame)
         else:
             await nc.publish(m.subject, m.payload, headers=hdrs)
     if frames:

@@ -43,8 +43,9 @@ def stage_metrics() -> StageMetrics:
             outputs=Counter("tocsin_stage_outputs", "Outputs committed", ["stage"], registry=r),
             skipped=Counter("tocsin_stage_inputs_skipped", "Redelivered inputs skipped by progress",
                             ["stage"], registry=r),
-            dead_letters=Counter("tocsin_stage_dead_letters", "Inputs or timers dead-lettered",
-                                 ["stage", "kind"], registry=r),
+            dead_letters=Counter("tocsin_stage_dead_letters", "Inputs or timers dead-lettered, by kind (input, "
+                                 "timer) and cause (undecodable, rejected, step_failed, too_large, refused)",
+                                 ["stage", "kind", "cause"], registry=r),
             commits=Counter("tocsin_stage_commits", "Partition commits (each atomic, fenced)", ["stage"], registry=r),
             batches=Counter("tocsin_stage_commit_batches", "Atomic batches sent; a batch carries the commits of "
                             "several partitions when they wait together (group commit)", ["stage"], registry=r),

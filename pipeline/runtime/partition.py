@@ -5,10 +5,16 @@ partition's progress, run the pure core over the rest (and over due timers), com
 atomic batch (progress fenced with Nats-Expected-Last-Subject-Sequence, changed state keys
 with rollup, outputs with deterministic Nats-Msg-Id, dead letters), then ack the inputs.
 A crash before the commit redoes the step; after it, the redelivered inputs are skipped.
+
+No input blocks a partition: one that cannot be decoded, is rejected, or whose effect cannot
+be published (over the server's max_payload, say) is committed as a dead letter, which always
+fits (an excerpt, the size and digest of an input too large to keep whole), and the partition
+goes on. See :meth:`PartitionWorker._process`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import time
@@ -25,24 +31,40 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from contracts import DeadLetter
 from contracts import decode as decode_message
 from pipeline.runtime.commit import CommitUnknown, GroupCommitter
-from pipeline.runtime.jetstream import MAX_BATCH, BatchError, BatchMsg, last_message, one_per_subject, publish_atomic
+from pipeline.runtime.deadletter import MIN_BUDGET, bounded, build_dead_letter
+from pipeline.runtime.jetstream import (
+    BATCH_HEADER_ROOM,
+    MAX_BATCH,
+    MAX_BATCH_BYTES,
+    MAX_SUBJECT,
+    BatchError,
+    BatchMsg,
+    TooLarge,
+    Unpublishable,
+    last_message,
+    message_size,
+    one_per_subject,
+    plan_chunks,
+    publish_atomic,
+    unpublishable,
+)
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.pull import RawPuller
 from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
 from pipeline.runtime.step import Reject, StageCore, Step
-from pipeline.runtime.subjects import StreamNames, token
+from pipeline.runtime.subjects import StreamNames, state_headers, token
 from pipeline.telemetry import step_span
 
-__all__ = ["CONSUMER_IDLE_TIMEOUT", "TIME_HEADER", "Input", "PartitionWorker", "Progress", "StageSpec",
-           "ack_metadata", "consumer_name", "event_time"]
+__all__ = ["CONSUMER_IDLE_TIMEOUT", "MAX_MSG_ID", "TIME_HEADER", "Input", "PartitionWorker", "Progress", "StageSpec",
+           "ack_metadata", "bounded_id", "consumer_name", "event_time"]
 
 log = logging.getLogger("tocsin.runtime")
 
 TIME_HEADER = "Tocsin-Time"  # the event time of an output: the time its input or timer was stepped at
 TOMBSTONE_TTL = "300"  # seconds; the rollup already removed older values, so expiry = deletion
+MAX_MSG_ID = 512  # characters of a Nats-Msg-Id; a longer one is shortened with a digest (bounded_id)
 
 
 class Progress(msgspec.Struct, omit_defaults=True):
@@ -76,6 +98,8 @@ class StageSpec:
     ack_wait: float = 60.0
     output_ttl: int | None = 7 * 24 * 3600  # seconds outputs are kept (history); None = forever
     dlq_ttl: int | None = 30 * 24 * 3600
+    # bytes of one atomic commit; a commit of several inputs that would be larger is split
+    max_commit_bytes: int = MAX_BATCH_BYTES
 
 
 CONSUMER_IDLE_TIMEOUT = 300.0  # seconds without pulls after which the server removes a partition's consumer
@@ -109,7 +133,11 @@ def ack_metadata(msg: Msg) -> tuple[int, int, int, int, int]:
 
 
 class _Reset(Exception):
-    """The partition must be acquired again (fenced, gap, consumer lost)."""
+    """The partition must be acquired again (fenced, gap, consumer lost, a commit refused)."""
+
+
+# An input (input name, stream sequence, "") or a timer ("", deadline, state key) of a commit.
+_Unit = tuple[str, float, str]
 
 
 @dataclass
@@ -117,9 +145,22 @@ class _Commit:
     msgs: list[BatchMsg] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)  # key -> value or _DEL
     inputs: int = 0
+    units: list[_Unit] = field(default_factory=list)  # the inputs and timers it carries
+    bytes: int = 0  # of msgs
 
     def size(self) -> int:
         return 1 + len(self.msgs) + len(self.changes)
+
+
+@dataclass
+class _Effect:
+    """What one input or timer adds to a commit."""
+
+    changes: dict[str, Any]
+    msgs: list[BatchMsg]
+    bytes: int
+    problem: str = ""  # why it cannot be committed, or ""
+    outputs: int = 0
 
 
 _DEL = object()
@@ -145,6 +186,10 @@ class PartitionWorker:
         self._subs: dict[str, RawPuller] = {}
         self._expected_dseq: dict[str, int] = {}
         self._pending: dict[str, int] = {}  # per input: messages not yet delivered, as last reported
+        # After a commit refused for good (see _refused): up to where inputs (by input name) and
+        # timers (name "") are committed one at a time, and those to dead-letter (cause, reason).
+        self._isolate: dict[str, float] = {}
+        self._poison: dict[_Unit, tuple[str, str]] = {}
         self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
         self._encoder = msgspec.json.Encoder()
         # the metric children of the hot path, resolved once (``labels`` costs a lookup per call)
@@ -235,7 +280,7 @@ class PartitionWorker:
                                                               fresh=(out.progress(self.p), self.fence)):
                     if deleted:
                         continue
-                    key = out.key_of_state_subject(m.subject)
+                    key = out.key_of_state_subject(m.subject, m.headers)  # a digested key is in a header
                     value = self._value_decoder.decode(m.data)
                     self.state[key] = value
                     self._track(key, value)
@@ -390,7 +435,13 @@ class PartitionWorker:
         decides depends on event times only: not on how inputs were batched, nor on a crash
         redone, nor on how far behind the stages ran. (With stream times, a stage catching up
         on a backlog would write its outputs close together, and the next stage would see, say,
-        an alert resolved and fired again within one group interval, and fold the two.)"""
+        an alert resolved and fired again within one group interval, and fold the two.)
+
+        An input or timer whose effect cannot be published (an output over the server's
+        max_payload, too many messages) is dead-lettered in its place. A commit the server or
+        the client refuses for good (a state value over max_payload, a batch too large) resets
+        the partition and redoes it one input or timer per commit, the refused one dead-lettered
+        (see :meth:`_refused`): the partition never loops on one message."""
         if not batches and self._behind():
             await self._recount_pending()
         commit = _Commit()
@@ -412,6 +463,8 @@ class PartitionWorker:
                 now = event_time(msg, ts / 1e9)
                 commit = await self._fire_due(commit, min(now, wall))
                 commit = await self._step_one(commit, name, msg, seq, now)
+                if self._isolate:
+                    commit = await self._commit_alone(commit)
         if not self._behind():
             commit = await self._fire_due(commit, wall)
         if commit.inputs or commit.msgs or commit.changes:
@@ -420,6 +473,8 @@ class PartitionWorker:
             await msg.ack()
         for name in acks:
             self._m_lag[name].set(self._pending[name])
+        if self._isolate:
+            self._end_isolation()
         self._m_step.observe(time.perf_counter() - t0)
 
     async def _fire_due(self, commit: _Commit, upto: float) -> _Commit:
@@ -431,57 +486,143 @@ class PartitionWorker:
             if self._deadlines.get(key) != deadline:
                 continue  # stale entry: the key's deadline changed
             del self._deadlines[key]
-            try:
-                result = spec.core.fire(self.state, key, deadline)
-            except Exception:  # a timer cannot be dead-lettered; keep the partition going
-                log.exception("%s p%d: timer of %r failed; dropped", spec.name, p, key)
-                self.metrics.dead_letters.labels(spec.name, "timer").inc()
-                continue
-            commit = await self._add(commit, result, f"{spec.name}:{p}:t:{key}:{deadline!r}", deadline)
+            base = f"{spec.name}:{p}:t:{key}:{deadline!r}"
+            unit = ("", deadline, key)
+            cause, reason = self._poison.pop(unit, ("", ""))
+            effect: _Effect | None = None
+            if not reason:
+                try:
+                    result = spec.core.fire(self.state, key, deadline)
+                    effect = self._prepare(result, base, deadline, timer=True)
+                    if effect.problem:
+                        cause, reason = "too_large", effect.problem
+                except RecursionError:
+                    cause, reason = "step_failed", "timer failed: nested too deep (RecursionError)"
+                except Exception as exc:  # a bug in a core must not stop the partition
+                    log.exception("%s p%d: timer of %r failed", spec.name, p, key[:200])
+                    cause, reason = "step_failed", f"timer failed: {exc!r}"
+            if reason or effect is None:
+                # The timer is dropped (its state stays as it was) and kept as a dead letter.
+                effect = self._dead_letter("timer", cause, reason, base, at=deadline, key=key)
+            commit = await self._apply(commit, effect, unit)
+            if self._isolate:
+                commit = await self._commit_alone(commit)
         return commit
 
     async def _step_one(self, commit: _Commit, name: str, msg: Msg, seq: int, now: float) -> _Commit:
         spec, p = self.spec, self.p
         base = f"{spec.name}:{p}:{name}:{seq}"
-        reason = ""
-        try:
-            inp = next(i for i in spec.inputs if i.name == name).decode(msg.data)
-            with step_span(f"{spec.name} step", msg.headers, {"tocsin.partition": p, "tocsin.input_seq": seq}) as tc:
-                result = spec.core.step(self.state, inp, now)
-            if tc:
-                for out in result.outputs:
-                    out.headers = {**tc, **(out.headers or {})}
-            if len(result.outputs) + len(result.changes) + 1 >= MAX_BATCH:
-                reason = f"one input produced {len(result.outputs)} outputs and {len(result.changes)} state " \
-                         f"changes, more than an atomic batch holds ({MAX_BATCH})"
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            reason = f"cannot decode: {exc}"
-        except Reject as exc:
-            reason = f"rejected: {exc}"
-        except Exception as exc:  # a bug in a core must not stop the partition
-            log.exception("%s p%d: step failed on %s seq %d", spec.name, p, name, seq)
-            reason = f"step failed: {exc!r}"
-        if reason:
-            self.metrics.dead_letters.labels(spec.name, "input").inc()
-            result = Step(outputs=[])
-            dl = DeadLetter(stage=spec.name, reason=reason, subject=msg.subject, stream_seq=seq,
-                            payload=msg.data, headers=dict(msg.headers or {}), at=now)
-            hdrs = {"Nats-Msg-Id": f"dlq:{base}"}
-            if spec.dlq_ttl:
-                hdrs["Nats-TTL"] = str(spec.dlq_ttl)
-            commit.msgs.append(BatchMsg(spec.output.dlq(p, hdrs["Nats-Msg-Id"]), self._encoder.encode(dl), hdrs))
-        commit = await self._add(commit, result, base, now)
+        unit = (name, float(seq), "")
+        poisoned = self._poison.pop(unit, None)
+        cause, reason = poisoned or ("", "")
+        effect: _Effect | None = None
+        if not reason:
+            try:
+                inp = next(i for i in spec.inputs if i.name == name).decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                cause, reason = "undecodable", f"cannot decode: {exc}"
+            except RecursionError:
+                cause, reason = "undecodable", "cannot decode: nested deeper than the decoder allows"
+            except Exception as exc:
+                cause, reason = "undecodable", f"cannot decode: {exc!r}"
+            else:
+                try:
+                    with step_span(f"{spec.name} step", msg.headers,
+                                   {"tocsin.partition": p, "tocsin.input_seq": seq}) as tc:
+                        result = spec.core.step(self.state, inp, now)
+                    if tc:
+                        for out in result.outputs:
+                            out.headers = {**tc, **(out.headers or {})}
+                    effect = self._prepare(result, base, now)
+                    if effect.problem:
+                        cause, reason = "too_large", effect.problem
+                except Reject as exc:
+                    cause, reason = "rejected", f"rejected: {exc}"
+                except RecursionError:  # (no traceback: a thousand frames of it say nothing more)
+                    cause, reason = "step_failed", "step failed: nested too deep (RecursionError)"
+                except Exception as exc:  # a bug in a core must not stop the partition
+                    log.exception("%s p%d: step failed on %s seq %d", spec.name, p, name, seq)
+                    cause, reason = "step_failed", f"step failed: {exc!r}"
+        if reason or effect is None:
+            effect = self._dead_letter("input", cause, reason, base, msg=msg, seq=seq, at=now,
+                                       excerpt_only=poisoned is not None)
+        commit = await self._apply(commit, effect, unit)
         self.progress.inputs[name] = seq
         commit.inputs += 1
         self._m_inputs.inc()
         return commit
 
+    def _prepare(self, result: Step[Any], base: str, now: float, *, timer: bool = False) -> _Effect:
+        """The messages of a step's outputs, and why they cannot be committed (or "").
+
+        Only a timer's effect may be larger than one atomic batch (it is committed in parts, see
+        :meth:`_commit`). State values are encoded at the commit, once per key (a key changed by
+        every input of a batch is written once); one over a limit is found there (see
+        :meth:`_refused`)."""
+        spec = self.spec
+        msgs: list[BatchMsg] = []
+        size = 0
+        problem = ""
+        if not timer and len(result.outputs) + len(result.changes) + 1 >= MAX_BATCH:
+            problem = (f"one input produced {len(result.outputs)} outputs and {len(result.changes)} state "
+                       f"changes, more than an atomic batch holds ({MAX_BATCH})")
+        max_payload = self.nc.max_payload
+        # Our own headers (a bounded id, a time, a TTL) take less than this: a smaller message
+        # fits without counting them (counting costs more than the rest of this loop).
+        surely_fits = max_payload - BATCH_HEADER_ROOM - 4 * MAX_MSG_ID - 1024
+        for i, out in enumerate(result.outputs):
+            part = self.p if out.partition is None else out.partition
+            hdrs = dict(self._out_headers)
+            hdrs["Nats-Msg-Id"] = msg_id = bounded_id(out.msg_id or f"{base}:{i}")
+            hdrs[TIME_HEADER] = repr(now)
+            if out.headers:
+                hdrs.update(out.headers)
+            suffix = token(out.subject) if out.subject and "." not in out.subject else (out.subject or "_")
+            m = BatchMsg(spec.output.out(part, suffix, msg_id), self._encoder.encode(out.payload), hdrs)
+            msgs.append(m)
+            size += len(m.payload)
+            if not problem and (len(m.payload) > surely_fits or out.headers or len(m.subject) > MAX_SUBJECT):
+                why = unpublishable(m, max_payload)
+                if why:
+                    problem = f"output {i} cannot be published: {why}"
+        if not problem and not timer and size > spec.max_commit_bytes // 2:
+            problem = (f"its outputs take {size} bytes, over half the {spec.max_commit_bytes}-byte limit of "
+                       "one atomic commit")
+        return _Effect(result.changes, msgs, size, problem, len(result.outputs))
+
+    def _dead_letter(self, kind: str, cause: str, reason: str, base: str, *, msg: Msg | None = None,
+                     seq: int = 0, at: float, key: str = "", excerpt_only: bool = False) -> _Effect:
+        """The effect of an input or timer dead-lettered: one dead letter, which always fits."""
+        spec, p = self.spec, self.p
+        hdrs = {"Nats-Msg-Id": bounded_id(f"dlq:{base}")}
+        if spec.dlq_ttl:
+            hdrs["Nats-TTL"] = str(spec.dlq_ttl)
+        subject = spec.output.dlq(p, hdrs["Nats-Msg-Id"])
+        room = self.nc.max_payload - message_size(hdrs, b"") - len(subject) - BATCH_HEADER_ROOM
+        budget = MIN_BUDGET if excerpt_only else max(MIN_BUDGET, room)
+        payload = msg.data if msg is not None else b""
+        _, data = build_dead_letter(
+            stage=spec.name, reason=reason, budget=budget, payload=payload,
+            subject=msg.subject if msg is not None else "", stream_seq=seq,
+            headers=dict(msg.headers or {}) if msg is not None else None, at=at, key=key, cause=cause)
+        self.metrics.dead_letters.labels(spec.name, kind, cause).inc()
+        what = f"{msg.subject} seq {seq} ({len(payload)} bytes)" if msg is not None else f"timer of {key[:100]!r}"
+        log.warning("%s p%d: dead letter (%s) for %s: %s", spec.name, p, cause, what, bounded(reason, 300))
+        return _Effect({}, [BatchMsg(subject, data, hdrs)], len(data))
+
     async def _add(self, commit: _Commit, result: Step[Any], base: str, now: float) -> _Commit:
-        if commit.size() + len(result.outputs) + len(result.changes) >= MAX_BATCH:
+        """Add a step's effect to ``commit`` (for tests: unchecked, no unit)."""
+        return await self._apply(commit, self._prepare(result, base, now), None)
+
+    async def _apply(self, commit: _Commit, effect: _Effect, unit: _Unit | None) -> _Commit:
+        """Apply an effect to the state and add it to ``commit`` (committed first when the two
+        would not fit in one atomic batch: its outputs are kept under half the byte limit, for
+        the state values, whose size is known only at the commit)."""
+        if commit.size() + len(effect.msgs) + len(effect.changes) >= MAX_BATCH or (
+                commit.units and commit.bytes + effect.bytes > self.spec.max_commit_bytes // 2):
             await self._commit(commit)
             commit = _Commit()
-        spec = self.spec
-        for key, value in result.changes.items():
+        for key, value in effect.changes.items():
             if value is None:
                 self.state.pop(key, None)
                 commit.changes[key] = _DEL
@@ -489,19 +630,29 @@ class PartitionWorker:
                 self.state[key] = value
                 commit.changes[key] = value
             self._track(key, value)
-        for i, out in enumerate(result.outputs):
-            part = self.p if out.partition is None else out.partition
-            hdrs = dict(self._out_headers)
-            hdrs["Nats-Msg-Id"] = msg_id = out.msg_id or f"{base}:{i}"
-            hdrs[TIME_HEADER] = repr(now)
-            if out.headers:
-                hdrs.update(out.headers)
-            suffix = token(out.subject) if out.subject and "." not in out.subject else (out.subject or "_")
-            commit.msgs.append(BatchMsg(spec.output.out(part, suffix, msg_id), self._encoder.encode(out.payload),
-                                        hdrs))
-        if result.outputs:
-            self._m_outputs.inc(len(result.outputs))
+        commit.msgs.extend(effect.msgs)
+        commit.bytes += effect.bytes
+        if unit is not None:
+            commit.units.append(unit)
+        if effect.outputs:
+            self._m_outputs.inc(effect.outputs)
         return commit
+
+    async def _commit_alone(self, commit: _Commit) -> _Commit:
+        """While isolating (after a refused commit), every input or timer is committed alone."""
+        if commit.units:
+            await self._commit(commit)
+            return _Commit()
+        return commit
+
+    def _end_isolation(self) -> None:
+        for name, mark in list(self._isolate.items()):
+            if name:  # (or what was marked is gone from the stream: nothing is waiting)
+                done = self.progress.inputs.get(name, 0) >= mark or not self._pending.get(name)
+            else:
+                done = not any(d <= mark and self._deadlines.get(k) == d for d, k in self._heap)
+            if done:
+                del self._isolate[name]
 
     async def _commit(self, commit: _Commit) -> None:
         """One atomic batch: progress (fenced), changed state keys, outputs.
@@ -514,18 +665,63 @@ class PartitionWorker:
         spec, p = self.spec, self.p
         body: list[BatchMsg] = []
         for key, value in commit.changes.items():
+            subject = spec.output.state(p, key)
             if value is _DEL:
-                body.append(BatchMsg(spec.output.state(p, key), b"",
-                                     {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL}))
+                body.append(BatchMsg(subject, b"", state_headers(
+                    subject, key, {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL})))
             else:
-                body.append(BatchMsg(spec.output.state(p, key), self._encoder.encode(value), self._replace))
+                try:
+                    data = self._encoder.encode(value)
+                except Exception as exc:  # (nested too deep, say): no commit of it can ever succeed
+                    if not commit.units:
+                        raise
+                    raise self._refused(commit, Unpublishable(
+                        f"the state value of {key[:100]!r} cannot be encoded: {exc!r}")) from exc
+                body.append(BatchMsg(subject, data, state_headers(subject, key, self._replace)))
         body.extend(commit.msgs)
         t0 = time.perf_counter()
-        room = MAX_BATCH - 1
-        for start in range(0, max(len(body), 1), room):
-            msgs = [BatchMsg(spec.output.progress(p), self._encoder.encode(self.progress),
-                             {"Nats-Expected-Last-Subject-Sequence": str(self.fence), **self._replace}),
-                    *body[start:start + room]]
-            self.fence = await self.committer.commit(msgs)
-            self._m_commits.inc()
+        progress = self._encoder.encode(self.progress)
+        chunks = plan_chunks([len(m.payload) for m in body], MAX_BATCH - 1,
+                             spec.max_commit_bytes - len(progress)) or [(0, 0)]
+        try:
+            if len(chunks) > 1 and (len(commit.units) > 1 or any(name for name, _, _ in commit.units)):
+                # (only a timer's effect is committed in parts: an input's is all or nothing)
+                raise TooLarge(f"a commit of {sum(len(m.payload) for m in body)} bytes is over the limit of "
+                               f"{spec.max_commit_bytes} bytes of one atomic commit")
+            for start, end in chunks:
+                msgs = [BatchMsg(spec.output.progress(p), progress,
+                                 {"Nats-Expected-Last-Subject-Sequence": str(self.fence), **self._replace}),
+                        *body[start:end]]
+                self.fence = await self.committer.commit(msgs)
+                self._m_commits.inc()
+        except BatchError as exc:
+            if exc.deterministic and commit.units:
+                raise self._refused(commit, exc) from exc
+            raise
         self._m_commit.observe(time.perf_counter() - t0)
+
+    def _refused(self, commit: _Commit, exc: BatchError) -> _Reset:
+        """A commit refused for good: re-acquire (the state is read again, as it was before the
+        commit), then redo its inputs and timers one per commit; one refused alone is
+        dead-lettered. The core is deterministic, so the redo decides what the refused commit
+        did, but for the dead-lettered one."""
+        if len(commit.units) == 1:
+            unit = commit.units[0]
+            cause = "too_large" if isinstance(exc, TooLarge) else "refused"
+            self._poison[unit] = (cause, f"its commit was refused: {exc.description}")
+            what = f"input {unit[0]} seq {int(unit[1])}" if unit[0] else f"timer of {unit[2][:100]!r}"
+            return _Reset(f"the commit of {what} was refused ({bounded(exc.description, 300)}); "
+                          "it will be dead-lettered")
+        for name, pos, _ in commit.units:
+            self._isolate[name] = max(pos, self._isolate.get(name, pos))
+        return _Reset(f"a commit of {len(commit.units)} inputs and timers was refused "
+                      f"({bounded(exc.description, 300)}); committing them one at a time")
+
+
+def bounded_id(msg_id: str) -> str:
+    """A ``Nats-Msg-Id`` of bounded length: a long one (made of user data, say) is shortened
+    to a prefix and a digest of it, deterministically, so the server's duplicate window and
+    the header stay small."""
+    if len(msg_id) <= MAX_MSG_ID:
+        return msg_id
+    return f"{msg_id[:64]}~{hashlib.blake2b(msg_id.encode('utf-8', 'surrogatepass'), digest_size=16).hexdigest()}"

@@ -774,15 +774,21 @@ def build_senders(config: Config, *, external_url: str, templates: TemplateSet |
     An integration whose configuration cannot work at all (no smarthost, a bad TLS file)
     is left out and described in ``problems``; sends to it are dead-lettered.
     """
-    templates = templates or default_templates()
     secrets = secrets or SecretReader()
     clients = _Clients()
     problems: list[str] = []
-    by_key = _build_table(config, clients, problems, external_url=external_url, templates=templates,
-                          default_timeout=default_timeout, secrets=secrets)
-    by_org = {org: _build_table(c, clients, problems, external_url=external_url, templates=templates,
-                                default_timeout=default_timeout, secrets=secrets) for org, c in (orgs or {}).items()}
+    by_key = _build_table(config, clients, problems, external_url=external_url,
+                          templates=templates or _templates_of(config), default_timeout=default_timeout,
+                          secrets=secrets)
+    by_org = {org: _build_table(c, clients, problems, external_url=external_url,
+                                templates=templates or _templates_of(c), default_timeout=default_timeout,
+                                secrets=secrets) for org, c in (orgs or {}).items()}
     return Senders(by_key, problems, clients, by_org)
+
+
+def _templates_of(config: Config) -> TemplateSet:
+    """Alertmanager's defaults plus the config's ``templates:`` files, compiled once per config load."""
+    return TemplateSet.from_globs(config.templates) if config.templates else default_templates()
 
 
 def _build_table(config: Config, clients: _Clients, problems: list[str], *, external_url: str,

@@ -45,6 +45,16 @@ class NotifierService:
         self.worker = worker
         self.senders = senders
         self.settings = settings
+        self._retired: list[Senders] = []  # replaced by a reload; sends in flight may still use them
+
+    def adopt(self, fresh: NotifierService) -> None:
+        """Take a reloaded configuration's senders and settings (built, not running): the next
+        request uses them; requests in flight finish on the old ones, closed when this stops.
+        The consumer's own settings (concurrency, ack_wait) take effect at a restart."""
+        self._retired.append(self.senders)
+        self.senders, self.settings = fresh.senders, fresh.settings
+        self.worker.senders, self.worker.config = fresh.senders, fresh.worker.config
+        self.worker.settings = fresh.settings
 
     @property
     def ready(self) -> bool:
@@ -55,7 +65,8 @@ class NotifierService:
             await self.worker.run(task_status=task_status)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.senders.aclose()
+                for senders in (*self._retired, self.senders):
+                    await senders.aclose()
 
     async def drain(self, timeout: float = 10.0) -> None:
         await self.worker.drain(timeout)

@@ -21,7 +21,9 @@ from typing import Any, Literal, NoReturn
 
 import msgspec
 
+from contracts.ids import check_id, check_org
 from contracts.messages import Event
+from stages.source.limits import json_too_deep
 from stages.source.pgoutput import UNCHANGED, Column, Relation, TypeOid, format_lsn, to_unix
 
 __all__ = [
@@ -45,7 +47,15 @@ Op = Literal["insert", "update", "delete"]
 
 
 class RowError(ValueError):
-    """A row that cannot become an event; the message says which column and why."""
+    """A row that cannot become an event; the message says which column and why.
+
+    ``code`` classes the refusal for the dead-letter metric: ``org`` or ``id`` (an identifier
+    the pipeline refuses, see ``contracts.ids``), ``row`` for anything else.
+    """
+
+    def __init__(self, message: str, code: str = "row") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TableMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -268,7 +278,12 @@ def row_to_event(
     ``time_column``. Raises :class:`RowError` naming the column at fault.
     """
     event_id = _key_text(row, mapping.id_column, "id_column")
+    if (problem := check_id(event_id, "row id")) is not None:
+        raise RowError(f"column {mapping.id_column!r} (id_column): {problem}", "id")
     org = _key_text(row, mapping.org_column, "org_column")
+    # The org travels in subjects, keys and headers downstream: the one validator every edge uses.
+    if (problem := check_org(org)) is not None:
+        raise RowError(f"column {mapping.org_column!r} (org_column): {problem}", "org")
     reason = _key_text(row, mapping.reason_column, "reason_column")
     if mapping.resource_column is not None:
         resource = _key_text(row, mapping.resource_column, "resource_column")
@@ -388,6 +403,8 @@ def parse_emit_field(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise EmitArgsError(f"--field {text!r} is not KEY=VALUE")
+    if json_too_deep(raw):  # never a number or boolean; and the parser would recurse
+        return key, raw
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
@@ -417,8 +434,8 @@ def emit_request_from_args(args: argparse.Namespace) -> EmitRequest:
     """An :class:`EmitRequest` from parsed ``tocsin emit`` arguments; raises :class:`EmitArgsError`."""
     if not args.reason:
         raise EmitArgsError("REASON must not be empty")
-    if not args.org:
-        raise EmitArgsError("--org must not be empty")
+    if (problem := check_org(args.org)) is not None:
+        raise EmitArgsError(f"--org: {problem}")
     try:
         kind, name = parse_resource(args.resource)
     except ValueError as exc:

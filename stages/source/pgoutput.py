@@ -34,6 +34,8 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
+from stages.source.limits import MAX_JSON_DEPTH, json_too_deep
+
 __all__ = [
     "PG_EPOCH",
     "UNCHANGED",
@@ -42,6 +44,7 @@ __all__ = [
     "Commit",
     "Delete",
     "Insert",
+    "JsonDepthError",
     "LogicalMessage",
     "Origin",
     "PgOutputDecoder",
@@ -72,6 +75,10 @@ __all__ = [
 
 class PgOutputError(ValueError):
     """Malformed or unexpected pgoutput bytes, or a value that cannot be read."""
+
+
+class JsonDepthError(PgOutputError):
+    """A json/jsonb value nested deeper than ``limits.MAX_JSON_DEPTH``: not parsed at all."""
 
 
 class Unchanged(enum.Enum):
@@ -688,10 +695,16 @@ def _numeric(text: str) -> Decimal:
 
 
 def _json(text: str) -> Any:
+    # Depth first: a recursive parser raises RecursionError on deep input, and a deep value would
+    # break every later stage that decodes the event.
+    if json_too_deep(text):
+        raise JsonDepthError(f"json value {text[:40]!r} is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise PgOutputError(f"cannot read json value {text[:40]!r}: {exc}") from None
+    except RecursionError:  # not reached under the depth limit; a guard all the same
+        raise JsonDepthError(f"json value {text[:40]!r} is nested too deeply to read") from None
 
 
 def _uuid(text: str) -> uuid.UUID:

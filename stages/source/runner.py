@@ -40,23 +40,27 @@ import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.client import Client as NATS
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 
-from contracts.messages import DeadLetter, encode
+from contracts.messages import DeadLetter, decode_as, encode
 from contracts.partition import partition_of
+from pipeline.runtime.deadletter import MIN_BUDGET, build_dead_letter
 from pipeline.runtime.jetstream import BatchMsg, publish_atomic
 from pipeline.runtime.metrics import REGISTRY
 from pipeline.runtime.partition import TIME_HEADER
 from pipeline.runtime.subjects import StreamNames
 from stages.source.config import SourceConfig
+from stages.source.limits import DEAD_REASON_HEADER, event_budget
 from stages.source.mapping import Op, RowError, TableMapping, row_to_event, validate_mapping
 from stages.source.pgoutput import (
     Begin,
     Commit,
     Delete,
     Insert,
+    JsonDepthError,
     PgOutputDecoder,
     PgOutputError,
     Relation,
@@ -204,7 +208,7 @@ class Batch:
     flushed: int
     completed: list[Chunk] = field(default_factory=list)  # transactions this batch completes
     skipped: int = 0  # messages left out as already published
-    dead_letters: int = 0
+    dead_letters: list[BatchMsg] = field(default_factory=list)  # those of ``msgs`` that are dead letters
 
 
 class BatchPacker:
@@ -224,7 +228,7 @@ class BatchPacker:
         self._cp_lsn = flushed
         self._completed: list[Chunk] = []
         self._skipped = 0
-        self._dead = 0
+        self._dead: list[BatchMsg] = []
         self._moved = False
 
     def add(self, item: Item) -> list[Batch]:
@@ -250,7 +254,7 @@ class BatchPacker:
             if take > 0:
                 part = chunk.msgs[offset : offset + take]
                 self._msgs += part
-                self._dead += sum(1 for m in part if m.subject == DLQ_SUBJECT)
+                self._dead += [m for m in part if m.subject == DLQ_SUBJECT]
                 offset += take
             self._last = (chunk, offset)
             if offset == n:
@@ -285,8 +289,8 @@ class BatchPacker:
             committed_at=chunk.committed_at,
         )
         batch = Batch(self._msgs, cp, self.resume, self._completed, self._skipped, self._dead)
-        self._msgs, self._last, self._completed = [], None, []
-        self._skipped = self._dead = 0
+        self._msgs, self._last, self._completed, self._dead = [], None, [], []
+        self._skipped = 0
         self._moved = False
         return batch
 
@@ -344,6 +348,7 @@ class _Open:
     commit_lsn: int
     lsn_text: str
     committed_at: float
+    xid: int = 0
     first_index: int = 0
     count: int = 0
     pending: list[BatchMsg] = field(default_factory=list)
@@ -392,19 +397,34 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+# Dead-letter codes (the metric's ``reason``) to the DeadLetter ``cause`` every stage uses.
+_CAUSES = {"org": "rejected", "id": "rejected", "row": "rejected", "size": "too_large", "depth": "undecodable",
+           "value": "undecodable"}
+
+
+def _value_code(exc: PgOutputError) -> str:
+    return "depth" if isinstance(exc, JsonDepthError) else "value"
+
+
 class TransactionAssembler:
     """Feeds on pgoutput messages of one replication session; yields chunks and durable marks.
 
     Rows of configured tables whose op is mapped become events on ``EVENTS.out(partition_of(org,
     P), "event")``; rows that cannot become events become dead letters on ``DLQ_SUBJECT`` with
     their table, key and reason, in the same transaction position (and so the same batch).
+    That includes poison rows: an org ``contracts.ids.check_org`` refuses, a json value nested
+    deeper than ``limits.MAX_JSON_DEPTH``, an event larger than ``max_payload`` (the NATS
+    server's, less room for headers) allows. A dead letter keeps the row whole when it fits,
+    else an excerpt with the row's size and digest, so it always fits.
     ``problems`` collects mapping problems found in Relation messages, for the caller to log.
     """
 
-    def __init__(self, config: SourceConfig, partitions: int, trace: TraceFn) -> None:
+    def __init__(self, config: SourceConfig, partitions: int, trace: TraceFn, *,
+                 max_payload: int | None = None) -> None:
         self.config = config
         self.partitions = partitions
         self.trace = trace
+        self.max_payload = max_payload  # None: no size limit (pure tests)
         self.decoder = PgOutputDecoder()
         self.problems: list[str] = []
         self._limit = config.rows_per_batch
@@ -429,7 +449,7 @@ class TransactionAssembler:
             if self._txn is not None:
                 raise PgOutputError("Begin inside a transaction")
             lsn_text = format_lsn(msg.final_lsn)
-            self._txn = _Open(msg.final_lsn, lsn_text, to_unix(msg.commit_ts))
+            self._txn = _Open(msg.final_lsn, lsn_text, to_unix(msg.commit_ts), msg.xid)
             return []
         if isinstance(msg, Commit):
             return self._commit(msg)
@@ -471,7 +491,7 @@ class TransactionAssembler:
                    for (name, oid, text), v in zip(columns, values, strict=True)}
         except PgOutputError as exc:  # a value that cannot be read: the row is bad, not the stream
             raw = {name: v for (name, _, _), v in zip(columns, values, strict=True)}
-            txn.pending.append(self._dead(txn, mapping, raw, str(exc), msg_id))
+            txn.pending.append(self._dead(txn, mapping, raw, str(exc), msg_id, _value_code(exc)))
             return out
         self._row(txn, mapping, row, "insert", msg_id)
         return out
@@ -507,7 +527,7 @@ class TransactionAssembler:
             raw = msg.old if isinstance(msg, Delete) else msg.new
             names = self.decoder.relations.get(msg.relation_id).column_names
             row = {n: v if isinstance(v, str | None) else str(v) for n, v in zip(names, raw, strict=False)}
-            txn.pending.append(self._dead(txn, mapping, row, str(exc), msg_id))
+            txn.pending.append(self._dead(txn, mapping, row, str(exc), msg_id, _value_code(exc)))
             return out
         self._row(txn, mapping, change.row, op, msg_id)
         return out
@@ -518,26 +538,37 @@ class TransactionAssembler:
             event = row_to_event(mapping, row, table=_event_table(mapping), op=op, lsn=txn.lsn_text,
                                  committed_at=txn.committed_at)
         except RowError as exc:
-            txn.pending.append(self._dead(txn, mapping, row, str(exc), msg_id))
+            txn.pending.append(self._dead(txn, mapping, row, str(exc), msg_id, exc.code))
             return
         event.trace = self.trace(event.id, txn.committed_at)
+        payload = encode(event)
+        if self.max_payload is not None and len(payload) > (budget := event_budget(self.max_payload)):
+            reason = (f"the event is {len(payload)} bytes, over the {budget} bytes the NATS server's "
+                      f"max_payload ({self.max_payload}) leaves after headers; shrink the row "
+                      "(fields, message) or raise max_payload")
+            txn.pending.append(self._dead(txn, mapping, row, reason, msg_id, "size"))
+            return
         subject = self._subjects.get(event.org)
         if subject is None:
             subject = EVENTS.out(partition_of(event.org, self.partitions), "event")
             self._subjects[event.org] = subject
-        txn.pending.append(BatchMsg(subject, encode(event), msg_id))
+        txn.pending.append(BatchMsg(subject, payload, msg_id))
 
     def _dead(self, txn: _Open, mapping: TableMapping, row: dict[str, Any], reason: str,
-              msg_id: dict[str, str]) -> BatchMsg:
+              msg_id: dict[str, str], code: str) -> BatchMsg:
+        """The dead letter of a row, in the row's place; ``code`` classes it (see limits.DEAD_REASON_HEADER)."""
         key = row.get(mapping.id_column)
         try:
             payload = msgspec.json.encode(row, enc_hook=_json_safe)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             payload = repr(row).encode()
-        letter = DeadLetter(stage=_STAGE, reason=reason, payload=payload, at=txn.committed_at,
-                            table=mapping.qualified_name, key="" if key is None else str(key),
-                            headers={"lsn": txn.lsn_text})
-        return BatchMsg(DLQ_SUBJECT, encode(letter), msg_id)
+        budget = MIN_BUDGET if self.max_payload is None else max(MIN_BUDGET, event_budget(self.max_payload))
+        letter, _ = build_dead_letter(stage=_STAGE, reason=reason, budget=budget, payload=payload,
+                                      at=txn.committed_at, key="" if key is None else str(key),
+                                      headers={"lsn": txn.lsn_text, "xid": str(txn.xid)},
+                                      cause=_CAUSES.get(code, "rejected"))
+        letter = msgspec.structs.replace(letter, table=mapping.qualified_name)
+        return BatchMsg(DLQ_SUBJECT, encode(letter), {**msg_id, DEAD_REASON_HEADER: code})
 
     def _flush(self, txn: _Open) -> Chunk:
         chunk = Chunk(txn.commit_lsn, txn.first_index, txn.pending, txn.committed_at)
@@ -599,8 +630,9 @@ def source_metrics() -> SourceMetrics:
                          ["slot"], registry=r),
             rows=Counter("tocsin_source_rows", "Rows published (events and dead letters)", ["slot"],
                          registry=r),
-            dead_letters=Counter("tocsin_source_dead_letters", "Rows sent to the dead letters", ["slot"],
-                                 registry=r),
+            dead_letters=Counter("tocsin_source_dead_letters",
+                                 "Rows sent to the dead letters, by reason (org, id, size, depth, value, row)",
+                                 ["slot", "reason"], registry=r),
             skipped=Counter("tocsin_source_rows_skipped", "Rows skipped on resume as already published",
                             ["slot"], registry=r),
             batches=Counter("tocsin_source_batches", "Atomic batches committed", ["slot"], registry=r),
@@ -666,6 +698,9 @@ class SourceSession:
             self._reader_scope.cancel()
 
     async def run(self) -> None:
+        # Events are judged against the server this session talks to (a reconnect may reach
+        # another one; a new session reads it again).
+        self.assembler.max_payload = self.nc.max_payload
         self.checkpoint = await read_checkpoint(self.js, self.slot)
         self.flushed = parse_lsn(self.checkpoint.lsn) if self.checkpoint else 0
         stream = await self._open()
@@ -807,6 +842,10 @@ class SourceSession:
                 await self.publish(self.nc, msgs)
                 m.publish_seconds.labels(slot).observe(time.perf_counter() - t0)
                 break
+            except MaxPayloadError:
+                # The server's limit shrank since this session judged the rows (the client checks
+                # before sending: nothing went out). A new session reads the limit and re-judges.
+                raise
             except Exception as exc:
                 m.publish_retries.labels(slot).inc()
                 log.warning("publishing a batch of %d message(s) up to %s:%d failed, retrying: %s: %s",
@@ -824,13 +863,25 @@ class SourceSession:
         m.batches.labels(slot).inc()
         m.batch_messages.labels(slot).observe(len(msgs))
         m.rows.labels(slot).inc(len(batch.msgs))
-        if batch.dead_letters:
-            m.dead_letters.labels(slot).inc(batch.dead_letters)
+        for dead in batch.dead_letters:
+            self._log_dead_letter(dead)
         for chunk in batch.completed:
             m.transaction_messages.labels(slot).observe(chunk.txn_messages)
         log.debug("published %d message(s) up to %s:%d%s", len(batch.msgs), cp.commit_lsn, cp.next_index,
                   " (complete)" if cp.complete else "")
         self._advance(batch.flushed, urgent=True)
+
+    def _log_dead_letter(self, msg: BatchMsg) -> None:
+        """Count and log a published dead letter: skipping a row is never silent."""
+        headers = msg.headers or {}
+        code = headers.get(DEAD_REASON_HEADER, "row")
+        self.metrics.dead_letters.labels(self.slot, code).inc()
+        try:
+            letter = decode_as(msg.payload, DeadLetter)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # our own encoding: not expected
+            letter = DeadLetter(stage=_STAGE, reason="?")
+        log.warning("skipped a row of %s (key %.64r) at %s: dead letter on %s (%s): %s", letter.table, letter.key,
+                    headers.get("Nats-Msg-Id", "?"), msg.subject, code, letter.reason)
 
     async def _wait_connected(self) -> None:
         """Do not let the client buffer a batch while disconnected: it would be sent late, maybe twice."""

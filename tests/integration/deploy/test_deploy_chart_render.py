@@ -59,19 +59,21 @@ class Expect:
 
 
 FIVE = {"rules": 2, "router": 2, "filter": 2, "notifier": 2, "api": 2}
+CREDENTIALS = "$(TOCSIN_NATS_USER):$(TOCSIN_NATS_PASSWORD)"  # expanded by Kubernetes from nats.credentialsSecret
 CASES = [
     Expect(None, "tocsin", dict(FIVE), pdb=ALL - {"source"}),
     Expect("full-values.yaml", "tocsin",
            {"source": 2, "rules": 4, "router": 3, "filter": 3, "notifier": None, "api": None},
            hpa={"notifier": (2, 12), "api": (3, 9)}, partitions=32, stream_replicas=3,
-           nats="nats://nats.messaging.svc:4222", postgres_secret=("tocsin-postgres", "dsn"),
+           nats=f"tls://{CREDENTIALS}@nats.messaging.svc:4222", postgres_secret=("tocsin-postgres-dsn", "dsn"),
            receiver_secret="tocsin-receivers", service_monitor=True),
     Expect("existing-secrets-values.yaml", "alerting", {"source": 1, **FIVE},
            pdb=frozenset({"rules", "router", "filter", "notifier"}), nats="secret:nats-credentials/url",
            postgres_secret=("app-postgres", "replication-dsn"), receiver_secret="alerting-receivers",
            api_service=("alertmanager", "web")),
     Expect("nats-subchart-values.yaml", "tocsin", {**FIVE, "rules": 3, "router": 3, "filter": 3},
-           pdb=ALL - {"source"}, partitions=8, stream_replicas=3, nats=f"nats://tocsin-nats.{NAMESPACE}.svc:4222"),
+           pdb=ALL - {"source"}, partitions=8, stream_replicas=3,
+           nats=f"nats://{CREDENTIALS}@tocsin-nats.{NAMESPACE}.svc:4222"),
     Expect("minimal-values.yaml", "tocsin", dict.fromkeys(("rules", "router", "filter", "notifier", "api"), 1),
            pdb=frozenset(), partitions=4, nats="nats://nats.messaging.svc:4222", test_pod=False),
 ]

@@ -13,7 +13,7 @@ from tests.integration.deploy.chart import STAGES, container, env_of, render
 
 helm_python = pytest.importorskip("helm_python", reason="chart tests need helm-python-sdk (the test extra)")
 
-SOURCE_ON = {"stages": {"source": {"enabled": True}}, "postgres": {"dsn": "postgresql://u:p@db/app"}}
+SOURCE_ON = {"stages": {"source": {"enabled": True}}, "postgres": {"existingSecret": "app-postgres"}}
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -51,7 +51,7 @@ def test_schema_refuses(values: dict[str, Any], message: str) -> None:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"nats": {"url": ""}}, "set nats.url or nats.urlSecret.name"),
-    ({"stages": {"source": {"enabled": True}}}, "stages.source.enabled needs postgres.dsn"),
+    ({"stages": {"source": {"enabled": True}}}, "stages.source.enabled needs postgres.existingSecret"),
     ({"nats": {"enabled": True, "streamReplicas": 5}}, "exceeds the NATS cluster size"),
     ({"nats": {"enabled": True, "streamReplicas": 3, "config": {"cluster": {"enabled": False}}}},
      "needs nats.config.cluster.enabled"),

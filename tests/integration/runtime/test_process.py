@@ -53,7 +53,7 @@ async def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
 
 
 async def test_embedded_process_serves_health_and_drains_on_sigterm(tmp_path: Path) -> None:
-    proc, ep, log = await _start(tmp_path, "--cluster.listen-address=:9094", "--bogus-flag")
+    proc, ep, log = await _start(tmp_path, "--cluster.listen-address=:9094", "--log.format=json")
     try:
         async with httpx.AsyncClient(base_url=ep["api_url"]) as http:
             assert (await http.get("/-/healthy")).status_code == 200
@@ -62,7 +62,7 @@ async def test_embedded_process_serves_health_and_drains_on_sigterm(tmp_path: Pa
                     await anyio.sleep(0.1)
             metrics = (await http.get("/metrics")).text
         assert 'tocsin_stage_partitions_owned{stage="counter"} 16.0' in metrics
-        assert ep["nats_url"].startswith("nats://127.0.0.1:") and ep["metrics_url"].endswith("/metrics")
+        assert ep["nats_url"].startswith("nats://tocsin:") and ep["metrics_url"].endswith("/metrics")  # credentials
         servers = _children_of(tmp_path / "data")
         assert servers, "the embedded nats-server should be running"
         proc.send_signal(signal.SIGTERM)
@@ -70,10 +70,18 @@ async def test_embedded_process_serves_health_and_drains_on_sigterm(tmp_path: Pa
         await anyio.sleep(0.5)
         assert _children_of(tmp_path / "data") == []
         out = log.read_text()
-        assert "Alertmanager flag --cluster.listen-address is accepted and ignored" in out
-        assert "unknown flag --bogus-flag ignored" in out
+        assert "Alertmanager flag --cluster.listen-address is accepted and has no effect" in out
+        logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert logged and all({"ts", "level", "caller", "msg"} <= set(r) for r in logged)  # --log.format=json
     finally:
         proc.kill()
+
+
+def test_an_unknown_flag_stops_the_start(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "counter", "--storage.path",
+                          str(tmp_path / "data"), "--bogus-flag"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "tocsin: error: unknown flag --bogus-flag" in res.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started
 
 
 async def test_no_orphan_survives_a_sigkilled_parent(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ class Cluster:
     def _node(self, i: int) -> contextlib.AbstractAsyncContextManager[NatsServer]:
         routes = [f"nats://127.0.0.1:{p}" for j, p in enumerate(self.cports) if j != i]
         return start_nats(self.base / f"n{i}", port=self.ports[i], name=f"n{i}", cluster_name="t",
-                          cluster_port=self.cports[i], routes=routes, extra_config=SLOW_CATCHUP)
+                          cluster_port=self.cports[i], routes=routes, extra_config=SLOW_CATCHUP,
+                          secrets_dir=self.base)  # one set of credentials (routes included) for the cluster
 
     async def start(self, i: int) -> NatsServer:
         server = await self.stack.enter_async_context(self._node(i))
@@ -59,7 +60,7 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
+        return ",".join(s.url for s in self.servers)
 
 
 @contextlib.asynccontextmanager

@@ -163,7 +163,7 @@ def test_full_time_intervals(full: Config) -> None:
 
 
 def test_full_tocsin_section_is_opaque(full: Config) -> None:
-    assert full.tocsin == {"partitions": 8, "source": {"table": "events"}}
+    assert full.tocsin == {"default_org": "acme", "source": {"slot": "tocsin_full"}}
     node = compose_section(full.original, "tocsin")
     assert node is not None and node.start_mark.line + 1 == FULL.read_text().splitlines().index("tocsin:") + 2
 

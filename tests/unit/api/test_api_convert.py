@@ -121,3 +121,12 @@ def test_gettable_silence(s: Silence, state: Any, expected: dict[str, Any]) -> N
 ], ids=["default", "lists-from-any-sequence"])
 def test_alert_status_always_has_its_three_lists(args: tuple[Any, ...], expected: dict[str, Any]) -> None:
     assert alert_status(*args) == expected
+
+
+@pytest.mark.parametrize(("ends_at", "open_end", "shown"), [
+    (None, ts("2024-01-01T00:10:00"), "2024-01-01T00:10:00.000Z"),  # an event alert: its open end
+    (ts("2024-01-01T00:05:00"), ts("2024-01-01T00:10:00"), "2024-01-01T00:05:00.000Z"),  # its own end wins
+    (None, None, ZERO_TIME),
+], ids=["no-end-shows-open-end", "own-end-wins", "neither"])
+def test_gettable_alert_end(ends_at: float | None, open_end: float | None, shown: str) -> None:
+    assert gettable_alert(alert(ends_at=ends_at), [], open_end=open_end)["endsAt"] == shown

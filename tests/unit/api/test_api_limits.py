@@ -15,6 +15,8 @@ from pipeline.api.limits import (
     RateLimited,
     RateLimiter,
     TooLarge,
+    check_ack_comment,
+    check_push_count,
     check_silence,
     check_silence_count,
     check_silence_matchers,
@@ -146,7 +148,7 @@ def test_silence_count(existing: int, limit: int, expect: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("count", "limit", "expect"),
-    [(3, 0, None), (3, 3, None), (4, 3, "silence has too many matchers: 4 (limit: 3)")],
+    [(3, 0, None), (3, 3, None), (4, 3, "silence has too many matchers: 4 (limit: 3, limits.max_silence_matchers)")],
     ids=["unlimited", "at-limit", "over"],
 )
 def test_silence_matchers(count: int, limit: int, expect: str | None) -> None:
@@ -162,3 +164,39 @@ def test_silence_size_and_combined_check() -> None:
     assert "maximum size" in (check_silence(limits, existing=5, matchers=1, size=101) or "")
     assert "number of silences" in (check_silence(limits, existing=2, matchers=1, size=10) or "")
     assert check_silence(limits, existing=2, matchers=1, size=10, new=False) is None
+
+
+def test_silence_regex_length_is_checked_per_matcher_before_the_size() -> None:
+    limits = LimitsConfig(max_silence_regex_length=10, max_silence_bytes=5)
+    assert check_silence(limits, existing=0, matchers=2, size=1, regex_lengths=[0, 10]) is None
+    assert check_silence(limits, existing=0, matchers=2, size=100, regex_lengths=[0, 11]) == (
+        "silence matcher 1 has a regex of 11 characters, more than limits.max_silence_regex_length (10)")
+    assert check_silence(LimitsConfig(max_silence_regex_length=0), existing=0, matchers=1, size=1,
+                         regex_lengths=[10**6]) is None
+
+
+def test_ack_comment_and_push_count_limits() -> None:
+    assert check_ack_comment("c" * 4096, LimitsConfig()) is None
+    assert "limits.max_ack_comment_length (4096)" in (check_ack_comment("c" * 4097, LimitsConfig()) or "")
+    assert check_push_count(10**6, LimitsConfig()) is None  # as Alertmanager: no limit by default
+    assert "max_alerts_per_push (3)" in (check_push_count(4, LimitsConfig(max_alerts_per_push=3)) or "")
+
+
+def test_default_limits_keep_an_alert_far_below_nats_max_payload() -> None:
+    limits = LimitsConfig()
+    assert 0 < limits.max_alert_bytes * 16 <= 1 << 20  # a group head inlines up to 8 alerts
+    assert limits.max_label_value_length < limits.max_alert_bytes
+    assert limits.max_annotation_bytes < limits.max_alert_bytes
+    assert 0 < limits.max_silence_bytes < 1 << 20
+
+
+def test_new_limits_are_loaded_from_the_config_and_refuse_negatives() -> None:
+    from pipeline.amconfig.load import ConfigError
+    from pipeline.settings import load_text
+
+    base = "route: {receiver: r}\nreceivers: [{name: r}]\ntocsin:\n  limits:\n"
+    loaded = load_text(base + "    max_label_value_length: 100\n    max_alerts_per_push: 0\n")
+    assert loaded.tocsin.limits is not None and loaded.tocsin.limits.max_label_value_length == 100
+    assert loaded.tocsin.limits.max_alert_bytes == LimitsConfig().max_alert_bytes  # the others keep defaults
+    with pytest.raises(ConfigError, match="max_labels_per_alert"):
+        load_text(base + "    max_labels_per_alert: -1\n")

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from contracts import PushedAlert
-from pipeline.api.push import PushError, is_request_uri, parse_push, parse_time
+from contracts import PushedAlert, PushedAlerts, encode
+from pipeline.api.limits import LimitsConfig
+from pipeline.api.push import PushError, is_request_uri, parse_push, parse_time, split_push
 
 
 def push(body: Any, org: str = "acme") -> tuple[list[Any], list[str]]:
@@ -113,3 +114,68 @@ def test_parse_time_refuses(value: Any) -> None:
         "bad-escape", "control", "bad-scheme"])
 def test_is_request_uri(text: str, ok: bool) -> None:
     assert is_request_uri(text) is ok
+
+
+# --------------------------------------------------------------------------- limits (issue #27)
+
+_ANY = {"alertname": "A"}
+
+
+@pytest.mark.parametrize("labels,annotations,named", [
+    ({**_ANY, "org_id": "o" * 4000}, {}, "invalid org_id label: organisation name is longer than 150 characters"),
+    ({**_ANY, "org_id": "*"}, {}, 'invalid org_id label: "*" is not an organisation'),
+    ({**_ANY, "org_id": "A|B"}, {}, "invalid org_id label: organisation name contains '|'"),
+    ({**_ANY, "org_id": "a\x01"}, {}, "invalid org_id label: organisation name contains a control character"),
+    ({**_ANY, "v": "x" * 16385}, {}, "limits.max_label_value_length (16384)"),
+    ({**_ANY, "n" * 1025: "x"}, {}, "limits.max_label_name_length (1024)"),
+    ({f"l{i}": "x" for i in range(129)}, {}, "limits.max_labels_per_alert (128)"),
+    (_ANY, {"d": "é" * 16384}, "annotations are 32769 bytes, more than limits.max_annotation_bytes (32768)"),
+    ({**_ANY, **{f"l{i}": "x" * 9000 for i in range(8)}}, {}, "limits.max_alert_bytes (65536)"),
+])
+def test_an_alert_over_a_limit_is_dropped_with_an_error_naming_it(labels: dict, annotations: dict,
+                                                                   named: str) -> None:
+    pushes, errors = push([{"labels": labels, "annotations": annotations}, {"labels": {"alertname": "Good"}}])
+    assert [a.labels for p in pushes for a in p.alerts] == [{"alertname": "Good"}]  # the others still count
+    assert len(errors) == 1 and named in errors[0] and len(errors[0]) < 300  # never echoes the value
+
+
+def test_alerts_at_the_limits_are_taken() -> None:
+    labels = {**{f"l{i}": "x" for i in range(126)}, "v": "y" * 16384, "n" * 1024: "z"}
+    pushes, errors = push([{"labels": labels, "annotations": {"d": "x" * 32767}}])
+    assert errors == [] and pushes[0].alerts[0].labels == labels
+
+
+def test_limits_are_configurable_and_zero_is_unlimited() -> None:
+    body = json.dumps([{"labels": {"a": "x" * 20_000, "b": "2", "c": "3"}}, {"labels": {"a": "1"}}]).encode()
+    tight = LimitsConfig(max_labels_per_alert=2, max_alerts_per_push=1)
+    with pytest.raises(PushError, match=r"request holds 2 alerts, more than limits.max_alerts_per_push \(1\)"):
+        parse_push(body, request_org="acme", now=0.0, limits=tight)
+    none = LimitsConfig(max_label_value_length=0, max_alert_bytes=0)
+    pushes, errors = parse_push(body, request_org="acme", now=0.0, limits=none)
+    assert errors == [] and len(pushes[0].alerts) == 2
+    _, errors = parse_push(body, request_org="acme", now=0.0,
+                           limits=LimitsConfig(max_labels_per_alert=2, max_label_value_length=0, max_alert_bytes=0))
+    assert errors == ["alert has 3 labels, more than limits.max_labels_per_alert (2)"]
+
+
+def _alerts(*sizes: int) -> PushedAlerts:
+    return PushedAlerts(request_id="r", org="o", received_at=0.0,
+                        alerts=[PushedAlert(labels={"alertname": f"a{i}", "v": "x" * n}) for i, n in enumerate(sizes)])
+
+
+@pytest.mark.parametrize(("sizes", "max_alerts", "max_bytes", "expect"), [
+    ((10, 10, 10), 200, 10_000, [3]),
+    ((10, 10, 10), 2, 10_000, [2, 1]),
+    ((1000, 1000, 1000), 200, 2_100, [2, 1]),
+    ((5000, 10), 200, 1_000, [1, 1]),  # an alert over the budget still goes, alone
+    ((), 200, 1_000, [0]),
+], ids=["fits", "by-count", "by-bytes", "big-alone", "empty"])
+def test_split_push(sizes: tuple[int, ...], max_alerts: int, max_bytes: int, expect: list[int]) -> None:
+    push = _alerts(*sizes)
+    parts = split_push(push, max_alerts=max_alerts, max_bytes=max_bytes)
+    assert [len(p.alerts) for p in parts] == expect
+    assert [a for p in parts for a in p.alerts] == push.alerts  # in order, none lost
+    assert all(p.org == "o" and p.request_id == "r" for p in parts)
+    for p in parts:
+        if len(p.alerts) > 1:
+            assert sum(len(encode(a)) + 1 for a in p.alerts) <= max_bytes

@@ -55,3 +55,18 @@ def test_stage_sections_are_validated_at_load(section: str, line: int, message: 
         load_text("route:\n  receiver: a\nreceivers:\n- name: a\n" + section, "am.yml")
     (error,) = err.value.errors
     assert error.startswith(f"am.yml:{line}: ") and message in error
+
+
+@pytest.mark.parametrize(("section", "expect"), [
+    ('default_org: "a|b"', "4: tocsin.default_org: organisation name contains '|'"),
+    ('default_org: "*"', '4: tocsin.default_org: "*" is not an organisation'),
+    ("default_org: " + "o" * 151, "4: tocsin.default_org: organisation name is longer than 150"),
+    ('orgs: {"a/b": other.yml}', "4: tocsin.orgs: organisation name contains '/'"),
+], ids=["union", "star", "long", "slash"])
+def test_configured_organisations_pass_the_one_org_check(section: str, expect: str) -> None:
+    from pipeline.amconfig import ConfigError
+    from pipeline.settings import load_text
+
+    with pytest.raises(ConfigError) as exc:
+        load_text(f"route: {{receiver: a}}\nreceivers: [{{name: a}}]\ntocsin:\n  {section}\n", "am.yml")
+    assert any(e.startswith(f"am.yml:{expect}") for e in exc.value.errors), exc.value.errors

@@ -48,3 +48,11 @@ def test_describe_binary_payload_and_foreign_message() -> None:
     assert describe(stored)["replayable"] is True and "payload_base64" not in describe(stored)
     foreign = StoredDeadLetter(DeadLetterRef("S", 2), "tocsin.groups.dlq.1.cd", None, b"junk")
     assert describe(foreign) == {"ref": "S:2", "subject": "tocsin.groups.dlq.1.cd", "raw": "junk"}
+
+
+def test_an_excerpt_cannot_be_replayed() -> None:
+    letter = DeadLetter(stage="rules", reason="too large", subject="s", payload=b"x" * 10, size=9_000_000,
+                        digest="sha256:ab")
+    assert "10-byte excerpt of a 9000000-byte input" in (why_not_replayable(letter) or "")
+    shown = describe(StoredDeadLetter(DeadLetterRef("S", 3), "t", letter, b""), full=True)
+    assert shown["replayable"] is False and shown["size"] == 9_000_000 and shown["digest"] == "sha256:ab"

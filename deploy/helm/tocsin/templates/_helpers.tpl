@@ -97,11 +97,15 @@ app.kubernetes.io/component: {{ .stage }}
 {{- end }}
 
 {{- define "tocsin.natsUrl" -}}
+{{- $url := .Values.nats.url }}
 {{- if .Values.nats.enabled }}
-{{- printf "nats://%s.%s.svc:4222" (include "tocsin.natsServiceName" .) .Release.Namespace }}
-{{- else }}
-{{- .Values.nats.url }}
+{{- $url = printf "nats://%s.%s.svc:4222" (include "tocsin.natsServiceName" .) .Release.Namespace }}
 {{- end }}
+{{- if .Values.nats.credentialsSecret.name }}
+{{- /* Kubernetes expands $(VAR) from the env entries before it (the Secret's user and password). */}}
+{{- $url = regexReplaceAll "^([a-z]+://)" $url "${1}$(TOCSIN_NATS_USER):$(TOCSIN_NATS_PASSWORD)@" }}
+{{- end }}
+{{- $url }}
 {{- end }}
 
 {{/* JetStream R: explicit, else the subchart's cluster size, else 1. */}}
@@ -120,7 +124,20 @@ app.kubernetes.io/component: {{ .stage }}
 {{- fail "nats: set nats.url or nats.urlSecret.name (an existing NATS), or nats.enabled=true (the NATS subchart)" }}
 {{- end }}
 {{- if and .Values.stages.source.enabled (not .Values.postgres.dsn) (not .Values.postgres.existingSecret) }}
-{{- fail "stages.source.enabled needs postgres.dsn or postgres.existingSecret (the source reads Postgres' change stream)" }}
+{{- fail "stages.source.enabled needs postgres.existingSecret (or postgres.dsn) (the source reads Postgres' change stream)" }}
+{{- end }}
+{{- /* Credentials never in plain values: they would be stored in the release and shown in the pod spec. */}}
+{{- if regexMatch "^[a-z]+://[^/]*@" (.Values.nats.url | default "") }}
+{{- fail "nats.url holds credentials: put the user and password in a Secret (nats.credentialsSecret.name), or the whole URL (nats.urlSecret.name)" }}
+{{- end }}
+{{- if and .Values.nats.credentialsSecret.name .Values.nats.urlSecret.name }}
+{{- fail "set one of nats.credentialsSecret.name and nats.urlSecret.name (the URL in urlSecret carries its own credentials)" }}
+{{- end }}
+{{- if and .Values.postgres.dsn (not .Values.postgres.existingSecret) (or (regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.postgres.dsn) (regexMatch "(^|[ ?&])password=" .Values.postgres.dsn)) }}
+{{- fail "postgres.dsn holds a password: put the DSN in a Secret (key dsn) and set postgres.existingSecret to its name" }}
+{{- end }}
+{{- if and .Values.nats.tlsSecret.certKey (not .Values.nats.tlsSecret.keyKey) }}
+{{- fail "nats.tlsSecret.certKey needs nats.tlsSecret.keyKey (the client certificate's private key)" }}
 {{- end }}
 {{- if and .Values.nats.enabled .Values.nats.config.cluster.enabled }}
 {{- if gt (include "tocsin.streamReplicas" . | int) (.Values.nats.config.cluster.replicas | int) }}
