@@ -24,6 +24,7 @@ from pipeline.api.auth_config import AuthConfig
 from pipeline.api.auth_jwt import KeySource, load_key_source
 from pipeline.api.auth_static import TokenTable, parse_static_tokens
 from pipeline.api.limits import LimitsConfig
+from stages.notifier.templates import TEMPLATE_CHECK
 
 __all__ = ["DEFAULT_CONFIG", "SIDECAR_NAME", "Loaded", "TocsinSection", "load", "load_text", "sidecar_of"]
 
@@ -182,7 +183,7 @@ def _org_configs(section: TocsinSection, base_dir: Path) -> dict[str, Config]:
     for org, file in (section.orgs or {}).items():
         path = Path(file) if Path(file).is_absolute() else base_dir / file
         try:
-            cfg = load_config(path)
+            cfg = load_config(path, templates=TEMPLATE_CHECK)
         except ConfigError as exc:
             errors.extend(f"tocsin.orgs.{org}: {e}" for e in exc.errors)
             continue
@@ -197,7 +198,7 @@ def _org_configs(section: TocsinSection, base_dir: Path) -> dict[str, Config]:
 def load_text(text: str, filename: str = "<string>", base_dir: Path | None = None) -> Loaded:
     """``ConfigError`` (one ``file:line: field: problem`` per error) for an invalid
     configuration, or for a file its ``tocsin.auth`` section names that is missing or invalid."""
-    config = load_config_text(text, filename)
+    config = load_config_text(text, filename, templates=TEMPLATE_CHECK)
     section, node = _tocsin(config, text, filename)
     base = base_dir or Path(".")
     tokens, keys = _auth_files(section, node, filename, base)
@@ -243,7 +244,7 @@ def load(path: Path | None, tocsin_file: Path | None = None) -> Loaded:
             return loaded
         path, config = Path("<built-in>"), loaded.config
     else:
-        config = load_config(path)
+        config = load_config(path, templates=TEMPLATE_CHECK)
     if sidecar is not None:
         config, node, name = _with_sidecar(config, Path(path), sidecar)
         section, node = _tocsin_node(config, node, name)

@@ -329,7 +329,11 @@ class Decoder:
         ok = True
         for i, item in enumerate(node.value):
             sub = field_path(path, i)
-            if _is_null(item) and item_tp is not Any:
+            if _is_null(item) and isinstance(item_tp, type) and issubclass(item_tp, msgspec.Struct):
+                # Go's YAML gives an empty list item of a struct type its zero value (an empty
+                # inhibit rule inhibits nothing); the struct's own checks then apply to it.
+                item = MappingNode("tag:yaml.org,2002:map", [], item.start_mark, item.end_mark)
+            elif _is_null(item) and item_tp is not Any:
                 self.error(node_line(item), sub, "missing value (empty list item)")
                 ok = False
                 continue

@@ -4,15 +4,17 @@ Errors name the file, the line and the field path::
 
     alertmanager.yml:12: route.routes[0].group_wait: invalid duration "5x"
 
-The only I/O is reading the config file itself (``load_config``); template files are
-checked only when a checker is passed to ``check_config_report``.
+Go templates are checked at load, as ``tocsin up`` and ``check-config`` both load: every
+templated receiver field must parse (``alertmanager.yml:12: receivers[0].slack_configs[0].title:
+template: ...``) and so must every file the ``templates:`` globs match (``file.tmpl:3: ...``).
+Apart from the config file, those template files are the only files read.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import yaml
@@ -25,6 +27,7 @@ from pipeline.amconfig.validate import validate_config
 
 __all__ = [
     "ConfigError",
+    "TemplateCheck",
     "check_config_report",
     "compose_section",
     "load_config",
@@ -43,20 +46,36 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.errors))
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+class TemplateCheck(Protocol):
+    """The template language's checks at load (the notifier's engine, handed in by the
+    application: this foundation layer knows no stage)."""
+
+    def check_text(self, text: str) -> str | None:
+        """Why a templated field's text does not parse (``line N: ...``), or ``None``."""
+        ...
+
+    def check_files(self, globs: Sequence[str]) -> list[str]:
+        """The ``file:line: message`` errors of the files the ``templates:`` globs match."""
+        ...
+
+
+def load_config(path: str | os.PathLike[str], *, templates: TemplateCheck | None = None) -> Config:
     """Read and load a config file; relative template and HTTP file paths are resolved
-    against the file's directory, as Alertmanager does."""
+    against the file's directory, as Alertmanager does. ``templates``: check templated
+    fields and template files too (``tocsin up`` and ``check-config`` do)."""
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{name}: {exc}"]) from None
-    return load_config_text(text, name, base_dir=os.path.dirname(name) or ".")
+    return load_config_text(text, name, base_dir=os.path.dirname(name) or ".", templates=templates)
 
 
-def load_config_text(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
-    """Load a config from its text. ``base_dir`` resolves relative file paths when given."""
+def load_config_text(text: str, filename: str = "<string>", *, base_dir: str | None = None,
+                     templates: TemplateCheck | None = None) -> Config:
+    """Load a config from its text. ``base_dir`` resolves relative file paths when given;
+    ``templates`` checks the templates (see :func:`load_config`)."""
     try:
         root = compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -72,6 +91,8 @@ def load_config_text(text: str, filename: str = "<string>", *, base_dir: str | N
     if decoder.errors:
         raise ConfigError(decoder.errors)
     validate_config(config, decoder.error_at)
+    if templates is not None:
+        _check_field_templates(config, decoder, templates)
     config, problems = apply_defaults(config)
     for obj, field, message in problems:
         decoder.error_at(obj, field, message)
@@ -79,7 +100,41 @@ def load_config_text(text: str, filename: str = "<string>", *, base_dir: str | N
         raise ConfigError(decoder.errors)
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
+    if templates is not None and config.templates:
+        errors = templates.check_files(config.templates)
+        if errors:
+            raise ConfigError([f"{e} (templates)" for e in errors])
     return _replace(config, original=text, redacted=redact(text, decoder.secret_spans), filename=filename)
+
+
+# --------------------------------------------------------------------------- Go templates
+
+_TEMPLATED = ("webhook_configs", "email_configs", "slack_configs", "pagerduty_configs")
+
+
+def _check_field_templates(config: Config, decoder: Decoder, templates: TemplateCheck) -> None:
+    """Report every string field of a delivered integration that is not a valid template."""
+
+    def walk(obj: Any, field: str, value: Any, where: str = "") -> None:
+        if isinstance(value, str):
+            if "{{" in value:
+                problem = templates.check_text(value)
+                if problem is not None:
+                    decoder.error_at(obj, field, f"{where}template: {problem}")
+        elif isinstance(value, msgspec.Struct):
+            for name in value.__struct_fields__:
+                walk(value, name, getattr(value, name))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(obj, field, v, f"{where}{k}: ")
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(obj, field, v, where)
+
+    for rcv in config.receivers:
+        for kind in _TEMPLATED:
+            for cfg in getattr(rcv, kind):
+                walk(rcv, kind, cfg)
 
 
 def redact(text: str, spans: Iterable[tuple[int, int]]) -> str:
@@ -181,18 +236,22 @@ def check_config_report(
     paths: Sequence[str | os.PathLike[str]],
     *,
     check_templates: Callable[[list[str]], str | None] | None = None,
+    loader: Callable[[str], Config] | None = None,
 ) -> tuple[bool, str]:
     """Validate files and describe them as ``amtool check-config`` does.
 
     ``check_templates`` receives a config's template globs and returns an error text or
-    ``None``; without it templates are only counted.
+    ``None``; without it templates are only counted. ``loader``: what loads one file (the
+    application passes the loader ``tocsin up`` uses, so both check the same things);
+    without it, :func:`load_config`.
     """
+    load = loader or load_config
     ok = True
     lines: list[str] = []
     for path in paths:
         name = os.fspath(path)
         try:
-            config: Config | None = load_config(name)
+            config: Config | None = load(name)
             lines.append(f"Checking '{name}'  SUCCESS")
         except ConfigError as exc:
             config = None

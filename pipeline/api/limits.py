@@ -25,6 +25,8 @@ Defaults (0 means unlimited)::
       max_alert_bytes: 65536           # an alert as the API publishes it (JSON)
       max_alerts_per_push: 0           # Alertmanager: none
       max_ack_comment_length: 4096
+      auth_failure_rate: 10            # failed authentications per second per client address, then 429
+      auth_failure_burst: 20
 
 Why these defaults: Alertmanager has none but the silence ones, and a limit that refuses
 real alerts is worse than none; but every pushed alert becomes NATS messages (the push, the
@@ -34,8 +36,9 @@ a message over ``max_payload`` (1 MiB by default). ``max_alert_bytes`` keeps one
 value is far beyond any real one (Prometheus' own are a few hundred bytes), and 128 labels
 more than any rule adds. Silences get the same kind of bound: 100 matchers and 256 KiB, as
 the filter keeps each silence in one message and matches every alert against them. The
-push itself is split by the API into messages of at most 200 alerts, so the number of
-alerts per push is unlimited, as in Alertmanager, bounded only by ``max_body_bytes``.
+push itself is split by the API into messages of at most 200 alerts and half the server's
+``max_payload`` (``pipeline.api.push.split_push``), so the number of alerts per push is
+unlimited, as in Alertmanager, bounded only by ``max_body_bytes``.
 """
 
 from __future__ import annotations

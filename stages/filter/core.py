@@ -46,7 +46,7 @@ from pipeline.runtime.step import Out, Reject, Step
 from stages.filter.acks import AckError, ack_changes_for_alert, apply_ack_command, covered
 from stages.filter.config import FilterConfig, IntegrationSpec
 from stages.filter.inhibit import drop_expired_sources, index_firing, index_resolved, inhibited_by, reindex
-from stages.filter.nflog import NotifyReason, live_entry, needs_update, new_entry
+from stages.filter.nflog import NotifyReason, entry_life, live_entry, needs_update, new_entry
 from stages.filter.silences import SilenceError, apply_silence_command, delete_silence, org_silences, silenced_by
 from stages.filter.state import (
     AckValue,
@@ -340,7 +340,7 @@ class FilterCore:
                 self._hold_entry(log, lkey, entry, f, t)  # acknowledged: no repeat
                 continue
             log[lkey] = new_entry(firing, resolved, t, repeat_interval=f.repeat_interval,
-                                  retention=opts.nflog_retention)
+                                  group_interval=f.group_interval, retention=opts.nflog_retention)
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
             if to_send:
@@ -406,11 +406,13 @@ class FilterCore:
 
     def _hold_entry(self, log: dict[str, NflogEntry], lkey: str, entry: NflogEntry, f: GroupFlush, t: float) -> None:
         """Keep an acknowledged group's entry alive without notifying: were it to expire,
-        the next flush would notify as a first notification. Its time is kept, so the
-        repeat is due as soon as the acknowledgement ends."""
+        the next flush would notify as a first notification, and a resolution would not be
+        sent. Its time is kept, so the repeat is due as soon as the acknowledgement ends.
+        Renewed coarsely (when half its life is left), but always before it could expire
+        ahead of the next tick's re-evaluation (the tick plus its grace)."""
         opts = self.config_for(f.org).options
-        life = min(opts.nflog_retention, 2 * f.repeat_interval) if f.repeat_interval > 0 else opts.nflog_retention
-        if entry.expires_at - t < life / 2:
+        life = entry_life(f.repeat_interval, f.group_interval, opts.nflog_retention)
+        if entry.expires_at - t < max(life / 2, 2 * f.group_interval):
             log[lkey] = _replace(entry, expires_at=t + life)
 
     def _keep_record(self, org: str, old: GroupRecord | None, new: GroupRecord, t: float) -> GroupRecord:

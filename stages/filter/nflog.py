@@ -2,8 +2,7 @@
 flush must notify again (Alertmanager's ``DedupStage.needsUpdate``).
 
 An entry holds the firing and resolved fingerprints of the last notification and its
-time. It expires ``min(retention, 2 * repeat_interval)`` after it was written, as
-Alertmanager's ``SetNotifiesStage`` logs it; an expired entry is as good as none.
+time. It expires :func:`entry_life` after it was written; an expired entry is as good as none.
 
 Entry times are the flush times of the notifications (Alertmanager logs the time the
 send finished, a little later); ``repeat_interval`` elapses strictly after it, so a group
@@ -18,7 +17,7 @@ from collections.abc import Set
 
 from stages.filter.state import NflogEntry
 
-__all__ = ["NotifyReason", "live_entry", "needs_update", "new_entry"]
+__all__ = ["NotifyReason", "entry_life", "live_entry", "needs_update", "new_entry"]
 
 
 class NotifyReason(enum.Enum):
@@ -31,6 +30,24 @@ class NotifyReason(enum.Enum):
 
     def __bool__(self) -> bool:
         return self is not NotifyReason.NONE
+
+
+def entry_life(repeat_interval: float, group_interval: float, retention: float) -> float:
+    """How long an entry lives after it is written.
+
+    Alertmanager's ``SetNotifiesStage`` logs an entry that expires ``2 * repeat_interval``
+    later (at most ``retention``), but its log keeps answering with an expired entry until its
+    next garbage collection (``--data.maintenance-interval``, 15 minutes), so the group's
+    next ticks still see it. Here an expired entry is gone, so it lives at least until one
+    tick past the first tick after the repeat interval (``repeat_interval + 2 *
+    group_interval``): by then the group has notified again (a new entry), or it needed the
+    entry to say that its alerts resolved. With a repeat interval shorter than the group
+    interval (1ms in Alertmanager's own tests), ``2 * repeat_interval`` alone expired the
+    entry before the next tick and the resolution was never sent.
+    """
+    if repeat_interval <= 0:
+        return retention
+    return min(retention, max(2 * repeat_interval, repeat_interval + 2 * max(group_interval, 0.0)))
 
 
 def live_entry(entry: NflogEntry | None, t: float) -> NflogEntry | None:
@@ -59,8 +76,8 @@ def needs_update(entry: NflogEntry | None, firing: Set[str], resolved: Set[str],
     return NotifyReason.NONE
 
 
-def new_entry(firing: Set[str], resolved: Set[str], t: float, *, repeat_interval: float,
+def new_entry(firing: Set[str], resolved: Set[str], t: float, *, repeat_interval: float, group_interval: float,
               retention: float) -> NflogEntry:
     """The entry logged for a notification at ``t``."""
-    life = min(retention, 2 * repeat_interval) if repeat_interval > 0 else retention
+    life = entry_life(repeat_interval, group_interval, retention)
     return NflogEntry(firing=sorted(firing), resolved=sorted(resolved), at=t, expires_at=t + life)

@@ -65,6 +65,7 @@ from .config import NotifierConfig
 from .delivery import Outcome, Sender, SenderKey, Senders, attempt
 from .ledger import AttemptRecord, Ledger, LedgerRecord, decide, ensure_ledger, integration_name
 from .payloads import idempotency_key, select_alerts
+from .templates import TEMPLATE_CHECK
 
 __all__ = [
     "CONSUMER",
@@ -645,7 +646,7 @@ async def _amain(args: argparse.Namespace) -> None:
 
     from .service import build_notifier
 
-    config = load_config(args.config_file)
+    config = load_config(args.config_file, templates=TEMPLATE_CHECK)
     nc = await connect(args.nats_url, name="tocsin-notifier")
     try:
         settings = Settings(nats_url=args.nats_url, stream_replicas=args.stream_replicas,

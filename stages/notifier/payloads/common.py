@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import yaml
+from prometheus_client import REGISTRY, Counter
 
 from contracts.messages import SendRequest
 
@@ -16,6 +17,7 @@ from ..templates import Data, TemplateSet, default_templates
 from ..templates.data import alert_status
 
 __all__ = [
+    "TEMPLATE_ERRORS",
     "Fields",
     "idempotency_key",
     "select_alerts",
@@ -23,6 +25,11 @@ __all__ = [
     "sorted_maps",
     "truncate_runes",
 ]
+
+# A field whose template failed was sent with its default: the notification went out, but
+# not as configured. Counted so it can be alerted on; the error itself is logged.
+TEMPLATE_ERRORS = Counter("tocsin_notifier_template_errors", "Template fields that failed to render and were sent "
+                          "with the integration's default", ["integration"], registry=REGISTRY)
 
 _TRUNCATION_MARKER = "…"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9._:/@+=-]{1,200}")
@@ -121,6 +128,7 @@ class Fields:
 
     def _error(self, field: str, message: str) -> None:
         self.errors.append(f"{self.integration} {field}: {message}")
+        TEMPLATE_ERRORS.labels(self.integration).inc()
 
     def default(self, field: str, name: str | None, *, html: bool = False) -> str:
         if name is None:

@@ -1,10 +1,10 @@
 """Alertmanager's notification template data (``template.Data``), built from a send request.
 
-Names follow Alertmanager's Go fields so a Go template translates by dropping the leading
-dot: ``.CommonLabels.alertname`` is ``CommonLabels.alertname``, ``.Alerts.Firing | len`` is
-``Alerts.Firing | length``, ``.GroupLabels.SortedPairs.Values`` is
-``GroupLabels.SortedPairs.Values``. :meth:`Data.to_json` gives the JSON names of the webhook
-payload (``commonLabels``, ``startsAt``...).
+Names and methods are Alertmanager's Go ones, so templates read ``.CommonLabels.alertname``,
+``.Alerts.Firing``, ``.GroupLabels.SortedPairs.Values`` as in Alertmanager (the Go template
+engine maps the methods, see ``gotemplate/exec.py``). :meth:`Data.to_json` gives the JSON
+names of the webhook payload (``commonLabels``, ``startsAt``...); :func:`data_from_json`
+reads that JSON back (the format of ``amtool template render --template.data``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from contracts.messages import SendRequest
 
-from .gotime import RFC3339_NANO, GoTime, from_unix, go_format
+from .gotime import RFC3339_NANO, ZERO_TIME, GoTime, from_unix, go_format, parse_rfc3339
 
 __all__ = [
     "KV",
@@ -27,6 +27,7 @@ __all__ = [
     "TemplateAlert",
     "alert_status",
     "build_data",
+    "data_from_json",
     "group_status",
     "quote_meta",
 ]
@@ -36,10 +37,7 @@ _GO_REGEXP_META = frozenset("\\.+*?()|[]{}^$")
 
 
 class Strings(list[str]):
-    """A list of strings with Go's ``Join`` method."""
-
-    def Join(self, sep: str) -> str:
-        return sep.join(self)
+    """Go's ``[]string`` (what ``Names``, ``Values`` and ``stringSlice`` return; ``join`` takes it)."""
 
 
 class Pair(NamedTuple):
@@ -65,8 +63,8 @@ class Pairs(list[Pair]):
 class KV(dict[str, str]):
     """A label or annotation set with Alertmanager's methods.
 
-    In templates an entry wins over a method of the same name (``Labels.Values`` is the
-    label ``Values`` when the alert has one), see the environment's ``getattr``.
+    In templates a method wins over an entry of the same name (``.Labels.Values`` is the
+    method even when the alert has a label ``Values``), as in Go.
     """
 
     @property
@@ -228,4 +226,42 @@ def build_data(req: SendRequest, external_url: str, *, max_alerts: int = 0) -> D
         GroupKey=req.group_key,
         TruncatedAlerts=truncated,
         Now=from_unix(now),
+    )
+
+
+def data_from_json(obj: Mapping[str, Any], *, now: GoTime | None = None) -> Data:
+    """Template data from its JSON form (Alertmanager's ``template.Data`` as JSON).
+
+    Missing fields are Go's zero values; ``now`` (for ``now``/``since``) defaults to the zero time.
+    """
+
+    def kv(value: Any) -> KV:
+        return KV({str(k): str(v) for k, v in (value or {}).items()})
+
+    def when(value: Any) -> GoTime:
+        return parse_rfc3339(value) if value else ZERO_TIME
+
+    alerts = Alerts(
+        TemplateAlert(
+            Status=str(a.get("status", "")),
+            Labels=kv(a.get("labels")),
+            Annotations=kv(a.get("annotations")),
+            StartsAt=when(a.get("startsAt")),
+            EndsAt=when(a.get("endsAt")),
+            GeneratorURL=str(a.get("generatorURL", "")),
+            Fingerprint=str(a.get("fingerprint", "")),
+        )
+        for a in obj.get("alerts") or ()
+    )
+    return Data(
+        Receiver=str(obj.get("receiver", "")),
+        Status=str(obj.get("status", "")),
+        Alerts=alerts,
+        GroupLabels=kv(obj.get("groupLabels")),
+        CommonLabels=kv(obj.get("commonLabels")),
+        CommonAnnotations=kv(obj.get("commonAnnotations")),
+        ExternalURL=str(obj.get("externalURL", "")),
+        GroupKey=str(obj.get("groupKey", "")),
+        TruncatedAlerts=int(obj.get("truncatedAlerts", 0) or 0),
+        Now=now or ZERO_TIME,
     )

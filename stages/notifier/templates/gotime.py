@@ -20,6 +20,7 @@ __all__ = [
     "go_format",
     "gotime",
     "humanize_duration",
+    "parse_rfc3339",
     "rfc3339",
     "rfc3339_nano",
 ]
@@ -167,6 +168,48 @@ def rfc3339(ts: float | None) -> str:
     if ts is None:
         return go_format(ZERO_TIME, RFC3339_NANO)
     return go_format(from_unix(ts), RFC3339_NANO)
+
+
+class _FixedZone(tzinfo):
+    """A zone known only by its offset, as Go's ``time.Parse`` makes for ``+02:00``: no name."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self._offset = offset
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return self._offset
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FixedZone) and other._offset == self._offset
+
+    def __hash__(self) -> int:
+        return hash(self._offset)
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def parse_rfc3339(text: str) -> GoTime:
+    """Go's ``time.Parse(time.RFC3339Nano, text)`` (to the microsecond): ``Z`` is UTC, an
+    offset is a zone without a name. Raises ``ValueError`` for anything else."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    micro = int((m.group(7) or "").ljust(6, "0")[:6])
+    tz: tzinfo = UTC
+    if not m.group(8):
+        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        tz = _FixedZone(-offset if m.group(9) == "-" else offset)
+    return GoTime(year, month, day, hour, minute, second, micro, tzinfo=tz)
 
 
 def from_unix(ts: float | None, tz: tzinfo = UTC) -> GoTime:

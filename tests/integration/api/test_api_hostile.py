@@ -250,11 +250,14 @@ async def test_denied_requests_are_audited(authed: httpx.AsyncClient) -> None:
 async def test_failed_authentication_is_rate_limited_per_address_and_audited_within_a_budget(
         authed: httpx.AsyncClient) -> None:
     c = authed
+    started = time.monotonic()
     responses = await asyncio.gather(*(c.get("/api/v2/alerts", headers=bearer(f"guess-{i}", "10.0.0.7"))
                                        for i in range(50)))
+    took = time.monotonic() - started
     codes = [r.status_code for r in responses]
-    # the default budget: a burst of 20, then 10 per second (a few refill while the 50 arrive)
-    assert set(codes) == {401, 429} and 20 <= codes.count(401) <= 25, codes
+    # the default budget: a burst of 20, then 10 per second (some refill while the 50 arrive,
+    # more on a loaded machine: at most 10 for each second they took)
+    assert set(codes) == {401, 429} and 20 <= codes.count(401) <= 21 + 10 * took, (took, codes)
     limited = await c.get("/api/v2/alerts", headers=bearer("yet-another-guess", "10.0.0.7"))
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert "failed authentications" in limited.json()

@@ -395,9 +395,9 @@ INVALID = [
         ["am.yml:5: receivers[1]: missing name in receiver"],
     ),
     (
-        "empty-list-item",
+        "empty-list-item",  # Go's zero value of a receiver, as Alertmanager reads it
         "route:\n  receiver: r\nreceivers:\n  - name: r\n  -\n",
-        ["am.yml:5: receivers[1]: missing value (empty list item)"],
+        ["am.yml:5: receivers[1]: missing name in receiver"],
     ),
     (
         "bad-weekday",

@@ -49,16 +49,16 @@ def test_default_headers_and_parts(alerts: list[Alert], subject: str) -> None:
 
 def test_configured_headers_are_rendered_and_structural_ones_ignored() -> None:
     cfg = EmailCfg(
-        to="{{ CommonLabels.job }}-team@example.org",
+        to="{{ .CommonLabels.job }}-team@example.org",
         headers={
-            "subject": "Über {{ CommonLabels.alertname }}",
-            "x-group": "{{ GroupLabels.alertname }}",
+            "subject": "Über {{ .CommonLabels.alertname }}",
+            "x-group": "{{ .GroupLabels.alertname }}",
             "Message-Id": "<mine@x>",
             "date": "yesterday",
             "X-Multi": "line1\nline2",
         },
-        text="{{ Alerts | length }} alert(s)",
-        html="<p>{{ CommonAnnotations.summary }}</p>",
+        text="{{ .Alerts | len }} alert(s)",
+        html="<p>{{ .CommonAnnotations.summary }}</p>",
     )
     msg = _message([alert(annotations={"summary": "a < b"})], cfg)
     assert msg["To"] == "node-team@example.org"
@@ -80,7 +80,7 @@ def test_message_bytes_are_the_same_for_every_retry() -> None:
 
 def test_failing_subject_template_falls_back_to_default_subject() -> None:
     errors: list[str] = []
-    msg = _message([alert()], EmailCfg(headers={"Subject": "{{ .CommonLabels.alertname }}"}), errors)
+    msg = _message([alert()], EmailCfg(headers={"Subject": "{{ .CommonLabels.nope.deeper }}"}), errors)
     assert msg["Subject"] == "[FIRING:1] HighCPU (web-1:9100 node)"
     assert len(errors) == 1 and errors[0].startswith("email headers.Subject: ")
 
@@ -101,7 +101,7 @@ def test_message_id_for_is_stable_per_send() -> None:
             EmailCfg(from_="Tocsin <t@example.org>", to="a@example.org, B <b@example.org>"),
             ("t@example.org", ["a@example.org", "b@example.org"]),
         ),
-        (EmailCfg(to="{{ CommonLabels.job }}@example.org"), ("tocsin@example.org", ["node@example.org"])),
+        (EmailCfg(to="{{ .CommonLabels.job }}@example.org"), ("tocsin@example.org", ["node@example.org"])),
     ],
     ids=["plain", "display-names", "templated"],
 )

@@ -89,14 +89,14 @@ def test_summary_is_cut_to_1024_characters(length: int, cut: bool) -> None:
 
 def test_configured_payload_fields() -> None:
     cfg = PagerdutyCfg(
-        client="tocsin-{{ CommonLabels.job }}",
-        client_url="http://t/{{ GroupKey | urlquery }}",
-        severity="{{ CommonLabels.severity }}",
+        client="tocsin-{{ .CommonLabels.job }}",
+        client_url="http://t/{{ .GroupKey | urlquery }}",
+        severity="{{ .CommonLabels.severity }}",
         class_="cpu",
-        component="{{ CommonLabels.job }}",
+        component="{{ .CommonLabels.job }}",
         group="prod",
-        images=[{"src": "http://i/1.png", "alt": "graph"}, {"src": "{{ CommonLabels.missing }}", "alt": "dropped"}],
-        links=[{"href": "http://rb/{{ CommonLabels.alertname }}", "text": "runbook"}, {"href": "", "text": "x"}],
+        images=[{"src": "http://i/1.png", "alt": "graph"}, {"src": "{{ .CommonLabels.missing }}", "alt": "dropped"}],
+        links=[{"href": "http://rb/{{ .CommonLabels.alertname }}", "text": "runbook"}, {"href": "", "text": "x"}],
     )
     event = _event(request([alert(labels={"severity": "critical"})]), cfg)
     payload = event["payload"]
@@ -113,11 +113,11 @@ def test_custom_details_render_and_read_back_as_yaml_data() -> None:
     errors: list[str] = []
     cfg = PagerdutyCfg(
         details={
-            "count": "{{ Alerts | length }}",
-            "note": "{{ CommonAnnotations.summary }}",
-            "owner": {"team": "{{ CommonLabels.job }}", "tags": ["a", "{{ Status }}"]},
-            "pair": "team: {{ CommonLabels.job }}",
-            "broken": "{{ .Status }}",
+            "count": "{{ .Alerts | len }}",
+            "note": "{{ .CommonAnnotations.summary }}",
+            "owner": {"team": "{{ .CommonLabels.job }}", "tags": ["a", "{{ .Status }}"]},
+            "pair": "team: {{ .CommonLabels.job }}",
+            "broken": "{{ .Nope }}",
             "num_firing": "overridden",
         }
     )
@@ -126,7 +126,7 @@ def test_custom_details_render_and_read_back_as_yaml_data() -> None:
     assert details["note"] == "HighCPU on web-1:9100"
     assert details["owner"] == {"tags": ["a", "firing"], "team": "node"}
     assert details["pair"] == {"team": "node"}  # Alertmanager parses rendered text as YAML, too
-    assert details["broken"] == "{{ .Status }}"  # kept as written, and reported
+    assert details["broken"] == "{{ .Nope }}"  # kept as written, and reported
     assert details["num_firing"] == "overridden"
     assert details["num_resolved"] == 0
     assert list(details) == sorted(details)
@@ -134,7 +134,7 @@ def test_custom_details_render_and_read_back_as_yaml_data() -> None:
 
 
 def test_timestamp_like_detail_stays_a_string() -> None:
-    cfg = PagerdutyCfg(details={"since": "{{ Alerts[0].StartsAt | date('2006-01-02T15:04:05Z07:00') }}"})
+    cfg = PagerdutyCfg(details={"since": "{{ (index .Alerts 0).StartsAt.Format \"2006-01-02T15:04:05Z07:00\" }}"})
     assert _event(request([alert()]), cfg)["payload"]["custom_details"]["since"] == "2023-11-14T22:03:20Z"
 
 

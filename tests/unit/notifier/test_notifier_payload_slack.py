@@ -57,15 +57,15 @@ def test_default_message(alerts: list[Alert], title: str, color: str) -> None:
 
 def test_configured_fields_are_rendered() -> None:
     cfg = SlackCfg(
-        channel="#ops-{{ CommonLabels.job }}",
+        channel="#ops-{{ .CommonLabels.job }}",
         username="tocsin",
         icon_emoji=":rotating_light:",
-        title="{{ CommonLabels.alertname }} ({{ Alerts | length }})",
-        text="{% for a in Alerts %}{{ a.Annotations.summary }}\n{% endfor %}",
+        title="{{ .CommonLabels.alertname }} ({{ .Alerts | len }})",
+        text="{{ range .Alerts }}{{ .Annotations.summary }}\n{{ end }}",
         pretext="pre",
         footer="foot",
         color="#123456",
-        image_url="http://img/{{ Status }}.png",
+        image_url="http://img/{{ .Status }}.png",
         link_names=True,
         mrkdwn_in=["text"],
     )
@@ -90,7 +90,7 @@ def test_configured_fields_are_rendered() -> None:
 )
 def test_field_short_flag(short: bool | None, short_fields: bool | None, expected: bool) -> None:
     cfg = SlackCfg(
-        fields=[SlackFieldCfg(title="Job", value="{{ CommonLabels.job }}", short=short)], short_fields=short_fields
+        fields=[SlackFieldCfg(title="Job", value="{{ .CommonLabels.job }}", short=short)], short_fields=short_fields
     )
     assert _payload([alert()], cfg)["attachments"][0]["fields"] == [
         {"title": "Job", "value": "node", "short": expected}
@@ -99,10 +99,10 @@ def test_field_short_flag(short: bool | None, short_fields: bool | None, expecte
 
 def test_fields_and_actions_accept_mappings_and_drop_empty_keys() -> None:
     cfg = SlackCfg(
-        fields=[{"title": "Instance", "value": "{{ Alerts[0].Labels.instance }}"}],
+        fields=[{"title": "Instance", "value": "{{ (index .Alerts 0).Labels.instance }}"}],
         actions=[
-            SlackActionCfg(type="button", text="Runbook", url="http://rb/{{ CommonLabels.alertname }}"),
-            {"type": "button", "text": "Ack", "name": "ack", "value": "{{ GroupKey }}",
+            SlackActionCfg(type="button", text="Runbook", url="http://rb/{{ .CommonLabels.alertname }}"),
+            {"type": "button", "text": "Ack", "name": "ack", "value": "{{ .GroupKey }}",
              "confirm": SlackConfirmCfg(text="Sure?", ok_text="Yes")},
         ],
     )  # fmt: skip
@@ -117,7 +117,8 @@ def test_fields_and_actions_accept_mappings_and_drop_empty_keys() -> None:
 
 def test_failing_custom_title_falls_back_to_the_default_and_reports() -> None:
     errors: list[str] = []
-    cfg = SlackCfg(title='{{ .CommonLabels.alertname }} {{ template "x" . }}', text="{{ .CommonAnnotations.summary }}")
+    cfg = SlackCfg(title='{{ .CommonLabels.alertname }} {{ template "x" . }}',
+                   text="{{ .CommonAnnotations.summary.Nope }}")
     att = _payload([alert()], cfg, errors)["attachments"][0]
     assert att["title"] == "[FIRING:1] HighCPU (web-1:9100 node)"
     assert att["text"] == ""  # slack.default.text is empty
@@ -144,7 +145,7 @@ def test_title_is_cut_to_1024_characters(length: int, expected_length: int, cut:
 
 
 def test_empty_rendered_optional_fields_are_omitted() -> None:
-    cfg = SlackCfg(channel="{{ CommonLabels.missing }}", title_link="{{ CommonLabels.missing }}")
+    cfg = SlackCfg(channel="{{ .CommonLabels.missing }}", title_link="{{ .CommonLabels.missing }}")
     body = _payload([alert()], cfg)
     assert "channel" not in body and "link_names" not in body
     assert "title_link" not in body["attachments"][0]
