@@ -42,6 +42,7 @@ from pipeline.amconfig.values import (
 )
 
 __all__ = [
+    "INTEGRATION_KINDS",
     "RAW_INTEGRATION_KINDS",
     "Authorization",
     "BasicAuth",
@@ -619,23 +620,43 @@ class PagerdutyConfig(Node, frozen=True):
         return msgspec.structs.replace(self, details=details, source=self.source or self.client), problems
 
 
-# Receiver kinds Alertmanager knows that Tocsin loads but does not deliver.
-RAW_INTEGRATION_KINDS = (
-    "discord",
-    "incidentio",
-    "jira",
-    "mattermost",
-    "msteams",
-    "msteamsv2",
+# Every receiver kind, in the order Alertmanager builds a receiver's integrations.
+INTEGRATION_KINDS = (
+    "webhook",
+    "email",
+    "pagerduty",
     "opsgenie",
+    "wechat",
+    "slack",
+    "victorops",
     "pushover",
-    "rocketchat",
     "sns",
     "telegram",
-    "victorops",
+    "discord",
     "webex",
-    "wechat",
+    "msteams",
+    "msteamsv2",
+    "jira",
+    "rocketchat",
+    "mattermost",
+    "incidentio",
 )
+
+# --------------------------------------------------------------------------- integrations: chat
+# discord, mattermost, msteams, msteamsv2, rocketchat, webex, telegram: one Struct each.
+# A kind's Struct may define ``with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]``
+# (what Alertmanager's Config.UnmarshalYAML fills in from ``global``; ``receivers.apply_defaults``
+# calls it).
+# (end of chat)
+
+# --------------------------------------------------------------------------- integrations: incident
+# opsgenie, victorops, pushover, wechat
+# (end of incident)
+
+# --------------------------------------------------------------------------- integrations: other
+# sns, jira, incidentio
+# (end of other)
+
 
 
 class Receiver(Node, frozen=True):
@@ -675,6 +696,11 @@ class Receiver(Node, frozen=True):
         return [
             (kind, i, raw) for kind in RAW_INTEGRATION_KINDS for i, raw in enumerate(getattr(self, f"{kind}_configs"))
         ]
+
+
+# Receiver kinds Alertmanager knows that Tocsin loads but does not deliver: those whose
+# configurations are still kept as loaded (``Raw``).
+RAW_INTEGRATION_KINDS = tuple(k for k in INTEGRATION_KINDS if Receiver.__annotations__[f"{k}_configs"] == "list[Raw]")
 
 
 # --------------------------------------------------------------------------- routing

@@ -14,6 +14,8 @@ import msgspec
 
 from contracts.matchers import go_quote
 from pipeline.amconfig.model import (
+    INTEGRATION_KINDS,
+    RAW_INTEGRATION_KINDS,
     Authorization,
     Config,
     EmailConfig,
@@ -30,7 +32,8 @@ __all__ = ["DELIVERED_KINDS", "DefaultsProblem", "apply_defaults", "delivered_in
 # (the object the problem is about, its field or None, message)
 DefaultsProblem = tuple[object, str | None, str]
 
-DELIVERED_KINDS = ("webhook", "email", "slack", "pagerduty")
+DELIVERED_KINDS = tuple(k for k in INTEGRATION_KINDS if k not in RAW_INTEGRATION_KINDS)
+_FIRST = frozenset({"webhook", "email", "slack", "pagerduty"})  # filled in below; the others fill themselves
 
 _replace = msgspec.structs.replace
 
@@ -100,8 +103,21 @@ def _receiver(rcv: Receiver, g: GlobalConfig, problems: list[DefaultsProblem]) -
         _replace(pd, http_config=pd.http_config or g.http_config, url=pd.url or g.pagerduty_url)
         for pd in rcv.pagerduty_configs
     ]
+    others: dict[str, list[Any]] = {}
+    for kind in DELIVERED_KINDS:
+        if kind in _FIRST:
+            continue
+        filled = []
+        for cfg in getattr(rcv, f"{kind}_configs"):
+            with_defaults = getattr(cfg, "with_defaults", None)
+            if with_defaults is not None:
+                cfg, found = with_defaults(g)
+                problems.extend((cfg, field, message) for field, message in found)
+            filled.append(cfg)
+        others[f"{kind}_configs"] = filled
     return _replace(
-        rcv, webhook_configs=webhooks, email_configs=emails, slack_configs=slacks, pagerduty_configs=pagerduties
+        rcv, webhook_configs=webhooks, email_configs=emails, slack_configs=slacks, pagerduty_configs=pagerduties,
+        **others,
     )
 
 
@@ -115,14 +131,9 @@ def apply_defaults(config: Config) -> tuple[Config, list[DefaultsProblem]]:
 Integration = WebhookConfig | EmailConfig | SlackConfig | PagerdutyConfig
 
 
-def delivered_integrations(receiver: Receiver) -> list[tuple[str, int, Integration]]:
+def delivered_integrations(receiver: Receiver) -> list[tuple[str, int, Any]]:
     """``(kind, index, config)`` for each integration Tocsin delivers, in Alertmanager's order."""
-    out: list[tuple[str, int, Integration]] = []
-    out += [("webhook", i, c) for i, c in enumerate(receiver.webhook_configs)]
-    out += [("email", i, c) for i, c in enumerate(receiver.email_configs)]
-    out += [("pagerduty", i, c) for i, c in enumerate(receiver.pagerduty_configs)]
-    out += [("slack", i, c) for i, c in enumerate(receiver.slack_configs)]
-    return out
+    return [(kind, i, c) for kind in DELIVERED_KINDS for i, c in enumerate(getattr(receiver, f"{kind}_configs"))]
 
 
 def undelivered_integrations(config: Config) -> list[str]:

@@ -30,8 +30,8 @@ import socket
 import ssl
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -42,7 +42,6 @@ import msgspec
 
 from contracts.messages import SendRequest
 from pipeline.amconfig.model import (
-    Config,
     EmailConfig,
     HTTPConfig,
     PagerdutyConfig,
@@ -50,7 +49,6 @@ from pipeline.amconfig.model import (
     TLSConfig,
     WebhookConfig,
 )
-from pipeline.amconfig.receivers import delivered_integrations
 
 from .classify import (
     TransportError,
@@ -72,7 +70,7 @@ from .payloads import (
     webhook_body,
 )
 from .secrets import SecretError, SecretReader
-from .templates import TemplateSet, build_data, default_templates
+from .templates import TemplateSet, build_data
 
 __all__ = [
     "USER_AGENT",
@@ -85,11 +83,11 @@ __all__ = [
     "PagerdutySender",
     "Sender",
     "SenderKey",
-    "Senders",
     "SlackSender",
     "WebhookSender",
     "attempt",
-    "build_senders",
+    "http_outcome",
+    "permanent",
     "ssl_context",
 ]
 
@@ -124,7 +122,7 @@ class Outcome(NamedTuple):
 _OK = Outcome(Verdict(ok=True, retryable=False, reason=""))
 
 
-def _permanent(error: str) -> Outcome:
+def permanent(error: str) -> Outcome:
     return Outcome(Verdict(ok=False, retryable=False, reason="other"), error)
 
 
@@ -157,7 +155,7 @@ async def attempt(sender: Sender, req: SendRequest, now: float) -> Outcome:
     except ssl.SSLError as exc:  # before ValueError: a certificate error is both; retried, as Alertmanager does
         return _transport("tls", f"TLS: {exc.reason or exc}")
     except (SecretError, ValueError) as exc:  # config or URL that cannot work: not worth retrying
-        return _permanent(str(exc))
+        return permanent(str(exc))
     except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, EOFError, httpx.NetworkError,
             httpx.ProtocolError, aiosmtplib.SMTPServerDisconnected) as exc:
         return _transport("network", f"connection lost: {type(exc).__name__}: {exc}")
@@ -165,7 +163,7 @@ async def attempt(sender: Sender, req: SendRequest, now: float) -> Outcome:
         return _transport("connect", f"cannot connect: {type(exc).__name__}: {exc}")
     except Exception as exc:  # a bug or an unexpected answer: do not hammer the receiver with it
         log.exception("send %s to %s failed unexpectedly", req.id, sender.key)
-        return _permanent(f"internal error: {type(exc).__name__}: {exc}")
+        return permanent(f"internal error: {type(exc).__name__}: {exc}")
 
 
 # --------------------------------------------------------------------------- HTTP transport
@@ -419,7 +417,7 @@ def ssl_context(tls: TLSConfig | None, secrets: SecretReader | None = None) -> s
 
 
 @dataclass
-class _HttpClient:
+class HttpClient:
     """How an integration's requests are sent: the lean pool, or ``httpx.AsyncClient`` for proxies."""
 
     pool: Http1Pool | None
@@ -446,13 +444,13 @@ class _HttpClient:
             await self.client.aclose()
 
 
-class _Clients:
+class Clients:
     """One client per distinct ``http_config`` (SSL contexts are costly to build)."""
 
     def __init__(self) -> None:
-        self._clients: list[tuple[HTTPConfig | None, _HttpClient]] = []  # HTTPConfig is not hashable
+        self._clients: list[tuple[HTTPConfig | None, HttpClient]] = []  # HTTPConfig is not hashable
 
-    def get(self, http: HTTPConfig | None, secrets: SecretReader) -> _HttpClient:
+    def get(self, http: HTTPConfig | None, secrets: SecretReader) -> HttpClient:
         for cfg, client in self._clients:
             if cfg == http:
                 return client
@@ -460,11 +458,11 @@ class _Clients:
         ctx = ssl_context(tls, secrets)
         follow = http.follow_redirects if http is not None else True
         if http is not None and (http.proxy_url or http.proxy_from_environment):
-            client = _HttpClient(None, httpx.AsyncClient(
+            client = HttpClient(None, httpx.AsyncClient(
                 verify=ctx, proxy=http.proxy_url or None, trust_env=http.proxy_from_environment,
                 follow_redirects=follow, timeout=None), follow)
         else:
-            client = _HttpClient(Http1Pool(ctx, server_hostname=tls.server_name if tls else ""), None, follow)
+            client = HttpClient(Http1Pool(ctx, server_hostname=tls.server_name if tls else ""), None, follow)
         self._clients.append((http, client))
         return client
 
@@ -499,7 +497,7 @@ def _auth_headers(http: HTTPConfig | None, secrets: SecretReader, what: str) -> 
     return out
 
 
-def _http_outcome(resp: HttpResponse, now: float, retry_codes: Sequence[int] = ()) -> Outcome:
+def http_outcome(resp: HttpResponse, now: float, retry_codes: Sequence[int] = ()) -> Outcome:
     verdict = classify_status(resp.status, retry_codes=retry_codes)
     if verdict.ok:
         return _OK
@@ -517,7 +515,7 @@ class HttpSender:
 
     kind = ""
 
-    def __init__(self, key: SenderKey, http: HTTPConfig | None, timeout: float, client: _HttpClient,
+    def __init__(self, key: SenderKey, http: HTTPConfig | None, timeout: float, client: HttpClient,
                  secrets: SecretReader, templates: TemplateSet, external_url: str, send_resolved: bool) -> None:
         self.key = key
         self.http = http
@@ -559,7 +557,7 @@ class WebhookSender(HttpSender):
     async def send(self, req: SendRequest, now: float) -> Outcome:
         body = webhook_body(req, self.cfg, self.external_url)
         resp = await self.post(self.url(req), body, [("Idempotency-Key", idempotency_key(req))])
-        return _http_outcome(resp, now)
+        return http_outcome(resp, now)
 
 
 class SlackSender(HttpSender):
@@ -574,14 +572,14 @@ class SlackSender(HttpSender):
     async def send(self, req: SendRequest, now: float) -> Outcome:
         url = self.secrets.resolve(self.cfg.api_url, self.cfg.api_url_file, f"{self.what}: api_url")
         if not url:
-            return _permanent(f"{self.what}: no api_url")
+            return permanent(f"{self.what}: no api_url")
         errors: list[str] = []
         body = slack_payload(req, self.cfg, build_data(req, self.external_url), templates=self.templates,
                              errors=errors)
         if errors:
             log.warning("%s: template errors: %s", self.what, "; ".join(errors))
         resp = await self.post(url, msgspec.json.encode(body))
-        out = _http_outcome(resp, now)
+        out = http_outcome(resp, now)
         if not out.ok:
             return out
         # Slack answers errors with 200 too: a JSON {"ok": false}, or a text other than "ok"
@@ -626,7 +624,7 @@ class PagerdutySender(HttpSender):
             log.warning("%s: template errors: %s", self.what, "; ".join(errors))
         resp = await self.post(url, msgspec.json.encode(body))
         # the v1 API asks for a retry on 403 (rate limited)
-        return _http_outcome(resp, now, retry_codes=(403,) if self.v1 else ())
+        return http_outcome(resp, now, retry_codes=(403,) if self.v1 else ())
 
 
 # --------------------------------------------------------------------------- email
@@ -687,7 +685,7 @@ class EmailSender:
         try:
             sender, recipients = email_envelope(cfg, data, templates=self.templates)
         except ValueError as exc:
-            return _permanent(f"{self.what}: {exc}")
+            return permanent(f"{self.what}: {exc}")
         errors: list[str] = []
         msg = email_message(req, cfg, data, message_id_for(req, sender.rpartition("@")[2] or "tocsin"),
                             templates=self.templates, errors=errors)
@@ -711,7 +709,7 @@ class EmailSender:
                 await self._auth(smtp, encrypted)
             await smtp.send_message(msg, sender=sender, recipients=recipients)
         except _SmtpSetupError as exc:
-            return _permanent(f"{self.what}: {exc}")
+            return permanent(f"{self.what}: {exc}")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0] if exc.recipients else None
             code = first.code if first is not None else 550
@@ -740,84 +738,3 @@ class _SmtpSetupError(Exception):
 # --------------------------------------------------------------------------- building
 
 
-@dataclass
-class Senders:
-    """Every integration's sender, keyed by ``(receiver, kind, index)``, and what failed to build."""
-
-    by_key: dict[SenderKey, Sender]
-    problems: list[str]
-    _clients: _Clients
-    by_org: dict[str, dict[SenderKey, Sender]] = field(default_factory=dict)  # orgs with their own receivers
-
-    def _table(self, org: str | None) -> dict[SenderKey, Sender]:
-        return self.by_org.get(org, self.by_key) if org is not None else self.by_key
-
-    def get(self, key: SenderKey, org: str | None = None) -> Sender | None:
-        return self._table(org).get(key)
-
-    def for_receiver(self, receiver: str, org: str | None = None) -> list[Sender]:
-        return [s for k, s in self._table(org).items() if k[0] == receiver]
-
-    async def aclose(self) -> None:
-        for table in (self.by_key, *self.by_org.values()):
-            for s in table.values():
-                await s.aclose()
-        await self._clients.aclose()
-
-
-def build_senders(config: Config, *, external_url: str, templates: TemplateSet | None = None,
-                  default_timeout: float = 30.0, secrets: SecretReader | None = None,
-                  orgs: Mapping[str, Config] | None = None) -> Senders:
-    """One sender per delivered integration of every receiver of ``config`` (and of each
-    organisation's own configuration in ``orgs``).
-
-    An integration whose configuration cannot work at all (no smarthost, a bad TLS file)
-    is left out and described in ``problems``; sends to it are dead-lettered.
-    """
-    secrets = secrets or SecretReader()
-    clients = _Clients()
-    problems: list[str] = []
-    by_key = _build_table(config, clients, problems, external_url=external_url,
-                          templates=templates or _templates_of(config), default_timeout=default_timeout,
-                          secrets=secrets)
-    by_org = {org: _build_table(c, clients, problems, external_url=external_url,
-                                templates=templates or _templates_of(c), default_timeout=default_timeout,
-                                secrets=secrets) for org, c in (orgs or {}).items()}
-    return Senders(by_key, problems, clients, by_org)
-
-
-def _templates_of(config: Config) -> TemplateSet:
-    """Alertmanager's defaults plus the config's ``templates:`` files, compiled once per config load."""
-    return TemplateSet.from_globs(config.templates) if config.templates else default_templates()
-
-
-def _build_table(config: Config, clients: _Clients, problems: list[str], *, external_url: str,
-                 templates: TemplateSet, default_timeout: float, secrets: SecretReader) -> dict[SenderKey, Sender]:
-    by_key: dict[SenderKey, Sender] = {}
-    for rcv in config.receivers:
-        for kind, index, cfg in delivered_integrations(rcv):
-            key: SenderKey = (rcv.name, kind, index)
-            own = float(getattr(cfg, "timeout", 0.0) or 0.0)
-            timeout = own if own > 0 else default_timeout
-            common: dict[str, Any] = {"key": key, "timeout": timeout, "secrets": secrets, "templates": templates,
-                                      "external_url": external_url}
-            try:
-                sender: Sender
-                if isinstance(cfg, EmailConfig):
-                    sender = EmailSender(cfg, **common)
-                else:
-                    client = clients.get(cfg.http_config, secrets)
-                    if isinstance(cfg, WebhookConfig):
-                        if cfg.payload is not None:
-                            problems.append(f"receiver {rcv.name!r}: webhook_configs[{index}]: payload is not "
-                                            "supported; the standard message is sent")
-                        sender = WebhookSender(cfg, client=client, **common)
-                    elif isinstance(cfg, SlackConfig):
-                        sender = SlackSender(cfg, client=client, **common)
-                    else:
-                        sender = PagerdutySender(cfg, client=client, **common)
-            except (OSError, ValueError, ssl.SSLError) as exc:
-                problems.append(f"receiver {rcv.name!r}: {kind}_configs[{index}]: {type(exc).__name__}: {exc}")
-                continue
-            by_key[key] = sender
-    return by_key

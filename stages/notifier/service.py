@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from pipeline.amconfig.model import Config
 
 from .config import NotifierConfig, NotifierConfigError, check_fallbacks, load_notifier_config
-from .delivery import Senders, build_senders
+from .senders import Senders, build_senders
 from .templates import TemplateSet
 from .worker import Worker
 

@@ -62,9 +62,10 @@ from pipeline.runtime.subjects import StreamNames
 from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
 from .classify import Verdict, classify_transport
 from .config import NotifierConfig
-from .delivery import Outcome, Sender, SenderKey, Senders, attempt
+from .delivery import Outcome, Sender, SenderKey, attempt
 from .ledger import AttemptRecord, Ledger, LedgerRecord, decide, ensure_ledger, integration_name
 from .payloads import idempotency_key, select_alerts
+from .senders import Senders
 from .templates import TEMPLATE_CHECK
 
 __all__ = [
