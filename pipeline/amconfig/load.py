@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from pipeline.amconfig.decode import Decoder, compose
 from pipeline.amconfig.model import Config, HTTPConfig, OAuth2, TLSConfig
-from pipeline.amconfig.receivers import apply_defaults
+from pipeline.amconfig.receivers import apply_defaults, delivered_integrations
 from pipeline.amconfig.validate import validate_config
 
 __all__ = [
@@ -109,9 +109,6 @@ def load_config_text(text: str, filename: str = "<string>", *, base_dir: str | N
 
 # --------------------------------------------------------------------------- Go templates
 
-_TEMPLATED = ("webhook_configs", "email_configs", "slack_configs", "pagerduty_configs")
-
-
 def _check_field_templates(config: Config, decoder: Decoder, templates: TemplateCheck) -> None:
     """Report every string field of a delivered integration that is not a valid template."""
 
@@ -132,9 +129,8 @@ def _check_field_templates(config: Config, decoder: Decoder, templates: Template
                 walk(obj, field, v, where)
 
     for rcv in config.receivers:
-        for kind in _TEMPLATED:
-            for cfg in getattr(rcv, kind):
-                walk(rcv, kind, cfg)
+        for kind, _, cfg in delivered_integrations(rcv):
+            walk(rcv, f"{kind}_configs", cfg)
 
 
 def redact(text: str, spans: Iterable[tuple[int, int]]) -> str:

@@ -100,6 +100,9 @@ class StageSpec:
     dlq_ttl: int | None = 30 * 24 * 3600
     # bytes of one atomic commit; a commit of several inputs that would be larger is split
     max_commit_bytes: int = MAX_BATCH_BYTES
+    # Where state keys live (``state``, ``state_filter``, ``key_of_state_subject``), when not in
+    # ``output`` (a chain keeps each stage's keys on that stage's subjects: pipeline.runtime.chain)
+    state_layout: Any = None
 
 
 CONSUMER_IDLE_TIMEOUT = 300.0  # seconds without pulls after which the server removes a partition's consumer
@@ -190,7 +193,10 @@ class PartitionWorker:
         # timers (name "") are committed one at a time, and those to dead-letter (cause, reason).
         self._isolate: dict[str, float] = {}
         self._poison: dict[_Unit, tuple[str, str]] = {}
-        self._value_decoder = msgspec.json.Decoder(spec.core.value_type)
+        self._layout = spec.state_layout or spec.output
+        # a core whose keys hold values of several types (a chain) decodes them by key
+        self._decode_value: Callable[[str, bytes], Any] = getattr(
+            spec.core, "decode_value", None) or _plain_decoder(spec.core.value_type)
         self._encoder = msgspec.json.Encoder()
         # the metric children of the hot path, resolved once (``labels`` costs a lookup per call)
         self._m_inputs = metrics.inputs.labels(spec.name)
@@ -269,19 +275,19 @@ class PartitionWorker:
         """State = the last value of every state subject of the partition, read from a replica
         that has applied our claim (a lagging follower's older state would make the core decide
         again what it already decided, with other outputs: duplicates with other ids)."""
-        out = self.spec.output
+        out, layout = self.spec.output, self._layout
         give_up = time.monotonic() + patience
         while True:
             self.state = {}
             self._deadlines = {}
             self._heap = []
             try:
-                async for m, deleted in read_last_per_subject(self.js, out.stream, out.state_filter(self.p),
+                async for m, deleted in read_last_per_subject(self.js, out.stream, layout.state_filter(self.p),
                                                               fresh=(out.progress(self.p), self.fence)):
                     if deleted:
                         continue
-                    key = out.key_of_state_subject(m.subject, m.headers)  # a digested key is in a header
-                    value = self._value_decoder.decode(m.data)
+                    key = layout.key_of_state_subject(m.subject, m.headers)  # a digested key is in a header
+                    value = self._decode_value(key, m.data)
                     self.state[key] = value
                     self._track(key, value)
                 return
@@ -578,7 +584,8 @@ class PartitionWorker:
             if out.headers:
                 hdrs.update(out.headers)
             suffix = token(out.subject) if out.subject and "." not in out.subject else (out.subject or "_")
-            m = BatchMsg(spec.output.out(part, suffix, msg_id), self._encoder.encode(out.payload), hdrs)
+            m = BatchMsg((out.names or spec.output).out(part, suffix, msg_id), self._encoder.encode(out.payload),
+                         hdrs)
             msgs.append(m)
             size += len(m.payload)
             if not problem and (len(m.payload) > surely_fits or out.headers or len(m.subject) > MAX_SUBJECT):
@@ -665,7 +672,7 @@ class PartitionWorker:
         spec, p = self.spec, self.p
         body: list[BatchMsg] = []
         for key, value in commit.changes.items():
-            subject = spec.output.state(p, key)
+            subject = self._layout.state(p, key)
             if value is _DEL:
                 body.append(BatchMsg(subject, b"", state_headers(
                     subject, key, {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL})))
@@ -716,6 +723,11 @@ class PartitionWorker:
             self._isolate[name] = max(pos, self._isolate.get(name, pos))
         return _Reset(f"a commit of {len(commit.units)} inputs and timers was refused "
                       f"({bounded(exc.description, 300)}); committing them one at a time")
+
+
+def _plain_decoder(value_type: Any) -> Callable[[str, bytes], Any]:
+    decoder = msgspec.json.Decoder(value_type)
+    return lambda _key, data: decoder.decode(data)
 
 
 def bounded_id(msg_id: str) -> str:

@@ -28,7 +28,9 @@ class Out:
 
     ``msg_id`` should be deterministic in the input (the runtime derives one from the
     input's sequence or the timer when left empty); ``partition`` defaults to the
-    partition of the input; ``subject`` defaults to the stage's output subject.
+    partition of the input; ``subject`` defaults to the stage's output subject; ``names``
+    (a :class:`~pipeline.runtime.subjects.StreamNames`) to the stage's output stream (a chain
+    sets it: each of its stages keeps its own output subjects).
     """
 
     payload: msgspec.Struct
@@ -36,6 +38,7 @@ class Out:
     partition: int | None = None
     subject: str = ""
     headers: dict[str, str] | None = None
+    names: Any = None
 
 
 @dataclass(slots=True)

@@ -186,15 +186,25 @@ def state_headers(subject: str, key: str, headers: dict[str, str]) -> dict[str, 
 
 
 class StreamNames:
-    """Names of one stage's output stream (``name`` like ``events``, ``alerts``)."""
+    """Names of one stage's output stream (``name`` like ``events``, ``alerts``).
 
-    __slots__ = ("name", "one_per_subject", "prefix", "stream")
+    In a chain (see :mod:`pipeline.graph`) the subjects of every stage stay as they are, but
+    they live in the chain's one stream (``stream``), and the partition's progress record is
+    the chain's (``progress_prefix``): readers of a stage's state and outputs take both from
+    here, whichever the deployment."""
 
-    def __init__(self, name: str, prefix: str = "tocsin") -> None:
+    __slots__ = ("name", "one_per_subject", "prefix", "progress_prefix", "stream")
+
+    def __init__(self, name: str, prefix: str = "tocsin", *, stream: str | None = None,
+                 progress_prefix: str | None = None) -> None:
         self.name = name
         self.one_per_subject = name in ONE_PER_SUBJECT  # made with max_msgs_per_subject: 1
         self.prefix = f"{prefix}.{name}"
-        self.stream = f"{prefix.upper()}_{name.upper()}"
+        self.stream = stream or f"{prefix.upper()}_{name.upper()}"
+        self.progress_prefix = progress_prefix or self.prefix
+
+    def __repr__(self) -> str:
+        return f"StreamNames({self.name!r}, stream={self.stream!r})"
 
     @property
     def all(self) -> str:
@@ -226,7 +236,7 @@ class StreamNames:
         return decode_key(tokens)
 
     def progress(self, p: int) -> str:
-        return f"{self.prefix}.progress.{p}"
+        return f"{self.progress_prefix}.progress.{p}"
 
     def dlq(self, p: int | str, msg_id: str | None = None) -> str:
         """Dead letters of ``p``; with ``msg_id``, the subject of that one (its own, see above)."""
