@@ -21,7 +21,7 @@ from pipeline.amconfig.model import (
     TimeInterval,
     WebhookConfig,
 )
-from pipeline.amconfig.receivers import delivered_integrations, undelivered_integrations
+from pipeline.amconfig.receivers import delivered_integrations
 from pipeline.amconfig.routes import (
     RouteNode,
     compile_routes,
@@ -71,5 +71,4 @@ __all__ = [
     "render_routes_test",
     "render_routes_tree",
     "route_index",
-    "undelivered_integrations",
 ]

@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from pipeline.amconfig.decode import Decoder, compose
 from pipeline.amconfig.model import Config, HTTPConfig, OAuth2, TLSConfig
-from pipeline.amconfig.receivers import apply_defaults, delivered_integrations
+from pipeline.amconfig.receivers import DELIVERED_KINDS, apply_defaults, delivered_integrations
 from pipeline.amconfig.validate import validate_config
 
 __all__ = [
@@ -204,7 +204,7 @@ def _http_dir(http: HTTPConfig | None, base: str) -> HTTPConfig | None:
 def _resolve_paths(config: Config, base: str) -> Config:
     receivers = []
     for rcv in config.receivers:
-        kinds = ("webhook_configs", "slack_configs", "pagerduty_configs")
+        kinds = [f"{k}_configs" for k in DELIVERED_KINDS if k != "email"]  # every kind with an http_config
         receivers.append(
             _replace(
                 rcv,
@@ -269,5 +269,17 @@ def check_config_report(
                     lines.append(f"  FAILED: {err}")
                 else:
                     lines.append("  SUCCESS")
+            lines.extend(_receiver_lines(config))
         lines.append("")
     return ok, "\n".join(lines) + "\n"
+
+
+def _receiver_lines(config: Config) -> list[str]:
+    """Each receiver and its integrations (what a route to it notifies), after amtool's counts."""
+    if not config.receivers:
+        return []
+    out = ["Receivers:"]
+    for rcv in config.receivers:
+        kinds = [f"{kind}[{i}]" for kind, i, _ in delivered_integrations(rcv)]
+        out.append(f" - {rcv.name}: {', '.join(kinds) if kinds else 'no integrations (notifies nothing)'}")
+    return out

@@ -6,13 +6,14 @@ encode name. Field types carry ``Conv`` directives (see ``values``) that the loa
 parse scalars; each Struct's ``_finish`` checks what Alertmanager checks while unmarshalling
 that mapping and may normalise it (defaults that depend on other fields).
 
-Secrets are ``Secret`` instances and integrations Tocsin does not deliver are ``Raw``
-mappings, so ``repr()`` of a loaded config shows no credentials.
+Secrets are ``Secret`` instances and opaque sections are ``Raw`` mappings, so ``repr()`` of a
+loaded config shows no credentials. Every receiver kind Alertmanager knows has its Struct
+(:data:`INTEGRATION_KINDS`), and an unknown field of any of them is an error.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 import msgspec
 
@@ -43,7 +44,6 @@ from pipeline.amconfig.values import (
 
 __all__ = [
     "INTEGRATION_KINDS",
-    "RAW_INTEGRATION_KINDS",
     "Authorization",
     "BasicAuth",
     "Config",
@@ -52,24 +52,34 @@ __all__ = [
     "GlobalConfig",
     "HTTPConfig",
     "HTTPHeader",
+    "IncidentioConfig",
     "InhibitRule",
+    "JiraConfig",
+    "JiraField",
     "Node",
     "OAuth2",
+    "OpsgenieConfig",
+    "OpsgenieResponder",
     "PagerdutyConfig",
     "PagerdutyImage",
     "PagerdutyLink",
     "Problem",
+    "PushoverConfig",
     "Receiver",
     "RouteConfig",
+    "SigV4Config",
     "SlackAction",
     "SlackConfig",
     "SlackConfirmationField",
     "SlackField",
+    "SnsConfig",
     "TLSConfig",
     "TimeInterval",
     "TimeIntervalSpec",
     "TimeRange",
+    "VictorOpsConfig",
     "WebhookConfig",
+    "WechatConfig",
 ]
 
 _q = go_quote
@@ -289,6 +299,9 @@ class HTTPConfig(Node, frozen=True):
                 )
         if self.oauth2 is not None and self.basic_auth is not None:
             problems.append(("oauth2", "at most one of basic_auth, oauth2 & authorization must be configured"))
+        elif self.oauth2 is not None:  # refused at load, never a notification that fails at 3 a.m.
+            problems.append(("oauth2", "oauth2 is not supported by Tocsin: use authorization (a bearer token from "
+                             "credentials_file) or basic_auth"))
         if self.proxy_connect_header and not self.proxy_from_environment and not self.proxy_url:
             problems.append(
                 (
@@ -416,6 +429,9 @@ class WebhookConfig(Node, frozen=True):
             problems.append(("url_file", "at most one of url & url_file must be configured"))
         if self.max_alerts < 0:
             problems.append(("max_alerts", "max_alerts must not be negative"))
+        if self.payload is not None:  # refused rather than sending a message other than the one configured
+            problems.append(("payload", "a custom webhook payload is not supported by Tocsin: the standard "
+                             "message (version 4) is sent; remove payload"))
         return self, problems
 
 
@@ -647,14 +663,636 @@ INTEGRATION_KINDS = (
 # A kind's Struct may define ``with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]``
 # (what Alertmanager's Config.UnmarshalYAML fills in from ``global``; ``receivers.apply_defaults``
 # calls it).
+
+__all__ += [
+    "DiscordConfig",
+    "MSTeamsConfig",
+    "MSTeamsV2Config",
+    "MattermostAttachment",
+    "MattermostConfig",
+    "MattermostField",
+    "MattermostPriority",
+    "MattermostProps",
+    "RocketchatAction",
+    "RocketchatConfig",
+    "RocketchatField",
+    "TelegramConfig",
+    "WebexConfig",
+]
+
+
+def _webhook_url_problems(obj: DiscordConfig | MSTeamsConfig | MSTeamsV2Config) -> list[Problem]:
+    """Alertmanager's check of ``webhook_url`` / ``webhook_url_file`` (Discord, Teams)."""
+    if not obj.webhook_url and not obj.webhook_url_file:
+        return [(None, "one of webhook_url or webhook_url_file must be configured")]
+    return _at_most_one(obj, "webhook_url", "webhook_url_file")
+
+
+class DiscordConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    webhook_url: SecretURL | None = None
+    webhook_url_file: str = ""
+    content: str = ""
+    title: str = '{{ template "discord.default.title" . }}'
+    message: str = '{{ template "discord.default.message" . }}'
+    username: str = ""  # sent as written (not a template), as in Alertmanager
+    avatar_url: str = ""
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _webhook_url_problems(self)
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
+
+
+class MSTeamsConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    webhook_url: SecretURL | None = None
+    webhook_url_file: str = ""
+    title: str = '{{ template "msteams.default.title" . }}'
+    summary: str = '{{ template "msteams.default.summary" . }}'
+    text: str = '{{ template "msteams.default.text" . }}'
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _webhook_url_problems(self)
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
+
+
+class MSTeamsV2Config(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    webhook_url: SecretURL | None = None
+    webhook_url_file: str = ""
+    title: str = '{{ template "msteamsv2.default.title" . }}'
+    text: str = '{{ template "msteamsv2.default.text" . }}'
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _webhook_url_problems(self)
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        http = self.http_config
+        if http is None:
+            http = g.http_config
+        elif not http.proxy_url and not http.proxy_from_environment and g.http_config.proxy_url:
+            # Alertmanager: an own http_config without a proxy still takes the global proxy_url
+            http = msgspec.structs.replace(http, proxy_url=g.http_config.proxy_url)
+        return msgspec.structs.replace(self, http_config=http), []
+
+
+class TelegramConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_url: URL = ""
+    bot_token: Secret | None = None
+    bot_token_file: str = ""
+    chat_id: int = 0
+    chat_id_file: str = ""
+    message_thread_id: int = 0
+    message: str = '{{ template "telegram.default.message" . }}'
+    disable_notifications: bool = False
+    parse_mode: str = "HTML"
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems = _at_most_one(self, "bot_token", "bot_token_file")
+        if not self.chat_id and not self.chat_id_file:
+            problems.append((None, "missing chat_id or chat_id_file on telegram_config"))
+        problems += _at_most_one(self, "chat_id", "chat_id_file")
+        if self.parse_mode not in ("", "Markdown", "MarkdownV2", "HTML"):
+            problems.append(
+                (
+                    "parse_mode",
+                    "unknown parse_mode on telegram_config, must be Markdown, MarkdownV2, HTML or empty string",
+                )
+            )
+        return self, problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes: dict[str, Any] = {
+            "http_config": self.http_config or g.http_config,
+            "api_url": self.api_url or g.telegram_api_url,
+        }
+        problems: list[Problem] = []
+        if not self.bot_token and not self.bot_token_file:
+            if not g.telegram_bot_token and not g.telegram_bot_token_file:
+                problems.append((None, "missing bot_token or bot_token_file on telegram_config"))
+            changes["bot_token"] = g.telegram_bot_token
+            changes["bot_token_file"] = g.telegram_bot_token_file
+        return msgspec.structs.replace(self, **changes), problems
+
+
+class WebexConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_url: URL = ""
+    message: str = '{{ template "webex.default.message" . }}'
+    room_id: str = ""
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if not self.room_id:
+            problems.append(("room_id", "missing room_id on webex_config"))
+        # the bot's token: http_config.authorization (bearer_token is turned into it)
+        if self.http_config is None or self.http_config.authorization is None:
+            problems.append(("http_config", "missing webex_configs.http_config.authorization"))
+        return self, problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(
+            self, http_config=self.http_config or g.http_config, api_url=self.api_url or g.webex_api_url
+        ), []
+
+
+class RocketchatField(Node, frozen=True):
+    title: str = ""
+    value: str = ""
+    short: bool | None = None
+
+
+class RocketchatAction(Node, frozen=True):
+    """A button. Alertmanager reads these keys (Go's lower-cased field names) but sends only
+    ``text``, ``url`` and ``msg`` (its type is always "button"); the others are accepted and
+    unused there, as here."""
+
+    type: str = ""
+    text: str = ""
+    url: str = ""
+    msg: str = ""
+    imageurl: str = ""
+    iswebview: bool = False
+    webviewheightratio: str = ""
+    msginchatwindow: bool = False
+    msgprocessingtype: str = ""
+
+
+class RocketchatConfig(Node, frozen=True):
+    send_resolved: bool = False
+    http_config: HTTPConfig | None = None
+    api_url: URL = ""
+    token_id: Secret | None = None
+    token_id_file: str = ""
+    token: Secret | None = None
+    token_file: str = ""
+    channel: str = ""
+    color: str = '{{ if eq .Status "firing" }}red{{ else }}green{{ end }}'
+    title: str = '{{ template "rocketchat.default.title" . }}'
+    title_link: str = '{{ template "rocketchat.default.titlelink" . }}'
+    text: str = '{{ template "rocketchat.default.text" . }}'
+    fields: list[RocketchatField] = []
+    short_fields: bool = False
+    emoji: str = '{{ template "rocketchat.default.emoji" . }}'
+    icon_url: str = '{{ template "rocketchat.default.iconurl" . }}'
+    image_url: str = ""
+    thumb_url: str = ""
+    link_names: bool = False  # accepted and unused, as in Alertmanager
+    actions: list[RocketchatAction] = []
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _at_most_one(self, "token", "token_file") + _at_most_one(self, "token_id", "token_id_file")
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes: dict[str, Any] = {
+            "http_config": self.http_config or g.http_config,
+            "api_url": self.api_url or g.rocketchat_api_url,
+        }
+        problems: list[Problem] = []
+        if not self.token_id and not self.token_id_file:
+            changes["token_id"], changes["token_id_file"] = g.rocketchat_token_id, g.rocketchat_token_id_file
+            if not g.rocketchat_token_id and not g.rocketchat_token_id_file:
+                problems.append((None, "no global Rocketchat TokenID set either inline or in a file"))
+        if not self.token and not self.token_file:
+            changes["token"], changes["token_file"] = g.rocketchat_token, g.rocketchat_token_file
+            if not g.rocketchat_token and not g.rocketchat_token_file:
+                problems.append((None, "no global Rocketchat Token set either inline or in a file"))
+        return msgspec.structs.replace(self, **changes), problems
+
+
+class MattermostField(Node, frozen=True):
+    title: str = ""
+    value: str = ""
+    short: bool | None = None
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if not self.title:
+            problems.append((None, "missing title in Mattermost field configuration"))
+        if not self.value:
+            problems.append((None, "missing value in Mattermost field configuration"))
+        return self, problems
+
+
+class MattermostAttachment(Node, frozen=True):
+    fallback: str = ""
+    color: str = ""
+    pretext: str = ""
+    text: str = ""
+    author_name: str = ""
+    author_link: str = ""
+    author_icon: str = ""
+    title: str = ""
+    title_link: str = ""
+    fields: list[MattermostField] = []
+    thumb_url: str = ""
+    footer: str = ""
+    footer_icon: str = ""
+    image_url: str = ""
+
+
+class MattermostProps(Node, frozen=True):
+    card: str = ""
+
+
+class MattermostPriority(Node, frozen=True):
+    priority: str = ""
+    requested_ack: bool = False
+    persistent_notifications: bool = False
+
+
+class MattermostConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    webhook_url: SecretURL | None = None
+    webhook_url_file: str = ""
+    channel: str = ""
+    username: str = '{{ template "mattermost.default.username" . }}'
+    text: str = '{{ template "mattermost.default.text" . }}'
+    fallback: str = '{{ template "mattermost.default.fallback" . }}'
+    color: str = '{{ template "mattermost.default.color" . }}'
+    pretext: str = ""
+    author_name: str = ""
+    author_link: str = ""
+    author_icon: str = ""
+    title: str = '{{ template "mattermost.default.title" . }}'
+    title_link: str = '{{ template "mattermost.default.titlelink" . }}'
+    fields: list[MattermostField] = []
+    thumb_url: str = ""
+    footer: str = ""
+    footer_icon: str = ""
+    image_url: str = ""
+    icon_url: str = ""
+    icon_emoji: str = ""
+    attachments: list[MattermostAttachment] = []
+    type: str = ""
+    props: MattermostProps | None = None
+    priority: MattermostPriority | None = None
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _at_most_one(self, "webhook_url", "webhook_url_file")
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes: dict[str, Any] = {"http_config": self.http_config or g.http_config}
+        problems: list[Problem] = []
+        if not self.webhook_url and not self.webhook_url_file:
+            if not g.mattermost_webhook_url and not g.mattermost_webhook_url_file:
+                problems.append((None, "missing webhook_url or webhook_url_file on mattermost_config"))
+            changes["webhook_url"] = g.mattermost_webhook_url
+            changes["webhook_url_file"] = g.mattermost_webhook_url_file
+        return msgspec.structs.replace(self, **changes), problems
+
+
 # (end of chat)
 
 # --------------------------------------------------------------------------- integrations: incident
 # opsgenie, victorops, pushover, wechat
+
+
+def _secret_pair(obj: Node, name: str, g: GlobalConfig, gname: str) -> dict[str, Any]:
+    """``name``/``name_file`` from global ``gname`` when neither is set locally (the pair moves together,
+    so a local file is never shadowed by a global inline key)."""
+    if getattr(obj, name) or getattr(obj, name + "_file"):
+        return {}
+    return {name: getattr(g, gname), name + "_file": getattr(g, gname + "_file")}
+
+
+def _slash(url: str) -> str:
+    return url if not url or url.endswith("/") else url + "/"
+
+
+_OPSGENIE_TYPES = ("team", "teams", "user", "escalation", "schedule")
+
+
+class OpsgenieResponder(Node, frozen=True):
+    id: str = ""
+    name: str = ""
+    username: str = ""
+    type: str = ""
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if not (self.id or self.username or self.name):
+            problems.append((None, "opsgenie responder has to have at least one of id, username or name specified"))
+        if "{{" in self.type:  # checked as a template at load, its value when sent
+            return self, problems
+        kind = self.type.lower()
+        if kind not in _OPSGENIE_TYPES:
+            problems.append(("type", f"opsgenie responder type {_q(self.type)} does not match valid options "
+                                     "^(team|teams|user|escalation|schedule)$"))
+        return msgspec.structs.replace(self, type=kind), problems
+
+
+class OpsgenieConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_key: Secret | None = None
+    api_key_file: str = ""
+    api_url: URL = ""
+    message: str = '{{ template "opsgenie.default.message" . }}'
+    description: str = '{{ template "opsgenie.default.description" . }}'
+    source: str = '{{ template "opsgenie.default.source" . }}'
+    details: dict[str, str] = {}
+    entity: str = ""
+    responders: list[OpsgenieResponder] = []
+    actions: str = ""
+    tags: str = ""
+    note: str = ""
+    priority: str = ""
+    update_alerts: bool = False
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        return self, _at_most_one(self, "api_key", "api_key_file")
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes = _secret_pair(self, "api_key", g, "opsgenie_api_key")
+        if not (changes.get("api_key") or changes.get("api_key_file") or self.api_key or self.api_key_file):
+            return self, [(None, "no global OpsGenie API Key set either inline or in a file")]
+        url = _slash(self.api_url or g.opsgenie_api_url)
+        if not url:
+            return self, [("api_url", "no global OpsGenie URL set")]
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config, api_url=url,
+                                       **changes), []
+
+
+_VICTOROPS_RESERVED = ("routing_key", "message_type", "state_message", "entity_display_name", "monitoring_tool",
+                       "entity_id", "entity_state")
+
+
+class VictorOpsConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_key: Secret | None = None
+    api_key_file: str = ""
+    api_url: URL = ""
+    routing_key: str = ""
+    message_type: str = "CRITICAL"
+    state_message: str = '{{ template "victorops.default.state_message" . }}'
+    entity_display_name: str = '{{ template "victorops.default.entity_display_name" . }}'
+    monitoring_tool: str = '{{ template "victorops.default.monitoring_tool" . }}'
+    custom_fields: dict[str, str] = {}
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems = _at_most_one(self, "api_key", "api_key_file")
+        if not self.routing_key:
+            problems.append((None, "missing Routing key in VictorOps config"))
+        for name in _VICTOROPS_RESERVED:
+            if name in self.custom_fields:
+                problems.append(("custom_fields", f"victorOps config contains custom field {name} which cannot be "
+                                                  "used as it conflicts with the fixed/static fields"))
+        return self, problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes = _secret_pair(self, "api_key", g, "victorops_api_key")
+        if not (changes.get("api_key") or changes.get("api_key_file") or self.api_key or self.api_key_file):
+            return self, [(None, "no global VictorOps API Key set")]
+        url = _slash(self.api_url or g.victorops_api_url)
+        if not url:
+            return self, [("api_url", "no global VictorOps URL set")]
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config, api_url=url,
+                                       **changes), []
+
+
+class PushoverConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    user_key: Secret | None = None
+    user_key_file: str = ""
+    token: Secret | None = None
+    token_file: str = ""
+    title: str = '{{ template "pushover.default.title" . }}'
+    message: str = '{{ template "pushover.default.message" . }}'
+    url: str = '{{ template "pushover.default.url" . }}'
+    url_title: str = ""
+    device: str = ""
+    sound: str = ""
+    priority: str = '{{ if eq .Status "firing" }}2{{ else }}0{{ end }}'
+    retry: GoDuration = 60.0
+    expire: GoDuration = 3600.0
+    ttl: GoDuration = 0.0
+    html: bool = False
+    monospace: bool = False
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        for name in ("user_key", "token"):
+            if not getattr(self, name) and not getattr(self, name + "_file"):
+                problems.append((None, f"one of {name} or {name}_file must be configured"))
+            problems += _at_most_one(self, name, name + "_file")
+        if self.html and self.monospace:
+            problems.append(("monospace", "at most one of monospace & html must be configured"))
+        return self, problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
+
+
+class WechatConfig(Node, frozen=True):
+    send_resolved: bool = False
+    http_config: HTTPConfig | None = None
+    api_secret: Secret | None = None
+    api_secret_file: str = ""
+    corp_id: str = ""
+    message: str = '{{ template "wechat.default.message" . }}'
+    api_url: URL = ""
+    to_user: str = '{{ template "wechat.default.to_user" . }}'
+    to_party: str = '{{ template "wechat.default.to_party" . }}'
+    to_tag: str = '{{ template "wechat.default.to_tag" . }}'
+    agent_id: str = '{{ template "wechat.default.agent_id" . }}'
+    message_type: str = ""
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        kind = self.message_type or "text"
+        problems = _at_most_one(self, "api_secret", "api_secret_file")
+        if kind not in ("text", "markdown"):
+            problems.append(("message_type", f"weChat message type {_q(kind)} does not match valid options "
+                                             "^(text|markdown)$"))
+        return msgspec.structs.replace(self, message_type=kind), problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        changes = _secret_pair(self, "api_secret", g, "wechat_api_secret")
+        if not (changes.get("api_secret") or changes.get("api_secret_file") or self.api_secret
+                or self.api_secret_file):
+            return self, [(None, "no global Wechat Api Secret set either inline or in a file")]
+        corp_id = self.corp_id or g.wechat_api_corp_id
+        if not corp_id:
+            return self, [("corp_id", "no global Wechat CorpID set")]
+        url = _slash(self.api_url or g.wechat_api_url)
+        if not url:
+            return self, [("api_url", "no global Wechat URL set")]
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config, api_url=url,
+                                       corp_id=corp_id, **changes), []
+
+
 # (end of incident)
 
 # --------------------------------------------------------------------------- integrations: other
 # sns, jira, incidentio
+
+
+class SigV4Config(Node, frozen=True):
+    """``sigv4`` of an SNS integration (prometheus/sigv4). Empty fields come from the AWS
+    environment: ``AWS_*`` variables, then the shared credentials/config files."""
+
+    region: str = ""
+    access_key: str = ""
+    secret_key: Secret | None = None
+    profile: str = ""
+    role_arn: str = ""
+    external_id: str = ""
+    use_fips_sts_endpoint: bool = False
+    service_name: str = ""
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if bool(self.access_key) != bool(self.secret_key):
+            problems.append((None, "must provide a AWS SigV4 Access key and Secret Key if credentials are "
+                                   "specified in the SigV4 config"))
+        if self.external_id and not self.role_arn:
+            problems.append(("external_id", "external_id can only be used with role_arn"))
+        if self.service_name not in ("", "sns"):  # Alertmanager's SNS client always signs for "sns"
+            problems.append(("service_name", "service_name is not used by sns_configs (requests are signed for "
+                                             "the sns service); remove it"))
+        return self, problems
+
+
+class SnsConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_url: str = ""  # a template, as in Alertmanager
+    sigv4: SigV4Config = msgspec.field(default_factory=SigV4Config)
+    topic_arn: str = ""
+    phone_number: str = ""
+    target_arn: str = ""
+    subject: str = '{{ template "sns.default.subject" . }}'
+    message: str = '{{ template "sns.default.message" . }}'
+    attributes: dict[str, str] = {}
+    use_aws_http_client: bool = False  # chooses Go's HTTP client in Alertmanager; nothing to choose here
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        targets = [n for n in ("topic_arn", "phone_number", "target_arn") if getattr(self, n)]
+        if len(targets) != 1:  # Alertmanager lets all three through; SNS then refuses every publish
+            return self, [(targets[-1] if targets else None,
+                           "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config")]
+        return self, []
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
+
+
+class JiraField(NamedTuple):
+    """A Jira text field: its template and whether an update of an existing issue sets it.
+    (A tuple: the loader's template check then reports errors at the field's line.)"""
+
+    template: str = ""
+    enable_update: bool | None = None
+
+    @property
+    def updates(self) -> bool:
+        return self.enable_update is None or self.enable_update
+
+
+def _jira_field(name: str, value: Any, default: str) -> tuple[JiraField, list[Problem]]:
+    # Alertmanager takes a string (the template) or a mapping {template, enable_update}.
+    if value is None:
+        return JiraField(template=default), []
+    if isinstance(value, str):
+        return JiraField(template=value), []
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k not in ("template", "enable_update"))
+        template, update = value.get("template", ""), value.get("enable_update")
+        if unknown:
+            return JiraField(template=default), [(name, f"unknown field {_q(unknown[0])} in {name} (allowed: "
+                                                        "enable_update, template)")]
+        if not isinstance(template, str) or not (update is None or isinstance(update, bool)):
+            return JiraField(template=default), [(name, f"{name}.template must be a string and "
+                                                        f"{name}.enable_update a boolean")]
+        return JiraField(template=template, enable_update=update), []
+    return JiraField(template=default), [(name, f"{name} must be a string or a mapping with template and "
+                                                "enable_update")]
+
+
+class JiraConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    api_url: URL = ""
+    api_type: str = "auto"
+    project: str = ""
+    summary: Any = None  # JiraField after loading
+    description: Any = None  # JiraField after loading
+    labels: list[str] = []
+    priority: str = '{{ template "jira.default.priority" . }}'
+    issue_type: str = ""
+    reopen_transition: str = ""
+    resolve_transition: str = ""
+    wont_fix_resolution: str = ""
+    reopen_duration: PromDuration = 0.0
+    fields: dict[str, Any] = {}
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if not self.project:
+            problems.append((None, "missing project in jira_config"))
+        if not self.issue_type:
+            problems.append((None, "missing issue_type in jira_config"))
+        if self.api_type not in ("auto", "cloud", "datacenter"):
+            problems.append(("api_type", "unknown api_type on jira_config, must be auto, cloud or datacenter"))
+        summary, found = _jira_field("summary", self.summary, '{{ template "jira.default.summary" . }}')
+        problems += found
+        description, found = _jira_field("description", self.description,
+                                         '{{ template "jira.default.description" . }}')
+        problems += found
+        return msgspec.structs.replace(self, summary=summary, description=description), problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        api_url = self.api_url or g.jira_api_url
+        problems: list[Problem] = [] if api_url else [("api_url", "no global Jira Cloud URL set")]
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config, api_url=api_url), problems
+
+
+class IncidentioConfig(Node, frozen=True):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    url: SecretURL | None = None
+    url_file: str = ""
+    alert_source_token: Secret | None = None
+    alert_source_token_file: str = ""
+    max_alerts: int = 0
+    timeout: GoDuration = 0.0
+
+    def _finish(self) -> tuple[Self, list[Problem]]:
+        problems: list[Problem] = []
+        if not self.url and not self.url_file:
+            problems.append((None, "one of url or url_file must be configured"))
+        if self.url and self.url_file:
+            problems.append(("url_file", "at most one of url & url_file must be configured"))
+        has_token = bool(self.alert_source_token or self.alert_source_token_file)
+        problems += _at_most_one(self, "alert_source_token", "alert_source_token_file")
+        http = self.http_config
+        if http is not None and http.authorization is not None and has_token:
+            problems.append(("alert_source_token", "cannot specify alert_source_token or alert_source_token_file "
+                                                   "when using http_config.authorization"))
+        if http is not None and http.authorization is None and not has_token:
+            problems.append((None, "at least one of alert_source_token, alert_source_token_file or "
+                                   "http_config.authorization must be configured"))
+        if self.max_alerts < 0:
+            problems.append(("max_alerts", "max_alerts must not be negative"))
+        return self, problems
+
+    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
+        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
+
+
 # (end of other)
 
 
@@ -666,20 +1304,20 @@ class Receiver(Node, frozen=True):
     email_configs: list[EmailConfig] = []
     slack_configs: list[SlackConfig] = []
     pagerduty_configs: list[PagerdutyConfig] = []
-    discord_configs: list[Raw] = []
-    incidentio_configs: list[Raw] = []
-    jira_configs: list[Raw] = []
-    mattermost_configs: list[Raw] = []
-    msteams_configs: list[Raw] = []
-    msteamsv2_configs: list[Raw] = []
-    opsgenie_configs: list[Raw] = []
-    pushover_configs: list[Raw] = []
-    rocketchat_configs: list[Raw] = []
-    sns_configs: list[Raw] = []
-    telegram_configs: list[Raw] = []
-    victorops_configs: list[Raw] = []
-    webex_configs: list[Raw] = []
-    wechat_configs: list[Raw] = []
+    discord_configs: list[DiscordConfig] = []
+    incidentio_configs: list[IncidentioConfig] = []
+    jira_configs: list[JiraConfig] = []
+    mattermost_configs: list[MattermostConfig] = []
+    msteams_configs: list[MSTeamsConfig] = []
+    msteamsv2_configs: list[MSTeamsV2Config] = []
+    opsgenie_configs: list[OpsgenieConfig] = []
+    pushover_configs: list[PushoverConfig] = []
+    rocketchat_configs: list[RocketchatConfig] = []
+    sns_configs: list[SnsConfig] = []
+    telegram_configs: list[TelegramConfig] = []
+    victorops_configs: list[VictorOpsConfig] = []
+    webex_configs: list[WebexConfig] = []
+    wechat_configs: list[WechatConfig] = []
 
     def _finish(self) -> tuple[Self, list[Problem]]:
         if not self.name:
@@ -690,18 +1328,6 @@ class Receiver(Node, frozen=True):
                 ("labels", f'receiver label "name" must match receiver name {_q(self.name)}, got {_q(label)}')
             ]
         return msgspec.structs.replace(self, labels={**self.labels, "name": self.name}), []
-
-    def raw_integrations(self) -> list[tuple[str, int, Raw]]:
-        """``(kind, index, config)`` of every integration kept undelivered."""
-        return [
-            (kind, i, raw) for kind in RAW_INTEGRATION_KINDS for i, raw in enumerate(getattr(self, f"{kind}_configs"))
-        ]
-
-
-# Receiver kinds Alertmanager knows that Tocsin loads but does not deliver: those whose
-# configurations are still kept as loaded (``Raw``).
-RAW_INTEGRATION_KINDS = tuple(k for k in INTEGRATION_KINDS if Receiver.__annotations__[f"{k}_configs"] == "list[Raw]")
-
 
 # --------------------------------------------------------------------------- routing
 

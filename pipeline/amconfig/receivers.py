@@ -12,27 +12,23 @@ from typing import Any
 
 import msgspec
 
-from contracts.matchers import go_quote
 from pipeline.amconfig.model import (
     INTEGRATION_KINDS,
-    RAW_INTEGRATION_KINDS,
     Authorization,
     Config,
     EmailConfig,
     GlobalConfig,
-    PagerdutyConfig,
     Receiver,
     SlackConfig,
-    WebhookConfig,
 )
 from pipeline.amconfig.values import Secret
 
-__all__ = ["DELIVERED_KINDS", "DefaultsProblem", "apply_defaults", "delivered_integrations", "undelivered_integrations"]
+__all__ = ["DELIVERED_KINDS", "DefaultsProblem", "apply_defaults", "delivered_integrations"]
 
 # (the object the problem is about, its field or None, message)
 DefaultsProblem = tuple[object, str | None, str]
 
-DELIVERED_KINDS = tuple(k for k in INTEGRATION_KINDS if k not in RAW_INTEGRATION_KINDS)
+DELIVERED_KINDS = INTEGRATION_KINDS  # every kind Alertmanager knows
 _FIRST = frozenset({"webhook", "email", "slack", "pagerduty"})  # filled in below; the others fill themselves
 
 _replace = msgspec.structs.replace
@@ -111,8 +107,10 @@ def _receiver(rcv: Receiver, g: GlobalConfig, problems: list[DefaultsProblem]) -
         for cfg in getattr(rcv, f"{kind}_configs"):
             with_defaults = getattr(cfg, "with_defaults", None)
             if with_defaults is not None:
-                cfg, found = with_defaults(g)
+                filled_cfg, found = with_defaults(g)
+                # the problem is about the config as written: the decoder knows its line
                 problems.extend((cfg, field, message) for field, message in found)
+                cfg = filled_cfg
             filled.append(cfg)
         others[f"{kind}_configs"] = filled
     return _replace(
@@ -128,18 +126,8 @@ def apply_defaults(config: Config) -> tuple[Config, list[DefaultsProblem]]:
     return _replace(config, receivers=receivers), problems
 
 
-Integration = WebhookConfig | EmailConfig | SlackConfig | PagerdutyConfig
 
 
 def delivered_integrations(receiver: Receiver) -> list[tuple[str, int, Any]]:
     """``(kind, index, config)`` for each integration Tocsin delivers, in Alertmanager's order."""
     return [(kind, i, c) for kind in DELIVERED_KINDS for i, c in enumerate(getattr(receiver, f"{kind}_configs"))]
-
-
-def undelivered_integrations(config: Config) -> list[str]:
-    """One line per configured integration this version loads but does not deliver."""
-    return [
-        f"receiver {go_quote(rcv.name)}: {kind}_configs[{i}]: {kind} is not delivered by this version of Tocsin"
-        for rcv in config.receivers
-        for kind, i, _ in rcv.raw_integrations()
-    ]

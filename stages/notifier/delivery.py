@@ -86,6 +86,7 @@ __all__ = [
     "SlackSender",
     "WebhookSender",
     "attempt",
+    "auth_headers",
     "http_outcome",
     "permanent",
     "ssl_context",
@@ -425,12 +426,16 @@ class HttpClient:
     follow_redirects: bool
 
     async def post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes) -> HttpResponse:
+        return await self.request("POST", url, headers, body)
+
+    async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
+                      body: bytes = b"") -> HttpResponse:
         if self.client is not None:
-            r = await self.client.post(url, headers=list(headers), content=body)
+            r = await self.client.request(method, url, headers=list(headers), content=body)
             return HttpResponse(r.status_code, list(r.headers.raw), r.content)
         assert self.pool is not None
         for _ in range(_MAX_REDIRECTS + 1):
-            resp = await self.pool.request("POST", url, headers, body)
+            resp = await self.pool.request(method, url, headers, body)
             location = resp.header("location")
             if not (self.follow_redirects and resp.status in (307, 308) and location):
                 return resp
@@ -471,7 +476,7 @@ class Clients:
             await client.aclose()
 
 
-def _auth_headers(http: HTTPConfig | None, secrets: SecretReader, what: str) -> list[tuple[str, str]]:
+def auth_headers(http: HTTPConfig | None, secrets: SecretReader, what: str) -> list[tuple[str, str]]:
     if http is None:
         return []
     out: list[tuple[str, str]] = []
@@ -529,7 +534,7 @@ class HttpSender:
 
     async def post(self, url: str, body: bytes, extra: Sequence[tuple[str, str]] = ()) -> HttpResponse:
         headers = [("Content-Type", "application/json"), ("User-Agent", USER_AGENT), *extra,
-                   *_auth_headers(self.http, self.secrets, self.what)]
+                   *auth_headers(self.http, self.secrets, self.what)]
         return await self.client.post(url, headers, body)
 
     async def aclose(self) -> None:

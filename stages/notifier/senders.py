@@ -101,9 +101,6 @@ def _build_table(config: Config, clients: Clients, problems: list[str], *, exter
                 else:
                     client = clients.get(cfg.http_config, secrets)
                     if isinstance(cfg, WebhookConfig):
-                        if cfg.payload is not None:
-                            problems.append(f"receiver {rcv.name!r}: webhook_configs[{index}]: payload is not "
-                                            "supported; the standard message is sent")
                         sender = WebhookSender(cfg, client=client, **common)
                     elif isinstance(cfg, SlackConfig):
                         sender = SlackSender(cfg, client=client, **common)

@@ -89,11 +89,42 @@ CONSUMER = "notifier"
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class _Both:
+    """A child of a metric published under Alertmanager's name and under Tocsin's (``tocsin_``)."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: tuple[Any, ...]) -> None:
+        self.children = children
+
+    def inc(self, amount: float = 1.0) -> None:
+        for c in self.children:
+            c.inc(amount)
+
+    def observe(self, value: float) -> None:
+        for c in self.children:
+            c.observe(value)
+
+
+class _Twin:
+    """One metric under both names, so an Alertmanager dashboard keeps working on Tocsin."""
+
+    def __init__(self, kind: type[Counter] | type[Histogram], name: str, doc: str, labels: list[str],
+                 **kw: Any) -> None:
+        self.metrics = tuple(kind(f"{prefix}_{name}", doc, labels, registry=REGISTRY, **kw)
+                             for prefix in ("alertmanager", "tocsin"))
+
+    def labels(self, *values: str) -> _Both:
+        return _Both(tuple(m.labels(*values) for m in self.metrics))
+
+
 @dataclass(frozen=True)
 class NotifierMetrics:
-    notifications: Counter
-    failed: Counter
-    latency: Histogram
+    notifications: _Twin  # notifications (send requests) tried, once each
+    failed: _Twin  # notifications that failed for good (after retries), by reason
+    requests: _Twin  # requests to the integration (attempts)
+    requests_failed: _Twin  # attempts that failed
+    latency: _Twin  # of each attempt
     dead_letters: Counter
     skipped: Counter
     deferred: Counter
@@ -110,11 +141,16 @@ def notifier_metrics() -> NotifierMetrics:
     if _metrics is None:
         r = REGISTRY
         _metrics = NotifierMetrics(
-            notifications=Counter("tocsin_notifications", "Notification attempts", ["integration"], registry=r),
-            failed=Counter("tocsin_notifications_failed", "Failed notification attempts",
-                           ["integration", "reason"], registry=r),
-            latency=Histogram("tocsin_notification_latency_seconds", "Latency of notification attempts",
-                              ["integration"], buckets=_LAT, registry=r),
+            notifications=_Twin(Counter, "notifications", "The total number of attempted notifications.",
+                                ["integration"]),
+            failed=_Twin(Counter, "notifications_failed", "The total number of failed notifications.",
+                         ["integration", "reason"]),
+            requests=_Twin(Counter, "notification_requests", "The total number of attempted notification requests.",
+                           ["integration"]),
+            requests_failed=_Twin(Counter, "notification_requests_failed",
+                                  "The total number of failed notification requests.", ["integration"]),
+            latency=_Twin(Histogram, "notification_latency_seconds", "The latency of notifications in seconds.",
+                          ["integration"], buckets=_LAT),
             dead_letters=Counter("tocsin_notifier_dead_letters", "Send requests dead-lettered", ["cause"],
                                  registry=r),
             skipped=Counter("tocsin_notifier_skipped", "Send requests acknowledged without sending", ["why"],
@@ -483,6 +519,8 @@ class Worker:
         key = sender.key
         kind = key[1]
         gated = True  # _process passed the gate for the first attempt
+        if record.attempts == 0:  # a notification, counted once (a redelivered one resumes)
+            self.metrics.notifications.labels(kind).inc()
         while True:
             if not gated:
                 try:
@@ -544,14 +582,15 @@ class Worker:
             await anyio.sleep(delay)
 
     def _observe(self, kind: str, outcome: Outcome, duration: float) -> None:
+        """One attempt (a request to the integration)."""
         children = self._children.get(kind)
         if children is None:  # labels() takes a lock and a lookup; keep the children per kind
-            children = self._children[kind] = (self.metrics.notifications.labels(kind),
+            children = self._children[kind] = (self.metrics.requests.labels(kind),
                                                self.metrics.latency.labels(kind))
         children[0].inc()
         children[1].observe(duration)
         if not outcome.ok:
-            self.metrics.failed.labels(kind, outcome.verdict.reason or "other").inc()
+            self.metrics.requests_failed.labels(kind).inc()
 
     @staticmethod
     def _attempt_record(req: SendRequest, record: LedgerRecord, attempt_no: int, outcome: Outcome, now: float,
@@ -580,6 +619,7 @@ class Worker:
         if targets:
             self.metrics.fallbacks.labels(fallback).inc()
         exhausted = outcome.verdict.retryable
+        self.metrics.failed.labels(req.integration.kind, outcome.verdict.reason or "other").inc()
         why = (f"gave up after {record.attempts} attempt(s) ({'retry budget exhausted' if exhausted else 'permanent'})"
                f": {outcome.error}")
         reason = f"{req.receiver}/{record.integration}: {why}"

@@ -13,6 +13,8 @@ default, written inline in its config defaults, as a named template). ``DEFAULT_
 
 from __future__ import annotations
 
+from .defaults_chat import CHAT_TMPL
+
 __all__ = ["DEFAULT_FILES", "DEFAULT_TMPL", "EMAIL_TMPL", "SENDER_NAME", "TOCSIN_TMPL"]
 
 # The product name in default texts. Kept as Alertmanager's so that mail filters and
@@ -360,4 +362,5 @@ DEFAULT_FILES: tuple[tuple[str, str], ...] = (
     ("default.tmpl", DEFAULT_TMPL),
     ("email.tmpl", EMAIL_TMPL),
     ("tocsin.tmpl", TOCSIN_TMPL),
+    ("chat.tmpl", CHAT_TMPL),  # names newer than 0.25 (defaults_chat)
 )

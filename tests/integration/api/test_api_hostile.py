@@ -313,5 +313,5 @@ async def test_status_re_marshals_the_configuration(nats_server: NatsServer, tmp
     assert doc["global"]["resolve_timeout"] == "6s" and doc["global"]["slack_api_url"] == "<secret>"
     assert doc["route"] == {"receiver": "team", "continue": False, "group_wait": "10s"}
     assert doc["receivers"][0]["webhook_configs"][0]["url"] == "<secret>"
-    assert doc["receivers"][0]["opsgenie_configs"] == [{"api_key": "<secret>"}]
+    assert doc["receivers"][0]["opsgenie_configs"][0]["api_key"] == "<secret>"
     assert "tocsin" not in doc

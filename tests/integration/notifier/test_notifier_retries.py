@@ -169,3 +169,33 @@ def test_fallback_request_keeps_payload() -> None:
     assert (fb.id, fb.receiver, fb.integration.kind, fb.integration.index) == (
         "s-x/fallback/backup/email/2", "backup", "email", 2)
     assert encode(fb.alerts[0]) == encode(req.alerts[0]) and fb.group_key == req.group_key
+
+
+async def test_alertmanagers_notification_metrics(nats_server: NatsServer, http_peer: HttpPeer) -> None:
+    """An Alertmanager dashboard keeps working: its metric names count what Alertmanager's do."""
+    from pipeline.runtime.metrics import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    names = [("notifications_total", {"integration": "webhook"}),
+             ("notifications_failed_total", {"integration": "webhook", "reason": "serverError"}),
+             ("notification_requests_total", {"integration": "webhook"}),
+             ("notification_requests_failed_total", {"integration": "webhook"}),
+             ("notification_latency_seconds_count", {"integration": "webhook"})]
+    before = {(p, n): value(f"{p}_{n}", **lb) for p in ("alertmanager", "tocsin") for n, lb in names}
+    http_peer.default("/hook", Answer(500, body=b"down"))
+    cfg = am_config(_webhook_config(http_peer.url, extra="""
+    tocsin:
+      notifier:
+        retry: {backoff_base: 0.02, backoff_cap: 0.05, max_attempts: 3}
+        breaker: {failures: 100}
+    """))
+    async with running_notifier(nats_server.url, cfg) as r:
+        await publish(r.js, send_request("s-metrics", "team"))
+        await wait_ledger(r.ledger, "s-metrics", {"failed"})
+    # one notification, three requests, all three failed, the notification failed once
+    expect = dict(zip([n for n, _ in names], [1, 1, 3, 3, 3], strict=True))
+    for p in ("alertmanager", "tocsin"):
+        for n, lb in names:
+            assert value(f"{p}_{n}", **lb) - before[(p, n)] == expect[n], (p, n)

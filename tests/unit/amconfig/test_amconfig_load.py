@@ -13,13 +13,11 @@ from pipeline.amconfig import (
     Config,
     ConfigError,
     HostPort,
-    Raw,
     Secret,
     check_config_report,
     delivered_integrations,
     load_config,
     load_config_text,
-    undelivered_integrations,
 )
 from pipeline.amconfig.load import compose_section
 
@@ -144,11 +142,9 @@ def test_full_webhooks(full: Config) -> None:
 def test_full_integrations_listing(full: Config) -> None:
     kinds = [(kind, i) for kind, i, _ in delivered_integrations(full.receiver("team-db-pager"))]
     assert kinds == [("webhook", 0), ("pagerduty", 0)]
-    raw = full.receiver("ops-legacy-opsgenie").opsgenie_configs[0]
-    assert isinstance(raw, Raw) and raw.data == {"api_key": "opsgenie-api-key-secret", "priority": "P2"}
-    assert undelivered_integrations(full) == [
-        'receiver "ops-legacy-opsgenie": opsgenie_configs[0]: opsgenie is not delivered by this version of Tocsin'
-    ]
+    og = full.receiver("ops-legacy-opsgenie").opsgenie_configs[0]
+    assert og.api_key == Secret("opsgenie-api-key-secret") and og.priority == "P2"
+    assert og.api_url == "https://api.opsgenie.com/" and og.send_resolved is True  # global and AM defaults
 
 
 def test_full_time_intervals(full: Config) -> None:
@@ -395,6 +391,20 @@ INVALID = [
         ["am.yml:5: receivers[1]: missing name in receiver"],
     ),
     (
+        "oauth2-refused",
+        "route:\n  receiver: r\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://x\n"
+        "        http_config:\n          oauth2: {client_id: a, client_secret: b, token_url: http://t}\n",
+        ["am.yml:8: receivers[0].webhook_configs[0].http_config.oauth2: oauth2 is not supported by Tocsin: use "
+         "authorization (a bearer token from credentials_file) or basic_auth"],
+    ),
+    (
+        "webhook-payload-refused",
+        "route:\n  receiver: r\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://x\n"
+        "        payload: {a: b}\n",
+        ["am.yml:7: receivers[0].webhook_configs[0].payload: a custom webhook payload is not supported by Tocsin: "
+         "the standard message (version 4) is sent; remove payload"],
+    ),
+    (
         "empty-list-item",  # Go's zero value of a receiver, as Alertmanager reads it
         "route:\n  receiver: r\nreceivers:\n  - name: r\n  -\n",
         ["am.yml:5: receivers[1]: missing name in receiver"],
@@ -553,6 +563,14 @@ def test_check_config_report(tmp_path: Path) -> None:
         " - 2 inhibit rules\n"
         " - 7 receivers\n"
         " - 2 templates\n"
+        "Receivers:\n"
+        " - team-ops-mails: email[0]\n"
+        " - team-x-mails: email[0]\n"
+        " - team-x-pager: pagerduty[0]\n"
+        " - team-y-slack: slack[0]\n"
+        " - team-db-pager: webhook[0], pagerduty[0]\n"
+        " - audit-webhook: webhook[0]\n"
+        " - ops-legacy-opsgenie: opsgenie[0]\n"
         "\n"
         f"Checking '{bad}'  FAILED: {bad}:2: route.receiver: undefined receiver \"nope\" used in route\n"
         "\n"
@@ -569,4 +587,4 @@ def test_check_config_report_with_template_checker() -> None:
     ok, text = check_config_report([FULL], check_templates=checker)
     assert ok is False
     assert seen == [[str(FIXTURE_DIR / "templates" / "*.tmpl"), "/etc/alertmanager/extra/*.tmpl"]]
-    assert text.endswith(" - 2 templates\n  FAILED: template: bad.tmpl:1: unexpected EOF\n\n")
+    assert " - 2 templates\n  FAILED: template: bad.tmpl:1: unexpected EOF\nReceivers:\n" in text

@@ -221,7 +221,8 @@ receivers:
     out = marshal_config(load_config_text(text, "am.yml"))
     assert "old.example" not in out and "token" not in out and "key-ghi" not in out
     doc = yaml.safe_load(out)
-    assert doc["receivers"][0]["opsgenie_configs"] == [{"api_key": "<secret>", "message": "hello"}]
+    [og] = doc["receivers"][0]["opsgenie_configs"]  # defaults filled in, as Alertmanager shows them
+    assert og["api_key"] == "<secret>" and og["message"] == "hello" and og["api_url"] == "https://api.opsgenie.com/"
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (0.5, "500ms"), (10, "10s"), (90, "1m30s"),
