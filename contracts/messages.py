@@ -145,8 +145,10 @@ class SendRequest(_Base, tag="send_request.v1"):
     group_labels: dict[str, str]
     alerts: list[Alert]
     created_at: float
-    acknowledged: bool = False  # PagerDuty: send "acknowledge" instead of "trigger"
+    acknowledged: bool = False  # PagerDuty, Opsgenie: send "acknowledge" instead of "trigger"
     trace: dict[str, str] = {}
+    escalation_level: int = 0  # 0: the route's own receiver; n: step n of the group's escalation policy
+    escalation_policy: str = ""
 
 
 class DeadLetter(_Base, tag="dead_letter.v1"):
@@ -204,13 +206,15 @@ class SilenceCommand(_Base, tag="silence_command.v1"):
 
 
 class AckCommand(_Base, tag="ack_command.v1"):
-    """API -> filter: acknowledge (or un-acknowledge) an alert group or one alert."""
+    """API -> filter: acknowledge (or un-acknowledge) an alert group, one alert, or the firing
+    alerts matching ``matchers`` (each acknowledged by its fingerprint)."""
 
     action: Literal["ack", "unack"]
     org: str
     at: float
-    group_key: str = ""  # one of group_key / fingerprint
+    group_key: str = ""  # one of group_key / fingerprint / matchers
     fingerprint: str = ""
+    matchers: list[str] = []  # Alertmanager matcher syntax, e.g. 'severity="critical"'
     by: str = ""
     comment: str = ""
     expires_at: float | None = None

@@ -63,6 +63,7 @@ class RunConfig:
     mode: str = "cdc"  # cdc | api
     targets: tuple[str, ...] = ("tocsin",)  # tocsin, alertmanager (API mode only)
     topology: str = "stages"  # single | stages | cluster
+    deployment: str = "separate"  # separate | chained: how rules, router and filter run (pipeline.graph)
     rate: float = 1000.0  # fleet events per second
     duration: float = 60.0
     steps: str = ""  # "RATE:SECONDS,..." a stepped load instead of rate and duration
@@ -257,8 +258,8 @@ async def _profile(procs: Callable[[], list[Proc]], at: float, seconds: float, o
     return found
 
 
-async def _trace_hops(nats_url: str, events: EventLog, collector: Collector,
-                      start: float, end: float) -> tuple[int, dict[str, dict[str, float]]]:
+async def _trace_hops(nats_url: str, events: EventLog, collector: Collector, start: float, end: float,
+                      deployment: str = "separate") -> tuple[int, dict[str, dict[str, float]]]:
     """Per-hop latency of the firing notifications whose event was sent between ``start`` and ``end``."""
     import nats
 
@@ -268,8 +269,12 @@ async def _trace_hops(nats_url: str, events: EventLog, collector: Collector,
     wanted = set(sample)
     nc = await nats.connect(servers=nats_url.split(","), name="loadtest-hops")
     try:
-        for name in ("events", "alerts", "groups", "sends"):
-            msgs = await read_window(nc, f"TOCSIN_{name.upper()}", f"tocsin.{name}.out.>", start - 1.0,
+        from pipeline.graph import CHAINED, stream_names
+
+        streams = {"events": "TOCSIN_EVENTS", **{k: v.stream for k, v in stream_names(deployment).items()}}
+        # (a chain hands its group flushes on in memory: no groups hop)
+        for name in ("events", "alerts", "sends") if deployment == CHAINED else ("events", "alerts", "groups", "sends"):
+            msgs = await read_window(nc, streams[name], f"tocsin.{name}.out.>", start - 1.0,
                                      min(time.time(), end + 60.0))
             hop_points(name, msgs, wanted, points)
     finally:
@@ -320,8 +325,8 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
         conf = work / "tocsin.yml"
         conf.write_text(route_config(hook, cfg.group_interval, tocsin=True, concurrency=cfg.concurrency))
         sut_cm = start_stack(cfg.topology, work, conf, partitions=cfg.partitions, replicas=cfg.replicas,
-                             with_api=cfg.mode == "api")
-        label = f"Tocsin ({cfg.topology} topology, {cfg.mode.upper()})"
+                             with_api=cfg.mode == "api", deployment=cfg.deployment)
+        label = f"Tocsin ({cfg.topology} topology, {cfg.deployment}, {cfg.mode.upper()})"
     else:
         sut_cm = start_alertmanager(work, route_config(hook, cfg.group_interval, tocsin=False))
         label = "Alertmanager (API)"
@@ -364,7 +369,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
         events.t0 = time.time() + 0.2
         background.append(asyncio.create_task(_progress(target, cfg, events, sender, collector, sampler)))
         if cfg.chaos and isinstance(sut, Stack):
-            chaos = Chaos(sut, seed=cfg.seed)
+            chaos = Chaos(sut, seed=cfg.seed, stages=("source", "rules", "router", "filter", "chain", "notifier"))
             background.append(asyncio.create_task(chaos.run(events.t0, plan(
                 cfg.load_seconds, cfg.kill_every, nats_at=cfg.restart_nats, postgres_at=cfg.restart_postgres))))
         profiling = None
@@ -385,7 +390,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
                 with contextlib.suppress(Exception):
                     start = events.t0 + 0.4 * (load_end - events.t0)
                     hops = await _trace_hops(sut.nats_url, events, collector, start,
-                                             min(load_end, start + cfg.hop_window))
+                                             min(load_end, start + cfg.hop_window), cfg.deployment)
             await asyncio.sleep(cfg.quiet)
             if cfg.burst:
                 if cfg.profile > 0 and target == "tocsin":  # the firing wave, profiled on its own
@@ -399,7 +404,7 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
                 if cfg.hop_window > 0 and isinstance(sut, Stack) and bursts:
                     with contextlib.suppress(Exception):  # the firing wave, every notification of it
                         burst_hops = await _trace_hops(sut.nats_url, events, collector, bursts[0].started,
-                                                       bursts[0].started + bursts[0].push_seconds)
+                                                       bursts[0].started + bursts[0].push_seconds, cfg.deployment)
                 await asyncio.sleep(cfg.quiet)
             if profiling is not None:
                 profiles.update(await profiling)

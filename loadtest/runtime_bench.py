@@ -1,5 +1,6 @@
 """Throughput of the stage runtime with the counter test stage (issue: foundation), or of
-a real stage (``--stage router``).
+a real stage (``--stage router``), or of rules, router and filter as each deployment runs them
+(``--stage pipeline --deployment both``: separate, then chained, with the ratios).
 
 Pre-loads N events into EVENTS across P partitions, then starts one stage process
 (in this process) and measures inputs/s from start to the last committed input. Compares with
@@ -154,18 +155,163 @@ async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "count
             await nc.close()
 
 
+PIPELINE_CONFIG = """
+route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: GROUP_WAIT
+  group_interval: 1h
+  repeat_interval: 4h
+receivers:
+  - name: hook
+    webhook_configs: [{url: 'http://127.0.0.1:9/hook'}]
+"""
+
+
+async def preload_pushes(nc, n: int, partitions: int, orgs: int, rate: float = 0.0) -> None:
+    """One pushed alert per message, each its own group (alertname = its index): the burst's shape.
+    With ``rate``, published at that many a second (in ticks of 10 ms), else as fast as acked."""
+    from contracts import PushedAlert, PushedAlerts
+
+    js = nc.jetstream()
+    pending = []
+    now = t0 = time.time()
+    for i in range(n):
+        org = f"org{i % orgs}"
+        if rate:
+            now = time.time()
+        push = PushedAlerts(request_id=f"r{i}", org=org, received_at=now, alerts=[
+            PushedAlert(labels={"alertname": f"A{i}", "job": "bench"}, starts_at=now, ends_at=now + 3600)])
+        pending.append(js.publish(EVENTS.out(partition_of(org, partitions), "alerts"), encode(push)))
+        if len(pending) >= 2000 or (rate and len(pending) >= rate / 100):
+            for f in pending:
+                await f
+            pending = []
+            if rate:
+                await anyio.sleep(max(0.0, t0 + (i + 1) / rate - time.time()))
+    for f in pending:
+        await f
+
+
+async def _stream_writes(js, streams: list[str]) -> int:
+    """Messages written so far to ``streams`` (their last sequence: a replaced state value counts)."""
+    total = 0
+    for name in streams:
+        try:
+            total += (await js.stream_info(name)).state.last_seq
+        except Exception:  # not made (the other deployment's stream)
+            pass
+    return total
+
+
+async def run_pipeline(n: int, partitions: int, orgs: int, deployment: str, group_wait: str,
+                       rate: float = 0.0) -> dict[str, float]:
+    """rules, router and filter over ``n`` pushed alerts in one process, as ``deployment`` runs
+    them: separate (three stages, three consumers, three commits per input) or chained (one).
+    Preloaded (a backlog), or with ``rate`` published at that rate while the stages run (a
+    steady load: few inputs per commit)."""
+    from pipeline.app import Settings
+    from pipeline.graph import CHAIN, CHAINED, process_stages, stage_specs
+    from pipeline.runtime.metrics import stage_metrics
+    from pipeline.settings import load_text
+
+    gc.set_threshold(50_000, 20, 100)
+    settings = Settings(loaded=load_text(PIPELINE_CONFIG.replace("GROUP_WAIT", group_wait)), partitions=partitions,
+                        deployment=deployment)
+    names = process_stages(deployment, ["rules", "router", "filter"])
+    streams = ["TOCSIN_ALERTS", "TOCSIN_GROUPS", "TOCSIN_SENDS"]
+    sends_expected = n if group_wait == "0s" else 0
+    with tempfile.TemporaryDirectory() as d:
+        async with start_nats(Path(d) / "nats") as ns:
+            nc = await connect(ns.url)
+            js = nc.jetstream()
+            await ensure_partitions(js, nc, partitions)
+            for s in ("events", "commands"):
+                await ensure_stream(js, StreamNames(s))
+            if not rate:
+                await preload_pushes(nc, n, partitions, orgs)
+            specs = [stage_specs(settings, name) for name in names]
+            runners = [StageRunner(nc, js, spec, replica="bench") for spec in specs]
+            server = psutil.Process(ns.proc.pid)
+            metrics = stage_metrics()
+            inputs = {spec.name: metrics.inputs.labels(spec.name) for spec in specs}
+            batches = {spec.name: metrics.batches.labels(spec.name) for spec in specs}
+            last = CHAIN if deployment == CHAINED else "filter"
+            sends = metrics.outputs.labels(last)
+            # what each stage must have taken in: the pushes; the router the alert changes; the filter both
+            # and the flushes; the chain the pushes alone
+            want = {CHAIN: n, "rules": n, "router": n, "filter": n + sends_expected}
+            base_in = {k: c._value.get() for k, c in inputs.items()}
+            base_out, base_batches = sends._value.get(), {k: c._value.get() for k, c in batches.items()}
+            for spec in specs:  # (made before the clock starts: a stage's output stream is another's input)
+                await ensure_stream(js, spec.output, subjects=spec.output_subjects)
+            writes0 = await _stream_writes(js, streams)
+            async with anyio.create_task_group() as tg:
+                # from the start of the first stage: the stages start one after the other, and each
+                # takes what is there as soon as it is ready (acquiring P partitions: a few ms each)
+                t0 = time.perf_counter()
+                cpu0, server0 = time.process_time(), sum(server.cpu_times()[:2])
+                for r in runners:
+                    await tg.start(r.run)
+                if rate:
+                    t0 = time.perf_counter()
+                    cpu0, server0 = time.process_time(), sum(server.cpu_times()[:2])
+                    await preload_pushes(nc, n, partitions, orgs, rate)
+                out_expected = sends_expected + (n if deployment == CHAINED else 0)  # (the chain counts alert changes)
+                while (any(inputs[k]._value.get() - base_in[k] < want[k] for k in inputs)
+                       or sends._value.get() - base_out < out_expected):
+                    await anyio.sleep(0.01)
+                t1 = time.perf_counter()
+                stage_cpu, server_cpu = time.process_time() - cpu0, sum(server.cpu_times()[:2]) - server0
+                for r in runners:
+                    await r.drain()
+                tg.cancel_scope.cancel()
+            writes = await _stream_writes(js, streams) - writes0
+            commits = sum(c._value.get() - base_batches[k] for k, c in batches.items())
+            await nc.close()
+    return {"rate": n / (t1 - t0), "writes": writes / n, "commits": commits / n,
+            "stage_us": stage_cpu / n * 1e6, "server_us": server_cpu / n * 1e6, "seconds": t1 - t0}
+
+
+async def compare_deployments(n: int, partitions: int, orgs: int, deployments: list[str], group_wait: str,
+                              rate: float = 0.0) -> None:
+    results = {}
+    for deployment in deployments:
+        results[deployment] = r = await run_pipeline(n, partitions, orgs, deployment, group_wait, rate)
+        print(f"{deployment:>8}: {r['rate']:,.0f} alerts/s ({r['seconds']:.2f}s)  JetStream writes/alert "
+              f"{r['writes']:.2f} (stage streams, besides the push in EVENTS)  atomic batches/alert "
+              f"{r['commits']:.3f}  CPU/alert: stages {r['stage_us']:.0f} us, nats-server {r['server_us']:.0f} us")
+    if len(results) == 2:
+        c, s = results["chained"], results["separate"]
+        print(f"chained/separate: throughput {c['rate'] / s['rate']:.2f}x, writes {c['writes'] / s['writes']:.2f}x, "
+              f"CPU (stages + server) {(c['stage_us'] + c['server_us']) / (s['stage_us'] + s['server_us']):.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--orgs", type=int, default=200)
     ap.add_argument("--keys", type=int, default=5000)
-    ap.add_argument("--stage", choices=["counter", "router"], default="counter",
-                    help="counter: the runtime's test stage; router: the router/grouper stage (50 alert names)")
+    ap.add_argument("--stage", choices=["counter", "router", "pipeline"], default="counter",
+                    help="counter: the runtime's test stage; router: the router/grouper stage (50 alert names); "
+                         "pipeline: rules, router and filter over pushed alerts, in --deployment")
+    ap.add_argument("--deployment", choices=["chained", "separate", "both"], default="both",
+                    help="with --stage pipeline: how rules, router and filter run (both: one after the other, "
+                         "with the ratios)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="with --stage pipeline: publish the alerts at this rate while the stages run (a steady "
+                         "load) instead of preloading them (a backlog); the CPU figures then include the publisher")
     ap.add_argument("--group-wait", default="1h",
                     help="the router's group_wait: 1h never flushes; 0s with --keys as large as --events "
                          "flushes every alert as its own group, the shape of the API burst")
     a = ap.parse_args()
+    if a.stage == "pipeline":
+        deployments = ["separate", "chained"] if a.deployment == "both" else [a.deployment]
+        print(f"alerts={a.events} partitions={a.partitions} orgs={a.orgs} group_wait={a.group_wait}"
+              + (f" rate={a.rate:g}/s" if a.rate else " (preloaded)"))
+        anyio.run(compare_deployments, a.events, a.partitions, a.orgs, deployments, a.group_wait, a.rate)
+        return
     anyio.run(run, a.events, a.partitions, a.orgs, a.keys, a.stage, a.group_wait)
 
 

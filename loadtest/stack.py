@@ -143,13 +143,13 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def start_stack(topology: str, work: Path, config: Path, *, partitions: int = 16, replicas: int = 1,
-                      with_api: bool = True) -> AsyncIterator[Stack]:
+                      with_api: bool = True, deployment: str = "separate") -> AsyncIterator[Stack]:
     if topology == "single":
-        cm = _single(work, config, partitions)
+        cm = _single(work, config, partitions, deployment)
     elif topology == "stages":
-        cm = _stages(work, config, partitions, replicas, with_api)
+        cm = _stages(work, config, partitions, replicas, with_api, deployment)
     elif topology == "cluster":
-        cm = _cluster(work, config, partitions, replicas)
+        cm = _cluster(work, config, partitions, replicas, deployment)
     else:
         raise ValueError(f"unknown topology {topology!r}; known: {', '.join(TOPOLOGIES)}")
     async with cm as stack:
@@ -157,11 +157,11 @@ async def start_stack(topology: str, work: Path, config: Path, *, partitions: in
 
 
 @contextlib.asynccontextmanager
-async def _single(work: Path, config: Path, partitions: int) -> AsyncIterator[Stack]:
+async def _single(work: Path, config: Path, partitions: int, deployment: str) -> AsyncIterator[Stack]:
     storage = work / "tocsin"
     log = work / "tocsin.log"
     proc = spawn(_tocsin("up", "--config.file", str(config), "--storage.path", str(storage), "--partitions",
-                         str(partitions), "--web.listen-address", "127.0.0.1:0"), log)
+                         str(partitions), "--web.listen-address", "127.0.0.1:0", "--deployment", deployment), log)
     try:
         ep = await _wait_file(storage / "endpoints.json", 120, proc, log)
         stack = Stack("single", work, api_url=str(ep["api_url"]), postgres_dsn=str(ep["postgres_dsn"]),
@@ -180,8 +180,10 @@ async def _single(work: Path, config: Path, partitions: int) -> AsyncIterator[St
 
 
 @contextlib.asynccontextmanager
-async def _stages(work: Path, config: Path, partitions: int, replicas: int, with_api: bool) -> AsyncIterator[Stack]:
+async def _stages(work: Path, config: Path, partitions: int, replicas: int, with_api: bool,
+                  deployment: str) -> AsyncIterator[Stack]:
     from pipeline.embedded import free_port, start_nats, start_postgres
+    from pipeline.graph import process_stages
 
     pprof = free_port()
     async with start_nats(work / "nats", extra_args=["--profile", str(pprof)]) as ns, \
@@ -190,7 +192,8 @@ async def _stages(work: Path, config: Path, partitions: int, replicas: int, with
                       nats_pprof=f"http://127.0.0.1:{pprof}/debug/pprof/profile")
         stack.fixed += [Proc("nats", ns.proc.pid), Proc("postgres", pg.proc.pid, tree=True)]
         procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
-        names = ["source", "rules", "router", "filter", "notifier", *(["api"] if with_api else [])]
+        names = process_stages(deployment, ["source", "rules", "router", "filter", "notifier",
+                                            *(["api"] if with_api else [])])
         try:
             for stage in names:
                 for r in range(1 if stage in ("source", "api") else replicas):
@@ -199,7 +202,8 @@ async def _stages(work: Path, config: Path, partitions: int, replicas: int, with
                     log = work / f"{replica}.log"
                     args = _tocsin("run", stage, "--nats-url", ns.url, "--postgres-dsn", pg.dsn, "--partitions",
                                    str(partitions), "--config.file", str(config), "--storage.path", str(storage),
-                                   "--replica", replica, "--web.listen-address", "127.0.0.1:0")
+                                   "--replica", replica, "--web.listen-address", "127.0.0.1:0",
+                                   "--deployment", deployment)
                     procs.append((spawn(args, log), storage, log))
                     stack.storages.append(storage)
             for proc, storage, log in procs:
@@ -218,10 +222,11 @@ async def _stages(work: Path, config: Path, partitions: int, replicas: int, with
 
 
 @contextlib.asynccontextmanager
-async def _cluster(work: Path, config: Path, partitions: int, replicas: int) -> AsyncIterator[Stack]:
+async def _cluster(work: Path, config: Path, partitions: int, replicas: int, deployment: str) -> AsyncIterator[Stack]:
     storage = work / "topo"
     log = work / "topology.log"
     proc = spawn(_tocsin("up", "--topology", "processes", "--with-source", "--replicas", str(replicas),
+                         "--deployment", deployment,
                          "--partitions", str(partitions), "--config.file", str(config), "--storage.path",
                          str(storage), "--web.listen-address", "127.0.0.1:0"), log)
     try:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +35,25 @@ from pipeline.api.auth_config import AuthConfig
 from pipeline.api.auth_jwt import load_key_source
 from pipeline.api.context import AUDIT_TTL, ApiContext
 from pipeline.api.errors import nesting_too_deep, stale_read
+from pipeline.api.ingest import ingest_routes
+from pipeline.api.ui import ui_routes
 from pipeline.embedded import start_nats, start_postgres, write_private_file
+from pipeline.graph import (
+    CHAIN,
+    DEFAULT_DEPLOYMENT,
+    GRAPH,
+    chain_core,
+    filter_core,
+    process_stages,
+    router_core,
+    rules_core,
+    separate_streams,
+    stage_specs,
+    stream_names,
+)
 from pipeline.http import ConnectionWatch, HttpServer, health_routes
 from pipeline.reload import Prepare, Reloader, ReloadError, follow_reloads, reload_routes
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, retry_transient
+from pipeline.runtime.jetstream import connect, ensure_deployment, ensure_partitions, ensure_stream, retry_transient
 from pipeline.runtime.partition import Input, StageSpec
 from pipeline.runtime.reads import StaleRead
 from pipeline.runtime.stage import StageRunner
@@ -51,9 +65,6 @@ __all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "route_prefix", "r
 log = logging.getLogger("tocsin")
 
 EVENTS = StreamNames("events")
-ALERTS = StreamNames("alerts")
-GROUPS = StreamNames("groups")
-SENDS = StreamNames("sends")
 COMMANDS = StreamNames("commands")
 AUDIT = StreamNames("audit")
 
@@ -75,6 +86,9 @@ class Settings:
     route_prefix: str = ""  # --web.route-prefix: "" or "/path" (no trailing slash)
     data_retention: float | None = None  # --data.retention: the router's notification log of deleted groups
     alerts_gc_interval: float | None = None  # --alerts.gc-interval: how long a resolved alert stays listed
+    # --deployment: chained or separate (pipeline.graph), recorded like P; TOCSIN_DEPLOYMENT sets the default
+    # (as it does for the CLI), so a whole test suite can run against either
+    deployment: str = field(default_factory=lambda: os.environ.get("TOCSIN_DEPLOYMENT") or DEFAULT_DEPLOYMENT)
     extra: dict[str, Any] = field(default_factory=dict)
     loaded: Loaded = field(default_factory=lambda: load(None))
 
@@ -108,55 +122,19 @@ def _counter(settings: Settings, nc: Any, js: Any) -> Service:
                        stream_replicas=settings.stream_replicas)
 
 
-def _rules_core(settings: Settings) -> Any:
-    from stages.rules.core import RulesCore
-    from stages.rules.rules import load_rules
-
-    section = settings.loaded.tocsin.rules
-    retention = {} if settings.alerts_gc_interval is None else {"retention": settings.alerts_gc_interval}
-    return RulesCore(load_rules(section) if section else None,
-                     resolve_timeout=settings.loaded.config.global_.resolve_timeout, **retention)
+_rules_core, _router_core, _filter_core = rules_core, router_core, filter_core  # (the graph's core factories)
 
 
-def _rules(settings: Settings, nc: Any, js: Any) -> Service:
-    spec = StageSpec(name="rules", core=_rules_core(settings), inputs=[Input("events", EVENTS)], output=ALERTS,
-                     partitions=settings.partitions, output_ttl=int(settings.loaded.tocsin.history_retention))
-    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
-                       stream_replicas=settings.stream_replicas)
+def _stateful(name: str) -> Callable[[Settings, Any, Any], Service]:
+    """The factory of a stage of the graph (or the chain): its spec derives from pipeline.graph."""
+    def build(settings: Settings, nc: Any, js: Any) -> Service:
+        return StageRunner(nc, js, stage_specs(settings, name), replica=settings.replica,
+                           member_ttl=settings.member_ttl, stream_replicas=settings.stream_replicas)
+    build.__name__ = f"_{name}"
+    return build
 
 
-def _router_core(settings: Settings) -> Any:
-    from stages.router.config import RouteTable
-    from stages.router.core import RouterCore
-
-    table = RouteTable.from_config(settings.loaded.config, settings.loaded.orgs)
-    retention = {} if settings.data_retention is None else {"retention": settings.data_retention}
-    return RouterCore(table, since=time.time(), **retention)
-
-
-def _router(settings: Settings, nc: Any, js: Any) -> Service:
-    spec = StageSpec(name="router", core=_router_core(settings),
-                     inputs=[Input("alerts", ALERTS)], output=GROUPS, partitions=settings.partitions)
-    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
-                       stream_replicas=settings.stream_replicas)
-
-
-def _filter_core(settings: Settings) -> Any:
-    from stages.filter.config import filter_config, filter_options
-    from stages.filter.core import FilterCore
-
-    options = filter_options(settings.loaded.tocsin.filter)
-    config = filter_config(settings.loaded.config, options)
-    orgs = {org: filter_config(c, options) for org, c in settings.loaded.orgs.items()}
-    return FilterCore(config, orgs)
-
-
-def _filter(settings: Settings, nc: Any, js: Any) -> Service:
-    spec = StageSpec(name="filter", core=_filter_core(settings),
-                     inputs=[Input("groups", GROUPS), Input("alerts", ALERTS), Input("commands", COMMANDS)],
-                     output=SENDS, partitions=settings.partitions)
-    return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
-                       stream_replicas=settings.stream_replicas)
+_rules, _router, _filter, _chain = (_stateful(n) for n in ("rules", "router", "filter", CHAIN))
 
 
 def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
@@ -168,7 +146,7 @@ def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
     return build_notifier(settings, nc, js, settings.loaded.config, orgs=settings.loaded.orgs)
 
 
-_CORES: dict[str, Callable[[Settings], Any]] = {"rules": _rules_core, "router": _router_core, "filter": _filter_core}
+_CORES: dict[str, Callable[[Settings], Any]] = {**{d.name: d.core for d in GRAPH}, CHAIN: chain_core}
 
 
 def _reload_part(name: str, service: Service, settings: Settings) -> Prepare | None:
@@ -268,6 +246,7 @@ _FACTORIES: dict[str, tuple[Callable[[Settings, Any, Any], Service], bool]] = {
     "rules": (_rules, False),
     "router": (_router, False),
     "filter": (_filter, False),
+    CHAIN: (_chain, False),
     "notifier": (_notifier, False),
     "source": (_source, True),
     "api": (_api, False),
@@ -281,6 +260,14 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
     unknown = [n for n in stage_names if n not in _FACTORIES]
     if unknown:
         raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_NAMES)}")
+    try:
+        wanted, stage_names = list(stage_names), process_stages(settings.deployment, list(stage_names))
+    except ValueError as exc:
+        raise SystemExit(f"tocsin: {exc}") from None
+    if stage_names != wanted:
+        log.info("%s deployment: running %s for %s", settings.deployment, ", ".join(stage_names), ", ".join(wanted))
+    # which deployment's streams this process reads or writes: checked against the recorded one
+    uses_graph = any(n in _CORES or n == "api" for n in stage_names)
     needs_pg = any(_FACTORIES[n][1] for n in stage_names)
     storage = settings.storage_path.absolute()
     storage.mkdir(parents=True, exist_ok=True)
@@ -297,6 +284,10 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
         js = nc.jetstream()
         await retry_transient("partition count", functools.partial(
             ensure_partitions, js, nc, settings.partitions, replicas=settings.stream_replicas))
+        if uses_graph:
+            await retry_transient("deployment", functools.partial(
+                ensure_deployment, js, nc, settings.deployment, legacy=separate_streams(),
+                replicas=settings.stream_replicas))
         for names in (EVENTS, COMMANDS):
             await retry_transient(f"stream {names.stream}", functools.partial(
                 ensure_stream, js, names, replicas=settings.stream_replicas))
@@ -319,8 +310,10 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
             await retry_transient("stream TOCSIN_AUDIT", functools.partial(
                 ensure_stream, js, AUDIT, replicas=settings.stream_replicas))
             ctx = ApiContext(nc, js, settings.partitions, settings.loaded)
+            ctx.streams = stream_names(settings.deployment)  # type: ignore[attr-defined]  # (reads: pipeline.graph)
             reloader.add(lambda loaded: functools.partial(ctx.use, loaded))
-            routes = api_routes(ctx) + routes
+            base_dir = str((settings.tocsin_file or settings.config_file or Path("alertmanager.yml")).parent)
+            routes = api_routes(ctx) + ingest_routes(ctx, base_dir=base_dir) + ui_routes(ctx) + routes
             tocsin = settings.loaded.tocsin
             middleware.append(Middleware(AuthMiddleware, config=tocsin.auth or AuthConfig(),
                                          default_org=tocsin.default_org, limits=tocsin.limits,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import gc
 import json
 import os
@@ -16,6 +17,7 @@ import nats.errors
 import nats.js.errors
 
 from contracts.partition import DEFAULT_PARTITIONS
+from pipeline import alerts_cli
 from pipeline.logs import setup_logging
 
 __all__ = ["main"]
@@ -85,9 +87,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="how long the notification log of deleted groups is kept (Alertmanager: 120h)")
     p.add_argument("--alerts.gc-interval", dest="alerts_gc_interval", type=_duration, default=None,
                    help="how long a resolved alert stays listed before it is removed (default 1h)")
+    p.add_argument("--deployment", default=os.environ.get("TOCSIN_DEPLOYMENT", _default_deployment()),
+                   choices=["chained", "separate"],
+                   help="chained: rules, router and filter run as one stage (the chain), one commit per input; "
+                        "separate: a stage per consumer (fixed once the streams exist); env TOCSIN_DEPLOYMENT")
     p.add_argument("--tocsin.config.file", dest="tocsin_file", default=os.environ.get("TOCSIN_SIDECAR_FILE"),
                    help="Tocsin's own settings in a file of their own (default: tocsin.yml beside --config.file, "
                         "if there is one), so alertmanager.yml stays valid for Alertmanager")
+
+
+def _default_deployment() -> str:
+    from pipeline.graph import DEFAULT_DEPLOYMENT
+
+    return DEFAULT_DEPLOYMENT
 
 
 def _duration(text: str) -> float:
@@ -173,6 +185,18 @@ def _parser() -> argparse.ArgumentParser:
     migrate = dbsub.add_parser("migrate", help="create the events table, index and publication when missing")
     migrate.add_argument("--postgres-dsn", default=_dsn_from_env())
     migrate.add_argument("--storage.path", dest="storage_path", default=os.environ.get("TOCSIN_STORAGE_PATH", "data"))
+    probe = sub.add_parser("test-receiver", help="send one synthetic notification through a receiver's "
+                           "integrations and print what each endpoint answered")
+    probe.add_argument("receiver")
+    probe.add_argument("--config.file", dest="config_file", default=os.environ.get("TOCSIN_CONFIG_FILE"),
+                       required=not os.environ.get("TOCSIN_CONFIG_FILE"))
+    probe.add_argument("--tocsin.config.file", dest="tocsin_file", default=os.environ.get("TOCSIN_SIDECAR_FILE"))
+    probe.add_argument("--alert", nargs="*", default=[], metavar="LABEL=VALUE",
+                       help="the test alert's labels (alertname defaults to TocsinTestReceiver)")
+    probe.add_argument("--resolved", action="store_true", help="send it resolved")
+    probe.add_argument("--dry-run", action="store_true", help="print the HTTP requests instead of sending them")
+    probe.add_argument("--web.external-url", dest="external_url", default="http://localhost:9093")
+    alerts_cli.add_parser(sub)
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay or delete them")
     dlqsub = dlq.add_subparsers(dest="dlq_cmd", required=True)
     dlq_list = dlqsub.add_parser("list", help="every dead letter (one JSON object a line)")
@@ -196,7 +220,7 @@ def _child_args(args: argparse.Namespace) -> list[str]:
     """The flags every stage process of ``--topology processes`` gets from the parent's."""
     from pipeline.amconfig import format_duration
 
-    out = ["--log.level", args.log_level, "--log.format", args.log_format]
+    out = ["--log.level", args.log_level, "--log.format", args.log_format, "--deployment", args.deployment]
     for flag, value in (("--web.external-url", args.external_url), ("--web.route-prefix", args.route_prefix),
                         ("--tocsin.config.file", args.tocsin_file)):
         if value is not None:
@@ -205,6 +229,33 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         if seconds is not None:
             out += [flag, format_duration(seconds)]
     return out
+
+
+def _test_receiver(args: argparse.Namespace) -> int:
+    from pipeline.amconfig import ConfigError
+    from pipeline.receiver_probe import parse_labels, probe_receiver
+    from pipeline.settings import load
+
+    try:
+        labels = parse_labels(args.alert)
+        config = load(Path(args.config_file), Path(args.tocsin_file) if args.tocsin_file else None).config
+    except ConfigError as exc:
+        print("\n".join(f"tocsin: {e}" for e in exc.errors), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"tocsin test-receiver: {exc}", file=sys.stderr)
+        return 2
+    try:
+        probes = anyio.run(functools.partial(probe_receiver, config, args.receiver, labels, resolved=args.resolved,
+                                             dry_run=args.dry_run, external_url=args.external_url))
+    except ValueError as exc:
+        print(f"tocsin test-receiver: {exc}", file=sys.stderr)
+        return 2
+    if not probes:
+        print(f"{args.receiver}: no integrations: a route to it notifies nothing")
+    for probe in probes:
+        print("\n".join(probe.lines()))
+    return 0 if probes and all(p.ok for p in probes) else 1
 
 
 def _running_nats_url(args: argparse.Namespace) -> str:
@@ -315,7 +366,7 @@ def _settings(args: argparse.Namespace, default_listen: str) -> object:
                     counter_delay=args.counter_delay, external_url=args.external_url or "",
                     route_prefix=route_prefix(args.external_url, args.route_prefix),
                     data_retention=args.data_retention, alerts_gc_interval=args.alerts_gc_interval,
-                    loaded=load(config_file, tocsin_file))
+                    deployment=args.deployment, loaded=load(config_file, tocsin_file))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         return _routes(args)
     if args.cmd == "dlq":
         return _dlq(args)
+    if args.cmd == "test-receiver":
+        return _test_receiver(args)
+    if args.cmd == "alerts":
+        return alerts_cli.run(args)
     if args.cmd == "emit":
         from stages.source.emit import emit
         from stages.source.mapping import EmitArgsError, emit_request_from_args
@@ -383,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                 topo = await tg.start(lambda task_status: run_topology(
                     Path(args.storage_path), replicas=args.replicas, partitions=args.partitions,
                     listen=args.listen or ":9093", config_file=Path(args.config_file) if args.config_file else None,
-                    with_source=args.with_source, child_args=_child_args(args), task_status=task_status))
+                    with_source=args.with_source, child_args=_child_args(args), deployment=args.deployment,
+                    task_status=task_status))
                 print(f"tocsin {_version()} ready (processes): API {topo.api_url}  "
                       f"NATS {redact_url(topo.nats_url)}  {len(topo.children)} stage processes  data {topo.storage}",
                       flush=True)

@@ -23,6 +23,7 @@ from pipeline.amconfig.model import PromDuration
 from pipeline.api.auth_config import AuthConfig
 from pipeline.api.auth_jwt import KeySource, load_key_source
 from pipeline.api.auth_static import TokenTable, parse_static_tokens
+from pipeline.api.ingest_config import IngestConfig
 from pipeline.api.limits import LimitsConfig
 from stages.notifier.templates import TEMPLATE_CHECK
 
@@ -49,11 +50,13 @@ class TocsinSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     source: dict[str, Any] | None = None  # stages.source.config.SourceConfig
     filter: dict[str, Any] | None = None
     notifier: dict[str, Any] | None = None
+    escalation: dict[str, Any] | None = None  # stages.filter.escalation (policies)
     orgs: dict[str, str] | None = None  # organisation -> its own alertmanager.yml (path relative to this file)
     external_url: str = ""
     history_retention: PromDuration = 7 * 24 * 3600.0  # how long alert changes (the history) are kept, e.g. 30d
     auth: AuthConfig | None = None  # API authentication (default: none, as Alertmanager)
     limits: LimitsConfig | None = None  # API abuse limits
+    ingest: IngestConfig | None = None  # POST /api/tocsin/ingest/<source> (docs/ingest.md)
     # /-/healthy fails once NATS has been unreachable this long (nats-py reconnects meanwhile)
     nats_disconnect_grace: PromDuration = 30.0
 
@@ -129,6 +132,7 @@ def _auth_files(section: TocsinSection, node: Any, filename: str,
 def _check_stage_sections(section: TocsinSection, config: Config, node: Any, filename: str) -> list[str]:
     """Each stage validates its own section; errors name the file, the line and the section."""
     from stages.filter.config import filter_options
+    from stages.filter.escalation import escalation_policies
     from stages.notifier.config import load_notifier_config
     from stages.rules.rules import load_rules
     from stages.source.config import load_source_config
@@ -136,6 +140,7 @@ def _check_stage_sections(section: TocsinSection, config: Config, node: Any, fil
     checks: list[tuple[str, Any]] = [
         ("rules", lambda: load_rules(section.rules) if section.rules is not None else None),
         ("filter", lambda: filter_options(section.filter)),
+        ("escalation", lambda: escalation_policies(section.escalation, {r.name for r in config.receivers})),
         ("source", lambda: load_source_config(section.source)),
         ("notifier", lambda: load_notifier_config(config.tocsin)),
     ]

@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from pipeline.embedded import NatsServer, free_port, spawn, start_nats, start_postgres, write_private_file
+from pipeline.graph import DEFAULT_DEPLOYMENT, topology_stages
 from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from pipeline.runtime.subjects import StreamNames
 
@@ -32,7 +33,7 @@ __all__ = ["Child", "Topology", "run_topology"]
 
 log = logging.getLogger("tocsin.topology")
 
-STAGES = ("rules", "router", "filter", "notifier")
+STAGES = ("rules", "router", "filter", "notifier")  # the separate deployment's (pipeline.graph.topology_stages)
 
 
 @dataclass
@@ -97,7 +98,7 @@ async def _wait_cluster(url: str, partitions: int, timeout: float = 60) -> None:
 
 async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16, listen: str = ":9093",
                        config_file: Path | None = None, with_source: bool = False,
-                       child_args: Sequence[str] = (),
+                       child_args: Sequence[str] = (), deployment: str = DEFAULT_DEPLOYMENT,
                        task_status: TaskStatus[Topology] = anyio.TASK_STATUS_IGNORED) -> None:
     storage = storage.absolute()
     storage.mkdir(parents=True, exist_ok=True)
@@ -114,10 +115,12 @@ async def run_topology(storage: Path, *, replicas: int = 1, partitions: int = 16
             topo.postgres_dsn = (await stack.enter_async_context(start_postgres(storage / "postgres"))).dsn
         await _wait_cluster(topo.nats_url, partitions)
         common = ["--partitions", str(partitions), "--stream-replicas", "3", *child_args]
+        if "--deployment" not in child_args:
+            common += ["--deployment", deployment]
         nats_env = {"TOCSIN_NATS_URL": topo.nats_url}
         if config_file:
             common += ["--config.file", str(config_file)]
-        stages = [*STAGES, *(["source"] if with_source else [])]
+        stages = [*topology_stages(deployment), *(["source"] if with_source else [])]
         for stage in stages:
             for r in range(replicas):
                 replica = f"{stage}-{r}"

@@ -48,13 +48,17 @@ __all__ = [
     "attempts_query",
     "query_bool",
     "suppression_kept",
+    "stream_names_of",
 ]
 
 EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
 AUDIT = StreamNames("audit")
-MAX_ALERTS_PER_MESSAGE = 200  # keeps one push's step well inside an atomic batch
+# Alerts per pushed message: one message is one step, and in the chain a step commits the state
+# changes of rules, router and filter together (a few per alert, more when each alert opens a
+# group of its own), which must fit one atomic batch (1,000 messages) with room to spare.
+MAX_ALERTS_PER_MESSAGE = 50
 _PUSH_OVERHEAD = 4096  # a part's envelope and headers, beside its alerts
 OPENAPI = Path(__file__).with_name("openapi.yaml")  # Tocsin's description of the API v2 it serves
 MAX_ATTEMPTS_LIMIT = 10_000  # attempts one read returns at most
@@ -139,7 +143,15 @@ async def _all(aws: Iterable[Awaitable[None]]) -> None:
             raise result
 
 
+def stream_names_of(ctx: ApiContext) -> dict[str, StreamNames]:
+    """Where the stages' state and outputs are read: the graph's names in the process's deployment
+    (``ctx.streams``, set by :func:`pipeline.app.run_process`; the ``separate`` names without it)."""
+    return getattr(ctx, "streams", None) or {"alerts": ALERTS, "groups": GROUPS, "sends": StreamNames("sends")}
+
+
 def api_routes(ctx: ApiContext) -> list[BaseRoute]:
+    names = stream_names_of(ctx)
+    ALERTS, GROUPS = names["alerts"], names["groups"]
     async def post_alerts(request: Request) -> Response:
         body = await request.body()
         try:
@@ -187,7 +199,8 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         # one organisation, the union a role may read, or (open mode, no X-Scope-OrgID) every one
         orgs = None if ctx.reads_every_org(request) else ctx.orgs_for_read(request)
         partitions = set(range(ctx.partitions)) if orgs is None else {partition_of(o, ctx.partitions) for o in orgs}
-        pushes = {b.partition: await pending_pushes(ctx.js, b) for b in await wait_for_rules(ctx.js, partitions)}
+        backlogs = await wait_for_rules(ctx.js, partitions, alerts=ALERTS)
+        pushes = {b.partition: await pending_pushes(ctx.js, b) for b in backlogs}
         now = time.time()
         decoder = msgspec.json.Decoder(StateValue)
         resolve_timeout = ctx.loaded.config.global_.resolve_timeout
@@ -345,7 +358,8 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse([{
             "sendId": r.send_id, "status": r.status, "at": rfc3339(r.at), "receiver": r.receiver,
             "integration": r.integration, "groupKey": r.group_key, "attempt": r.attempt, "error": r.error,
-            "reason": r.reason, "statusCode": r.status_code, "duration": r.duration} for r in records])
+            "reason": r.reason, "statusCode": r.status_code, "duration": r.duration,
+            "templateErrors": r.template_errors} for r in records])
 
     async def audit(request: Request) -> Response:
         """Tocsin: the audit trail of writes in the caller's organisation (admins only)."""

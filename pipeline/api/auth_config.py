@@ -9,7 +9,7 @@ the files it names.
 
     auth:
       mode: static+jwt          # none (default) | static | jwt | mtls, several joined with "+"
-      public_paths: [/-/healthy, /-/ready, /metrics]
+      public_paths: [/-/healthy, /-/ready, /metrics, /, /ui/*]
       static: {tokens_file: tokens.yml}
       jwt:
         jwks_file: jwks.json    # or jwks_url, or secret_file (HS256)
@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 METHODS: Final = ("static", "jwt", "mtls")
-DEFAULT_PUBLIC_PATHS: Final = ("/-/healthy", "/-/ready", "/metrics")
+# "/" and "/ui/*": the web UI's page and assets (pipeline.api.ui); its API calls carry credentials
+DEFAULT_PUBLIC_PATHS: Final = ("/-/healthy", "/-/ready", "/metrics", "/", "/ui/*")
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}

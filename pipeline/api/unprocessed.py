@@ -66,8 +66,8 @@ async def _last(js: JetStreamContext, stream: str, subject: str) -> tuple[int, b
         return None
 
 
-async def _consumed(js: JetStreamContext, p: int) -> int:
-    raw = await _last(js, ALERTS.stream, ALERTS.progress(p))
+async def _consumed(js: JetStreamContext, p: int, alerts: StreamNames = ALERTS) -> int:
+    raw = await _last(js, alerts.stream, alerts.progress(p))
     return _progress.decode(raw[1]).inputs.get(RULES_INPUT, 0) if raw is not None and raw[1] else 0
 
 
@@ -76,7 +76,8 @@ async def _last_push(js: JetStreamContext, p: int) -> int:
     return raw[0] if raw is not None else 0
 
 
-async def wait_for_rules(js: JetStreamContext, partitions: Iterable[int], timeout: float = READ_WAIT) -> list[Backlog]:
+async def wait_for_rules(js: JetStreamContext, partitions: Iterable[int], timeout: float = READ_WAIT, *,
+                         alerts: StreamNames = ALERTS) -> list[Backlog]:
     """Wait (up to ``timeout``) until the rules stage consumed every push now in EVENTS for
     ``partitions``; the backlogs left when it did not."""
     lasts = {p: await _last_push(js, p) for p in sorted(set(partitions))}
@@ -84,7 +85,7 @@ async def wait_for_rules(js: JetStreamContext, partitions: Iterable[int], timeou
     give_up = time.monotonic() + timeout
     while True:
         for p, b in list(backlogs.items()):
-            backlogs[p] = Backlog(p, await _consumed(js, p), b.last)
+            backlogs[p] = Backlog(p, await _consumed(js, p, alerts), b.last)
             if backlogs[p].empty:
                 del backlogs[p]
         if not backlogs or time.monotonic() >= give_up:

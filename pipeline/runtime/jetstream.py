@@ -30,10 +30,12 @@ __all__ = [
     "MAX_SUBJECT",
     "BatchError",
     "BatchMsg",
+    "DeploymentMismatch",
     "PartitionCountMismatch",
     "TooLarge",
     "Unpublishable",
     "connect",
+    "ensure_deployment",
     "ensure_partitions",
     "ensure_stream",
     "hpub_frame",
@@ -296,11 +298,16 @@ async def _publish_batch(nc: NATS, msgs: Sequence[BatchMsg], timeout: float) -> 
 
 
 async def ensure_stream(js: JetStreamContext, names: StreamNames, *, replicas: int = 1,
-                        duplicate_window: float = 120.0) -> None:
-    """Create the stream or bring its configuration up to date (idempotent)."""
+                        duplicate_window: float = 120.0, subjects: Sequence[str] = ()) -> None:
+    """Create the stream or bring its configuration up to date (idempotent).
+
+    ``subjects``: those it holds (default ``names.all``). An update never drops a subject the
+    stream has: a chain's stream (``TOCSIN_SENDS`` holding the chained stages' subjects too, see
+    :mod:`pipeline.graph`) stays whole when the notifier ensures it with its own subject only."""
+    wanted = list(subjects) or [names.all]
     cfg = StreamConfig(
         name=names.stream,
-        subjects=[names.all],
+        subjects=wanted,
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=duplicate_window,
@@ -318,6 +325,8 @@ async def ensure_stream(js: JetStreamContext, names: StreamNames, *, replicas: i
     # The per-subject limit only ever comes with a new stream: set on a stream of the older
     # layout, it would trim the outputs that share a subject (history, or not yet consumed).
     cfg.max_msgs_per_subject = info.config.max_msgs_per_subject
+    have = list(info.config.subjects or [])
+    cfg.subjects = have + [x for x in wanted if x not in have]
     await js.update_stream(cfg)
 
 
@@ -348,6 +357,54 @@ class _Meta(msgspec.Struct):
 
 class PartitionCountMismatch(RuntimeError):
     pass
+
+
+class DeploymentMismatch(PartitionCountMismatch):
+    """The streams were made for the other deployment (``chained`` or ``separate``)."""
+
+
+class _Deployment(msgspec.Struct):
+    deployment: str
+
+
+async def ensure_deployment(js: JetStreamContext, nc: NATS, deployment: str, *, legacy: Sequence[str] = (),
+                            replicas: int = 1) -> None:
+    """Record the deployment (``chained`` or ``separate``, :mod:`pipeline.graph`) once, like P;
+    refuse to start with the other one against the same streams: their state and outputs live
+    in other streams (one per stage, or one per chain), and nothing moves them.
+
+    ``legacy``: streams that exist only in the ``separate`` deployment; when no deployment is
+    recorded yet and one of them exists, the streams are those of a build that had no choice:
+    ``separate``."""
+    meta = StreamNames("meta")
+    try:
+        await js.stream_info(meta.stream)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(name=meta.stream, subjects=[meta.all], storage=StorageType.FILE,
+                                         num_replicas=replicas, max_msgs_per_subject=1, allow_direct=True))
+    subject = f"{meta.prefix}.deployment"
+    existing = await last_message(js, meta.stream, subject)
+    found = msgspec.json.decode(existing[1], type=_Deployment).deployment if existing is not None else None
+    if found is None:
+        for stream in legacy:
+            try:
+                await js.stream_info(stream)
+            except NotFoundError:
+                continue
+            found = "separate"
+            break
+    if found is not None and found != deployment:
+        raise DeploymentMismatch(
+            f"the streams were created for the {found!r} deployment but this process was started with "
+            f"{deployment!r}; start it with --deployment {found} (the stages' state and outputs live in "
+            f"other streams in each deployment; to switch, start from new streams: see docs/architecture.md)")
+    if existing is not None:
+        return
+    reply = await nc.request(subject, msgspec.json.encode(_Deployment(found or deployment)), timeout=5,
+                             headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+    ack: dict[str, Any] = json.loads(reply.data)
+    if "error" in ack:  # another process recorded it first: check against that
+        await ensure_deployment(js, nc, deployment, legacy=legacy, replicas=replicas)
 
 
 async def ensure_partitions(js: JetStreamContext, nc: NATS, partitions: int, *, replicas: int = 1) -> None:

@@ -103,6 +103,8 @@ class StageSpec:
     # Where state keys live (``state``, ``state_filter``, ``key_of_state_subject``), when not in
     # ``output`` (a chain keeps each stage's keys on that stage's subjects: pipeline.runtime.chain)
     state_layout: Any = None
+    # the subjects of the output stream, when more than ``output.all`` (a chain's: every member's)
+    output_subjects: tuple[str, ...] = ()
 
 
 CONSUMER_IDLE_TIMEOUT = 300.0  # seconds without pulls after which the server removes a partition's consumer
@@ -671,11 +673,13 @@ class PartitionWorker:
         """
         spec, p = self.spec, self.p
         body: list[BatchMsg] = []
+        stored_key = getattr(self._layout, "stored_key", None)  # the key a reader sees (a chain's, unprefixed)
         for key, value in commit.changes.items():
             subject = self._layout.state(p, key)
+            hkey = stored_key(key) if stored_key else key
             if value is _DEL:
                 body.append(BatchMsg(subject, b"", state_headers(
-                    subject, key, {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL})))
+                    subject, hkey, {**self._replace, DELETED: "1", "Nats-TTL": TOMBSTONE_TTL})))
             else:
                 try:
                     data = self._encoder.encode(value)
@@ -684,7 +688,7 @@ class PartitionWorker:
                         raise
                     raise self._refused(commit, Unpublishable(
                         f"the state value of {key[:100]!r} cannot be encoded: {exc!r}")) from exc
-                body.append(BatchMsg(subject, data, state_headers(subject, key, self._replace)))
+                body.append(BatchMsg(subject, data, state_headers(subject, hkey, self._replace)))
         body.extend(commit.msgs)
         t0 = time.perf_counter()
         progress = self._encoder.encode(self.progress)

@@ -113,7 +113,7 @@ async def read_messages(js: JetStreamContext, stream: str, subject: str | Sequen
             pass
 
 
-async def read_last_per_subject(js: JetStreamContext, stream: str, subject: str, *,
+async def read_last_per_subject(js: JetStreamContext, stream: str, subject: str | Sequence[str], *,
                                 fresh: tuple[str, int] | None = None) -> AsyncIterator[tuple[Msg, bool]]:
     """The last message of every subject under ``subject``, with whether it is a tombstone
     (``fresh``: see :func:`read_messages`)."""

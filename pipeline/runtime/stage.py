@@ -53,7 +53,10 @@ class StageRunner:
         return assign(self.spec.partitions, self.membership.members, self.replica)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        for names in (self.spec.output, *(i.names for i in self.spec.inputs)):
+        await retry_transient(f"stream {self.spec.output.stream}", functools.partial(
+            ensure_stream, self.js, self.spec.output, replicas=self.stream_replicas,
+            subjects=self.spec.output_subjects))
+        for names in (i.names for i in self.spec.inputs):
             await retry_transient(f"stream {names.stream}", functools.partial(
                 ensure_stream, self.js, names, replicas=self.stream_replicas))
         async with anyio.create_task_group() as tg:

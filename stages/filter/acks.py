@@ -1,6 +1,7 @@
 """Acknowledgements (Tocsin's own; Alertmanager has none).
 
-An ``AckCommand`` acknowledges a group (by group key) or one alert (by fingerprint), with
+An ``AckCommand`` acknowledges a group (by group key), one alert (by fingerprint) or the
+firing alerts matching some matchers (each by its fingerprint), with
 who, a comment and an optional expiry. An acknowledgement covers the occurrences that were
 known when it was made: for a group, the firing alerts of its last notification; for an
 alert, its current occurrence (its ``starts_at``). When nothing was known, it covers the
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from contracts.matchers import Matcher, MatcherError, matchers_match, parse_matcher
 from contracts.messages import AckCommand, Alert, AlertChange
 from stages.filter.state import (
     AckValue,
@@ -31,7 +33,8 @@ from stages.filter.state import (
     group_record,
 )
 
-__all__ = ["AckError", "ack_changes_for_alert", "apply_ack_command", "covered", "is_active"]
+__all__ = ["AckError", "ack_changes_for_alert", "apply_ack_command", "covered", "is_active",
+           "matching_fingerprints", "parse_ack_matchers"]
 
 Changes = dict[str, StateValue | None]
 
@@ -54,9 +57,15 @@ def covered(ack: AckValue, alert: Alert, t: float) -> bool:
 
 
 def apply_ack_command(state: Mapping[str, StateValue], cmd: AckCommand) -> tuple[Changes, bool]:
-    """The state changes of an ack/unack, and whether a group became newly acknowledged."""
-    if bool(cmd.group_key) == bool(cmd.fingerprint):
-        raise AckError("exactly one of group_key and fingerprint must be given")
+    """The state changes of an ack/unack, and whether a group became newly acknowledged by
+    its group key. ``matchers`` acknowledge each firing alert they match by its fingerprint."""
+    if sum(map(bool, (cmd.group_key, cmd.fingerprint, cmd.matchers))) != 1:
+        raise AckError("exactly one of group_key, fingerprint and matchers must be given")
+    if cmd.matchers:
+        changes: Changes = {}
+        for fp in matching_fingerprints(state, cmd.org, cmd.matchers):
+            changes.update(apply_ack_command(state, msgspec.structs.replace(cmd, matchers=[], fingerprint=fp))[0])
+        return changes, False
     if cmd.group_key:
         key = ack_group_key(cmd.org, cmd.group_key)
     else:
@@ -86,6 +95,21 @@ def apply_ack_command(state: Mapping[str, StateValue], cmd: AckCommand) -> tuple
     )
     was_active = isinstance(old, AckValue) and is_active(old, cmd.at)
     return {key: value}, bool(cmd.group_key) and not was_active
+
+
+def parse_ack_matchers(texts: list[str]) -> list[Matcher]:
+    try:
+        return [parse_matcher(t) for t in texts]
+    except MatcherError as exc:
+        raise AckError(f"invalid matcher: {exc}") from None
+
+
+def matching_fingerprints(state: Mapping[str, StateValue], org: str, texts: list[str]) -> list[str]:
+    """The firing alerts of ``org`` (in this partition's state) matching every matcher, sorted."""
+    matchers = parse_ack_matchers(texts)
+    prefix = f"firing/{org}/"
+    return sorted(key[len(prefix):] for key, v in state.items()
+                  if key.startswith(prefix) and isinstance(v, FiringAlert) and matchers_match(matchers, v.labels))
 
 
 def ack_changes_for_alert(state: Mapping[str, StateValue], change: AlertChange, now: float,

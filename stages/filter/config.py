@@ -19,6 +19,7 @@ import msgspec
 from contracts.matchers import Matcher, matchers_match
 from pipeline.amconfig import Config, InhibitRule, TimeIntervals, compile_time_intervals, delivered_integrations
 from pipeline.amconfig.durations import parse_duration
+from stages.filter.escalation import EscalationPolicy, escalation_policies
 
 __all__ = [
     "DEFAULT_NFLOG_RETENTION",
@@ -135,13 +136,17 @@ class FilterConfig:
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
     receivers: Mapping[str, tuple[IntegrationSpec, ...]] = field(default_factory=dict)
     options: FilterOptions = field(default_factory=FilterOptions)
+    escalation: tuple[EscalationPolicy, ...] = ()  # tocsin: escalation: policies, in order
 
 
-def filter_config(config: Config, options: FilterOptions | None = None) -> FilterConfig:
+def filter_config(config: Config, options: FilterOptions | None = None,
+                  escalation: tuple[EscalationPolicy, ...] | None = None) -> FilterConfig:
     """Compile what the filter needs from a loaded Alertmanager config.
 
     Integrations come in :func:`pipeline.amconfig.delivered_integrations` order
     (Alertmanager's: webhook, email, pagerduty, slack); kinds Tocsin does not deliver are left out.
+    Escalation policies: ``escalation``, else the ``escalation`` of the config's own ``tocsin:``
+    section (validated at load by :mod:`pipeline.settings`).
     """
     receivers = {
         rcv.name: tuple(IntegrationSpec(kind, index, bool(getattr(cfg, "send_resolved", False)))
@@ -153,4 +158,10 @@ def filter_config(config: Config, options: FilterOptions | None = None) -> Filte
         time_intervals=compile_time_intervals(config),
         receivers=receivers,
         options=options or FilterOptions(),
+        escalation=escalation if escalation is not None else _escalation_of(config),
     )
+
+
+def _escalation_of(config: Config) -> tuple[EscalationPolicy, ...]:
+    section = config.tocsin if isinstance(config.tocsin, Mapping) else {}
+    return escalation_policies(section.get("escalation"), {r.name for r in config.receivers})

@@ -37,7 +37,7 @@ then a new rule only sees sources that changed since the change).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 
@@ -45,6 +45,7 @@ from contracts.messages import AckCommand, Alert, AlertChange, GroupFlush, Integ
 from pipeline.runtime.step import Out, Reject, Step
 from stages.filter.acks import AckError, ack_changes_for_alert, apply_ack_command, covered
 from stages.filter.config import FilterConfig, IntegrationSpec
+from stages.filter.escalation import Decision, Escalation, decide, escalation_send_seq, policy_for, speed_of, start
 from stages.filter.inhibit import drop_expired_sources, index_firing, index_resolved, inhibited_by, reindex
 from stages.filter.nflog import NotifyReason, entry_life, live_entry, needs_update, new_entry
 from stages.filter.silences import SilenceError, apply_silence_command, delete_silence, org_silences, silenced_by
@@ -71,6 +72,7 @@ __all__ = ["FilterCore", "send_id"]
 
 Changes = dict[str, StateValue | None]
 _replace = msgspec.structs.replace
+_ACKNOWLEDGEABLE = ("pagerduty", "opsgenie")  # integrations told when their group is acknowledged
 
 
 def send_id(org: str, group_id: str, receiver: str, kind: str, index: int, flush_seq: int | str) -> str:
@@ -138,7 +140,10 @@ class FilterCore:
             changes: Changes = {key: None}
             self._forget_group_ack(state, changes, key, value)
             return Step(changes=changes)
-        return Step(changes={key: None})  # acknowledgements, and log entries of an older build
+        changes = {key: None}
+        if isinstance(value, AckValue):  # an acknowledgement expired: paused escalations go on
+            self._resume(state, changes, key.split("/", 2)[1], value.kind, value.target)
+        return Step(changes=changes)  # acknowledgements, and log entries of an older build
 
     def deadline(self, key: str, value: StateValue) -> float | None:
         return value.due_at
@@ -159,13 +164,16 @@ class FilterCore:
         last = gs.last
         if last is not None and last.due_at is not None and last.due_at <= now:
             gs, outputs = self._tick(state, gs, last, changes)
+        if gs.esc is not None and ((gs.esc.due_at is not None and gs.esc.due_at <= now) or gs.last is None):
+            gs, esc_outputs = self._escalate(state, gs, gs.esc, now)
+            outputs += esc_outputs
         log = {k: e for k, e in gs.log.items() if e.expires_at > now}
         record = gs.record
         if record is not None and record.expires_at <= now:
             record = None
             self._forget_group_ack(state, changes, key, gs.record)
         if record is not gs.record or len(log) != len(gs.log):
-            gs = GroupState(record=record, log=log, last=gs.last)
+            gs = GroupState(record=record, log=log, last=gs.last, esc=gs.esc)
         _put_group(changes, key, old, gs, stale)
         return Step(changes=changes, outputs=outputs)
 
@@ -220,22 +228,127 @@ class FilterCore:
 
     def _ack(self, state: Mapping[str, StateValue], cmd: AckCommand) -> Step[StateValue]:
         try:
-            changes, newly = apply_ack_command(state, cmd)
+            changes, _ = apply_ack_command(state, cmd)
         except AckError as exc:
             raise Reject(f"invalid acknowledgement: {exc}") from None
         outputs: list[Out] = []
-        if newly:
-            record = group_record(state, cmd.org, cmd.group_key)
-            if record is not None:
-                gs, _ = self._load_group(state, cmd.org, cmd.group_key, record.group_id, record.receiver)
-                outputs = self._pagerduty_acks(cmd, record, gs)
+        after = _Overlay(state, changes)
+        if cmd.action == "ack":
+            # PagerDuty / Opsgenie: acknowledge each group that became fully acknowledged,
+            # whatever the acknowledgement was keyed by.
+            for _key, gs in self._groups_touched(state, cmd, changes):
+                record = gs.record
+                if record is None or not record.firing:
+                    continue
+                if _fully_acked(after, cmd.org, record, cmd.at) and not _fully_acked(state, cmd.org, record, cmd.at):
+                    outputs += self._pagerduty_acks(cmd, record, gs)
+        else:
+            for key in [k for k in changes if k.startswith("ack/")]:
+                old = state.get(key)
+                if isinstance(old, AckValue):
+                    self._resume(after, changes, cmd.org, old.kind, old.target)
         return Step(changes=changes, outputs=outputs)
+
+    def _groups_touched(self, state: Mapping[str, StateValue], cmd: AckCommand,
+                        changes: Changes) -> list[tuple[str, GroupState]]:
+        """The groups an ack command may have changed: the named group, or those whose last
+        notification had one of the acknowledged alerts firing."""
+        if cmd.group_key:
+            key = group_record_key(cmd.org, cmd.group_key)
+            record = group_record(state, cmd.org, cmd.group_key)
+            if record is None:
+                return []
+            gs, _ = self._load_group(state, cmd.org, cmd.group_key, record.group_id, record.receiver)
+            return [(key, gs)]
+        fps = {k.rsplit("/", 1)[1] for k in changes if k.startswith(f"ack/{cmd.org}/alert/")}
+        return [(k, v) for k, v in _org_groups(state, cmd.org)
+                if v.record is not None and fps & v.record.firing.keys()]
+
+    def _resume(self, state: Mapping[str, StateValue], changes: Changes, org: str, kind: str, target: str) -> None:
+        """An acknowledgement ended: the escalations it paused go on (an overdue step at once)."""
+        if kind == "group":
+            key = group_record_key(org, target)
+            value = state.get(key)
+            groups = [(key, value)] if isinstance(value, GroupState) else []
+        else:
+            groups = [(k, v) for k, v in _org_groups(state, org)
+                      if v.last is not None and any(a.fingerprint == target for a in v.last.flush.alerts)]
+        for key, gs in groups:
+            if gs.esc is not None and gs.esc.paused:
+                changes[key] = _replace(gs, esc=_replace(gs.esc, paused=False))
+
+    def _escalate(self, state: Mapping[str, StateValue], gs: GroupState, esc: Escalation,
+                  now: float) -> tuple[GroupState, list[Out]]:
+        """A step of the group's escalation fell due: notify its receivers, or pause, skip, end."""
+        f = gs.last.flush if gs.last is not None else None
+        firing = [] if f is None else [a for a in f.alerts if not a.resolved_at(now)]
+        if f is None or not firing:
+            return _replace(gs, esc=None), []
+        org = f.org
+        group_ack = _ack(state, ack_group_key(org, f.group_key))
+
+        def acked(a: Alert) -> bool:
+            alert_ack = _ack(state, ack_alert_key(org, a.fingerprint))
+            return ((group_ack is not None and covered(group_ack, a, now))
+                    or (alert_ack is not None and covered(alert_ack, a, now)))
+
+        at_now = _replace(f, alerts=firing, flushed_at=now)
+        kept = [a for a, fate in zip(firing, self._fates(state, at_now, acked), strict=True) if fate is _Fate.KEEP]
+        decision = decide(esc, now, firing=True, notifiable=bool(kept), acked=all(acked(a) for a in firing))
+        if decision is Decision.WAIT:
+            return gs, []
+        if decision is Decision.END:
+            return _replace(gs, esc=None), []
+        if decision is Decision.PAUSE:
+            return _replace(gs, esc=_replace(esc, paused=True)), []
+        n = esc.next
+        gs = _replace(gs, esc=_replace(esc, next=n + 1))
+        if decision is Decision.SKIP:
+            return gs, []
+        cfg = self.config_for(org)
+        outputs = []
+        level = esc.level_of(n)
+        for receiver in esc.steps[n % len(esc.steps)][1]:
+            for spec in cfg.receivers.get(receiver, ()):  # a receiver since removed: nothing to send
+                sid = send_id(org, f.group_id, receiver, spec.kind, spec.index, escalation_send_seq(esc, n))
+                req = SendRequest(
+                    id=sid, org=org, group_key=f.group_key, group_id=f.group_id, receiver=receiver,
+                    integration=Integration(kind=spec.kind, index=spec.index), flush_seq=f.flush_seq,
+                    status="firing", group_labels=dict(f.group_labels), alerts=list(kept), created_at=now,
+                    trace=dict(f.trace), escalation_level=level, escalation_policy=esc.policy,
+                )
+                outputs.append(Out(payload=req, msg_id=sid, subject=f.group_id))
+        return gs, outputs
+
+    def _escalation_resolved(self, esc: Escalation, f: GroupFlush) -> list[Out]:
+        """The group resolved: every receiver an escalation step paged hears it too, as the
+        route's own receiver does (a PagerDuty incident opened at level 2 is resolved), on
+        its integrations that send resolutions; once, with an id of its own."""
+        cfg = self.config_for(f.org)
+        paged: list[str] = []
+        for n in range(min(esc.next, len(esc.steps))):
+            paged += [r for r in esc.steps[n][1] if r not in paged and r != f.receiver]
+        seq = escalation_send_seq(esc, esc.total) + "/resolved"
+        outputs = []
+        for receiver in paged:
+            for spec in cfg.receivers.get(receiver, ()):
+                if not spec.send_resolved:
+                    continue
+                sid = send_id(f.org, f.group_id, receiver, spec.kind, spec.index, seq)
+                req = SendRequest(
+                    id=sid, org=f.org, group_key=f.group_key, group_id=f.group_id, receiver=receiver,
+                    integration=Integration(kind=spec.kind, index=spec.index), flush_seq=f.flush_seq,
+                    status="resolved", group_labels=dict(f.group_labels), alerts=list(f.alerts),
+                    created_at=f.flushed_at, trace=dict(f.trace), escalation_policy=esc.policy,
+                )
+                outputs.append(Out(payload=req, msg_id=sid, subject=f.group_id))
+        return outputs
 
     def _pagerduty_acks(self, cmd: AckCommand, record: GroupRecord, gs: GroupState) -> list[Out]:
         firing = [a for a in record.alerts if a.fingerprint in record.firing and not a.resolved_at(cmd.at)]
         outputs = []
         for spec in self.config_for(cmd.org).receivers.get(record.receiver, ()):
-            if spec.kind != "pagerduty":
+            if spec.kind not in _ACKNOWLEDGEABLE:
                 continue
             entry = live_entry(gs.log.get(log_key(record.receiver, spec.kind, spec.index)), cmd.at)
             alerts = [a for a in firing if entry is not None and a.fingerprint in entry.firing]
@@ -344,10 +457,11 @@ class FilterCore:
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
             if to_send:
-                outputs.append(self._send(f, spec, to_send, tick, acknowledged=spec.kind == "pagerduty" and all_acked))
+                acknowledged = spec.kind in _ACKNOWLEDGEABLE and all_acked
+                outputs.append(self._send(f, spec, to_send, tick, acknowledged=acknowledged))
 
         if sent_firing is not None:
-            has_pagerduty = any(s.kind == "pagerduty" for s in integrations)
+            has_pagerduty = any(s.kind in _ACKNOWLEDGEABLE for s in integrations)
             new_record = GroupRecord(
                 group_key=f.group_key, group_id=f.group_id, receiver=f.receiver, group_labels=dict(f.group_labels),
                 flush_seq=f.flush_seq, sent_at=t, firing={a.fingerprint: a.starts_at for a in sent_firing},
@@ -359,12 +473,42 @@ class FilterCore:
             record = self._keep_record(org, record, _replace(record, muted_by=[]), t)
         if group_ack is not None and not any(covered(_replace(group_ack, expires_at=None), a, t) for a in f.alerts):
             changes[ack_group_key(org, f.group_key)] = None  # it covers nothing any more
+        esc = self._escalation(gs, f, tick, sent_firing, acked)
+        if gs.esc is not None and esc is None and not any(not a.resolved_at(t) for a in f.alerts):
+            outputs += self._escalation_resolved(gs.esc, f)
         entries = [live_entry(log.get(log_key(f.receiver, spec.kind, spec.index)), t) for spec in integrations]
-        if record is not gs.record or log != gs.log:
-            gs = GroupState(record=record, log=log, last=gs.last)
+        if record is not gs.record or log != gs.log or esc is not gs.esc:
+            gs = GroupState(record=record, log=log, last=gs.last, esc=esc)
         return gs, outputs, _next_tick(f, entries)
 
     # ------------------------------------------------------------------ helpers
+
+    def _escalation(self, gs: GroupState, f: GroupFlush, tick: int, sent_firing: list[Alert] | None,
+                    acked: Callable[[Alert], bool]) -> Escalation | None:
+        """The group's escalation after this evaluation: started by its first notification,
+        restarted at level 0 when a new alert joins it while it is acknowledged, ended once
+        all its alerts resolved; otherwise unchanged (a configuration change never restarts it)."""
+        t = f.flushed_at
+        firing = [a for a in f.alerts if not a.resolved_at(t)]
+        esc = gs.esc
+        if not firing:
+            return None
+        if sent_firing is None:
+            return esc  # nothing notified at level 0: nothing starts
+        policy = policy_for(self.config_for(f.org).escalation, (a.labels for a in firing))
+        seq = send_seq(f.flush_seq, tick)
+        speed = speed_of(a.labels for a in firing)
+        if esc is None:
+            return start(policy, t, seq, speed) if policy is not None else None
+        before = gs.record.firing if gs.record is not None else {}
+        joined = [a for a in firing if a.fingerprint not in before]
+        old = [a for a in firing if a.fingerprint in before]
+        was_acked = esc.paused or (bool(old) and all(acked(a) for a in old))
+        if joined and was_acked and esc.ack == "allowed" and not all(acked(a) for a in joined):
+            if policy is not None:
+                return start(policy, t, seq, speed)
+            return _replace(esc, started_at=t, start_seq=seq, next=0, paused=False)
+        return esc
 
     def _time_muted_by(self, f: GroupFlush) -> list[str]:
         """The intervals muting the flush, named as Alertmanager's group marker names them:
@@ -453,6 +597,46 @@ def _put_group(changes: Changes, key: str, old: StateValue | None, new: GroupSta
             changes[key] = None
     elif new != old:
         changes[key] = new
+
+
+def _org_groups(state: Mapping[str, StateValue], org: str) -> list[tuple[str, GroupState]]:
+    """Every group state of ``org`` in the partition (a scan: only for rare commands)."""
+    prefix = f"group/{org}/"
+    return [(k, v) for k, v in state.items() if k.startswith(prefix) and isinstance(v, GroupState)]
+
+
+def _fully_acked(state: Mapping[str, StateValue], org: str, record: GroupRecord, t: float) -> bool:
+    """Whether every alert the group last notified as firing is acknowledged at ``t``."""
+    group_ack = _ack(state, ack_group_key(org, record.group_key))
+    for fp, starts_at in record.firing.items():
+        a = Alert(fingerprint=fp, org=org, labels={}, starts_at=starts_at)
+        alert_ack = _ack(state, ack_alert_key(org, fp))
+        if not ((group_ack is not None and covered(group_ack, a, t))
+                or (alert_ack is not None and covered(alert_ack, a, t))):
+            return False
+    return True
+
+
+class _Overlay(Mapping[str, StateValue]):
+    """``state`` with ``changes`` applied (a read-only view, for decisions after a command)."""
+
+    def __init__(self, state: Mapping[str, StateValue], changes: Changes) -> None:
+        self._state, self._changes = state, changes
+
+    def __getitem__(self, key: str) -> StateValue:
+        if key in self._changes:
+            value = self._changes[key]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self._state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (k for k, v in self._changes.items() if v is not None)
+        yield from (k for k in self._state if k not in self._changes)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _ack(state: Mapping[str, StateValue], key: str) -> AckValue | None:

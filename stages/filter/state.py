@@ -37,6 +37,7 @@ from typing import Literal
 import msgspec
 
 from contracts.messages import Alert, Silence
+from stages.filter.escalation import Escalation
 from stages.filter.ticks import LastFlush, send_seq
 
 __all__ = [
@@ -205,22 +206,24 @@ class GroupState(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="G"
     """Everything the filter keeps per group (key: the group key's hash).
 
     Its timer is the earliest of its parts': the next re-evaluation of the last flush, the
-    expiry of a log entry, the expiry of the record.
+    expiry of a log entry, the expiry of the record, the next step of its escalation.
     """
 
     record: GroupRecord | None = None
     log: dict[str, NflogEntry] = {}  # log_key(receiver, kind, index) -> entry
     last: LastFlush | None = None
+    esc: Escalation | None = None  # its running escalation (stages.filter.escalation)
 
     @property
     def due_at(self) -> float | None:
         return _earliest(None if self.last is None else self.last.due_at,
                          None if self.record is None else self.record.expires_at,
+                         None if self.esc is None else self.esc.due_at,
                          *(e.expires_at for e in self.log.values()))
 
     @property
     def empty(self) -> bool:
-        return self.record is None and not self.log and self.last is None
+        return self.record is None and not self.log and self.last is None and self.esc is None
 
 
 def group_record(state: Mapping[str, StateValue], org: str, group_key: str) -> GroupRecord | None:

@@ -114,6 +114,8 @@ class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     fingerprints: list[str] = []
     flush_seq: int = 0
     fallback: str = ""
+    # fields whose template failed and were sent with their default (the notification went out)
+    template_errors: list[str] = []
 
 
 class _PubAck(msgspec.Struct):

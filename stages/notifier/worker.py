@@ -65,6 +65,7 @@ from .config import NotifierConfig
 from .delivery import Outcome, Sender, SenderKey, attempt
 from .ledger import AttemptRecord, Ledger, LedgerRecord, decide, ensure_ledger, integration_name
 from .payloads import idempotency_key, select_alerts
+from .payloads.common import RENDER_ERRORS
 from .senders import Senders
 from .templates import TEMPLATE_CHECK
 
@@ -125,6 +126,7 @@ class NotifierMetrics:
     requests: _Twin  # requests to the integration (attempts)
     requests_failed: _Twin  # attempts that failed
     latency: _Twin  # of each attempt
+    delay: Histogram  # from the flush that made the request (event time) to its delivery
     dead_letters: Counter
     skipped: Counter
     deferred: Counter
@@ -151,6 +153,9 @@ def notifier_metrics() -> NotifierMetrics:
                                   "The total number of failed notification requests.", ["integration"]),
             latency=_Twin(Histogram, "notification_latency_seconds", "The latency of notifications in seconds.",
                           ["integration"], buckets=_LAT),
+            delay=Histogram("tocsin_notification_delay_seconds", "From the group flush that made a notification "
+                            "(its event time) to its delivery: the pipeline's own delay, configured waits excluded",
+                            ["integration"], buckets=_LAT, registry=r),
             dead_letters=Counter("tocsin_notifier_dead_letters", "Send requests dead-lettered", ["cause"],
                                  registry=r),
             skipped=Counter("tocsin_notifier_skipped", "Send requests acknowledged without sending", ["why"],
@@ -532,6 +537,8 @@ class Worker:
             gated = False
             started = self.clock()
             t0 = time.perf_counter()
+            render_errors: list[str] = []
+            reset = RENDER_ERRORS.set(render_errors)
             try:
                 outcome = await attempt(sender, req, started)
             except anyio.get_cancelled_exc_class():
@@ -550,6 +557,8 @@ class Worker:
             except BaseException:
                 self.gates.breaker(key).release(self.clock())
                 raise
+            finally:
+                RENDER_ERRORS.reset(reset)
             duration = time.perf_counter() - t0
             now = self.clock()
             self._observe(kind, outcome, duration)
@@ -560,8 +569,9 @@ class Worker:
                 breaker.failure(now)
             attempts = record.attempts + 1
             spent = record.spent + duration
-            await self.ledger.log(self._attempt_record(req, record, attempts, outcome, now, duration))
+            await self.ledger.log(self._attempt_record(req, record, attempts, outcome, now, duration, render_errors))
             if outcome.ok:
+                self.metrics.delay.labels(kind).observe(max(0.0, now - req.created_at))
                 final = msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now)
                 await self.ledger.write_unconfirmed(final)
                 await msg.ack()
@@ -594,12 +604,12 @@ class Worker:
 
     @staticmethod
     def _attempt_record(req: SendRequest, record: LedgerRecord, attempt_no: int, outcome: Outcome, now: float,
-                        duration: float) -> AttemptRecord:
+                        duration: float, template_errors: list[str] | None = None) -> AttemptRecord:
         return AttemptRecord(send_id=req.id, status="sent" if outcome.ok else "failed", at=now, org=req.org,
                              receiver=req.receiver, integration=record.integration, group_key=req.group_key,
                              attempt=attempt_no, error=outcome.error, reason=outcome.verdict.reason,
                              status_code=outcome.status, duration=duration, fingerprints=record.fingerprints,
-                             flush_seq=req.flush_seq)
+                             flush_seq=req.flush_seq, template_errors=list(template_errors or ()))
 
     async def _give_up(self, msg: Msg, req: SendRequest, record: LedgerRecord, seq: int, outcome: Outcome) -> None:
         """Hand the notification to the fallback receiver, dead-letter the failure, record it.

@@ -4,6 +4,8 @@ The alert's ``alias`` is the SHA-256 of the group key (Alertmanager's ``key.Hash
 Opsgenie dedupes retries and every later flush of the group into one alert, and the close
 finds it; alerts opened by an Alertmanager are closed by Tocsin after a switch. With
 ``update_alerts`` the message and description of the open alert are updated too (two PUTs).
+A send of an acknowledged group (``SendRequest.acknowledged``, Tocsin's) ends with
+``POST v2/alerts/{alias}/acknowledge``, whatever the acknowledgement was keyed by.
 Status handling is Alertmanager's retrier with 429 retried: 5xx and 429 retry, any other
 non-2xx is final.
 """
@@ -68,8 +70,9 @@ def _responders(f: Fields, cfg: OpsgenieConfig) -> list[dict[str, str]]:
 def opsgenie_requests(req: SendRequest, cfg: OpsgenieConfig, data: Data, *, templates: TemplateSet | None = None,
                       errors: list[str] | None = None) -> list[OpsgenieRequest]:
     """The requests of one notification, in order: a close when every alert is resolved; else
-    a create, then (``update_alerts``) the message and description updates. URLs are
-    relative to nothing: ``cfg.api_url`` (ending in ``/``) is their base."""
+    a create, then (``update_alerts``) the message and description updates, then (the group
+    is acknowledged) an acknowledge. URLs are relative to nothing: ``cfg.api_url`` (ending in
+    ``/``) is their base."""
     f = Fields("opsgenie", data, templates, errors)
     alias = opsgenie_alias(req)
     by_alias = [("identifierType", "alias")]
@@ -105,6 +108,9 @@ def opsgenie_requests(req: SendRequest, cfg: OpsgenieConfig, data: Data, *, temp
                                    {"message": message} if message else {}))
         out.append(OpsgenieRequest("PUT", join_url(cfg.api_url, f"v2/alerts/{alias}/description", by_alias),
                                    {"description": description} if description else {}))
+    if req.acknowledged:  # the create is idempotent by alias: the acknowledge finds the alert
+        out.append(OpsgenieRequest("POST", join_url(cfg.api_url, f"v2/alerts/{alias}/acknowledge", by_alias),
+                                   {"source": source, "note": "acknowledged in Tocsin"}))
     return out
 
 

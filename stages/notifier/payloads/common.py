@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from ..templates import Data, TemplateSet, default_templates
 from ..templates.data import alert_status
 
 __all__ = [
+    "RENDER_ERRORS",
     "TEMPLATE_ERRORS",
     "Fields",
     "idempotency_key",
@@ -28,6 +30,9 @@ __all__ = [
 
 # A field whose template failed was sent with its default: the notification went out, but
 # not as configured. Counted so it can be alerted on; the error itself is logged.
+#: The template errors of the attempt being made (set by the notifier worker around each
+#: attempt, so they are recorded with it; ``None`` outside an attempt).
+RENDER_ERRORS: ContextVar[list[str] | None] = ContextVar("tocsin_render_errors", default=None)
 TEMPLATE_ERRORS = Counter("tocsin_notifier_template_errors", "Template fields that failed to render and were sent "
                           "with the integration's default", ["integration"], registry=REGISTRY)
 
@@ -127,8 +132,12 @@ class Fields:
         self.errors: list[str] = errors if errors is not None else []
 
     def _error(self, field: str, message: str) -> None:
-        self.errors.append(f"{self.integration} {field}: {message}")
+        error = f"{self.integration} {field}: {message}"
+        self.errors.append(error)
         TEMPLATE_ERRORS.labels(self.integration).inc()
+        attempt_errors = RENDER_ERRORS.get()
+        if attempt_errors is not None:  # the worker records them on the delivery attempt
+            attempt_errors.append(error)
 
     def default(self, field: str, name: str | None, *, html: bool = False) -> str:
         if name is None:

@@ -29,14 +29,19 @@ def webhook_payload(req: SendRequest, cfg: WebhookConfig, external_url: str) -> 
     ``truncatedAlerts``; status and common labels describe the alerts kept, as in
     Alertmanager. Times are RFC 3339 in UTC, ``0001-01-01T00:00:00Z`` for an unknown end.
     Alertmanager 0.34's newer ``notification_reason`` and ``routeLabels`` are not sent.
+    A step of an escalation policy adds ``escalation: {level, policy}`` (Tocsin's; absent at
+    level 0, so the route's own notifications stay Alertmanager's byte for byte).
     """
     data = build_data(req, external_url, max_alerts=cfg.max_alerts or 0)
-    return {
+    out = {
         **data.to_json(),
         "version": WEBHOOK_VERSION,
         "groupKey": req.group_key,
         "truncatedAlerts": data.TruncatedAlerts,
     }
+    if req.escalation_level:
+        out["escalation"] = {"level": req.escalation_level, "policy": req.escalation_policy}
+    return out
 
 
 _ZERO = go_format(ZERO_TIME, RFC3339_NANO)
@@ -54,7 +59,12 @@ class _AlertJSON(msgspec.Struct):
     fingerprint: str
 
 
-class _MessageJSON(msgspec.Struct):
+class _EscalationJSON(msgspec.Struct):
+    level: int
+    policy: str
+
+
+class _MessageJSON(msgspec.Struct, omit_defaults=True):
     """The message, fields in :func:`webhook_payload`'s order."""
 
     receiver: str
@@ -67,6 +77,7 @@ class _MessageJSON(msgspec.Struct):
     version: str
     groupKey: str
     truncatedAlerts: int
+    escalation: _EscalationJSON | None = None
 
 
 # "deterministic": struct fields in their order, map keys sorted (Go's encoding/json sorts them)
@@ -117,4 +128,5 @@ def webhook_body(req: SendRequest, cfg: WebhookConfig, external_url: str) -> byt
     return _encode(_MessageJSON(
         _receiver(req.receiver), "firing" if firing else "resolved", items, req.group_labels,
         _common([a.labels for a in alerts]), _common([a.annotations for a in alerts]), external_url,
-        WEBHOOK_VERSION, req.group_key, truncated))
+        WEBHOOK_VERSION, req.group_key, truncated,
+        _EscalationJSON(req.escalation_level, req.escalation_policy) if req.escalation_level else None))

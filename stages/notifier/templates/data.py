@@ -21,6 +21,7 @@ __all__ = [
     "KV",
     "Alerts",
     "Data",
+    "EscalationData",
     "Pair",
     "Pairs",
     "Strings",
@@ -132,6 +133,18 @@ class Alerts(list[TemplateAlert]):
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationData:
+    """``.Escalation`` (Tocsin's): the escalation step of the notification; level 0 and no
+    policy for the route's own receiver."""
+
+    Level: int = 0
+    Policy: str = ""
+
+
+_NO_ESCALATION = EscalationData()
+
+
+@dataclass(frozen=True, slots=True)
 class Data:
     """Everything a notification template can read, as Alertmanager's ``template.Data``.
 
@@ -150,6 +163,7 @@ class Data:
     GroupKey: str
     TruncatedAlerts: int
     Now: GoTime
+    Escalation: EscalationData = _NO_ESCALATION
 
     def to_json(self) -> dict[str, Any]:
         """The template data part of a webhook message, in Alertmanager's field order."""
@@ -226,6 +240,8 @@ def build_data(req: SendRequest, external_url: str, *, max_alerts: int = 0) -> D
         GroupKey=req.group_key,
         TruncatedAlerts=truncated,
         Now=from_unix(now),
+        Escalation=(EscalationData(req.escalation_level, req.escalation_policy)
+                    if req.escalation_level or req.escalation_policy else _NO_ESCALATION),
     )
 
 

@@ -174,7 +174,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         yield seeded
 
 
-schema = schemathesis.openapi.from_path(str(OPENAPI))
+# Tocsin's own endpoints (tag tocsin, served under /api/tocsin) are checked in test_api_escalation.py
+schema = schemathesis.openapi.from_path(str(OPENAPI)).exclude(tag="tocsin")
 
 
 @schema.parametrize()

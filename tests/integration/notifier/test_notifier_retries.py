@@ -199,3 +199,27 @@ async def test_alertmanagers_notification_metrics(nats_server: NatsServer, http_
     for p in ("alertmanager", "tocsin"):
         for n, lb in names:
             assert value(f"{p}_{n}", **lb) - before[(p, n)] == expect[n], (p, n)
+
+
+async def test_a_template_failing_at_send_time_is_recorded_on_the_attempt(nats_server: NatsServer,
+                                                                         http_peer: HttpPeer) -> None:
+    """The notification still goes, with the field's default, and the attempt says what failed."""
+    http_peer.default("/slack", Answer(200, body=b"ok"))
+    cfg = am_config(f"""
+    route: {{receiver: team}}
+    receivers:
+    - name: team
+      slack_configs:
+      - api_url: '{http_peer.url}/slack'
+        channel: '#ops'
+        title: '{{{{ .CommonLabels.alertname.Nope }}}}'
+    """)
+    async with running_notifier(nats_server.url, cfg) as r:
+        await publish(r.js, send_request("s-tmpl", "team", kind="slack"))
+        await wait_ledger(r.ledger, "s-tmpl", {"sent"})
+        log = await attempts(r.js, "acme", group_key='{}:{alertname="Down"}')
+    [got] = http_peer.on("/slack")
+    assert got.json()["attachments"][0]["title"].startswith("[FIRING:1]")  # slack.default.title
+    [sent] = [a for a in log if a.send_id == "s-tmpl"]
+    assert sent.status == "sent" and len(sent.template_errors) == 1
+    assert sent.template_errors[0].startswith("slack title:") and "Nope" in sent.template_errors[0]

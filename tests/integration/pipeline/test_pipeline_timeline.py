@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.app import Endpoints, Settings
 from pipeline.embedded import NatsServer, PostgresServer
+from pipeline.graph import DEPLOYMENTS
 from pipeline.settings import load_text
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
@@ -44,11 +45,12 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
 
 
-@pytest.fixture
-async def pipeline(nats_server: NatsServer, postgres_server: PostgresServer, receiver: Receiver,
-                   tmp_path: Path) -> AsyncIterator[Endpoints]:
+@pytest.fixture(params=DEPLOYMENTS)
+async def pipeline(request: pytest.FixtureRequest, nats_server: NatsServer, postgres_server: PostgresServer,
+                   receiver: Receiver, tmp_path: Path) -> AsyncIterator[Endpoints]:
     settings = Settings(storage_path=tmp_path / "data", nats_url=nats_server.url, postgres_dsn=postgres_server.dsn,
-                        listen="127.0.0.1:0", loaded=load_text(config(receiver.url)), partitions=4)
+                        listen="127.0.0.1:0", loaded=load_text(config(receiver.url)), partitions=4,
+                        deployment=request.param)
     async with running(settings, ["source", "rules", "router", "filter", "notifier", "api"]) as ep:
         yield ep
 

@@ -20,8 +20,10 @@ DOC: dict[str, Any] = yaml.safe_load(OPENAPI.read_text())
 METHODS = {"get", "post", "put", "delete", "patch"}
 
 
-def operations() -> list[tuple[str, str, dict[str, Any]]]:
-    return [(m.upper(), path, op) for path, item in DOC["paths"].items() for m, op in item.items() if m in METHODS]
+def operations(tocsin: bool | None = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """The operations of the Alertmanager API (``tocsin``: of Tocsin's own, tag tocsin; None: all)."""
+    return [(m.upper(), path, op) for path, item in DOC["paths"].items() for m, op in item.items()
+            if m in METHODS and tocsin in (None, "tocsin" in op.get("tags", []))]
 
 
 def test_the_document_is_valid_openapi() -> None:
@@ -39,12 +41,22 @@ def test_every_alertmanager_route_served_is_described_and_nothing_else() -> None
     assert len(described) == 9
 
 
-@pytest.mark.parametrize("method,path,op", operations(), ids=[f"{m} {p}" for m, p, _ in operations()])
+def test_tocsins_own_operations_are_served_under_their_server() -> None:
+    ctx = ApiContext(cast(Any, None), cast(Any, None), 1, load_text("route: {receiver: a}\nreceivers: [{name: a}]\n"))
+    served = {(method, r.path) for r in api_routes(ctx) if isinstance(r, Route) for method in (r.methods or set())}
+    for method, path, _ in operations(tocsin=True):
+        (server,) = DOC["paths"][path]["servers"]
+        assert (method, server["url"] + path) in served
+
+
+@pytest.mark.parametrize("method,path,op", operations(None), ids=[f"{m} {p}" for m, p, _ in operations(None)])
 def test_each_operation_documents_auth_errors_and_request_ids(method: str, path: str, op: dict[str, Any]) -> None:
     responses = op["responses"]
-    assert {"200", "401", "403", "429", "503"} <= set(responses)
+    own = "tocsin" in op.get("tags", [])  # Tocsin's own: a write answers 202 (accepted), and never 422
+    assert {"401", "403", "429", "503"} <= set(responses) and ("202" if own and method == "POST" else "200") \
+        in responses
     if "requestBody" in op:
-        assert {"400", "413", "422"} <= set(responses)
+        assert ({"400", "413"} if own else {"400", "413", "422"}) <= set(responses)
     for code, response in responses.items():
         if "$ref" in response:
             response = DOC["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]

@@ -171,8 +171,8 @@ def test_no_pagerduty_acknowledge_without_open_incident() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({}, "exactly one of group_key and fingerprint"),
-        ({"group_key": GK, "fingerprint": "abc"}, "exactly one of group_key and fingerprint"),
+        ({}, "exactly one of group_key, fingerprint and matchers"),
+        ({"group_key": GK, "fingerprint": "abc"}, "exactly one of group_key, fingerprint and matchers"),
         ({"group_key": GK, "expires": 50.0}, "expire before"),
     ],
     ids=["neither", "both", "expires-in-past"],

@@ -1,6 +1,11 @@
-{{/* The stages, in pipeline order; each is one Deployment running `tocsin run STAGE`. */}}
+{{/* The stages, in pipeline order; each is one Deployment running `tocsin run STAGE`. The chained
+deployment runs rules, router and filter as one stage, chain (pipeline/graph.py). */}}
 {{- define "tocsin.stageNames" -}}
+{{- if eq (.Values.deployment | default "separate") "chained" -}}
+source chain notifier api
+{{- else -}}
 source rules router filter notifier api
+{{- end }}
 {{- end }}
 
 {{- define "tocsin.name" -}}

@@ -13,7 +13,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from ..data import KV, Alerts, Data, Pair, Pairs, Strings, TemplateAlert
+from ..data import KV, Alerts, Data, EscalationData, Pair, Pairs, Strings, TemplateAlert
 from ..gotime import GoTime
 
 __all__ = [
@@ -123,11 +123,13 @@ STRUCT_FIELDS: dict[type, tuple[str, ...]] = {
     Data: ("Receiver", "Status", "Alerts", "GroupLabels", "CommonLabels", "CommonAnnotations", "ExternalURL"),
     TemplateAlert: ("Status", "Labels", "Annotations", "StartsAt", "EndsAt", "GeneratorURL", "Fingerprint"),
     Pair: ("Name", "Value"),
+    EscalationData: ("Level", "Policy"),  # Tocsin's .Escalation
 }
 _READABLE: dict[type, frozenset[str]] = {
     Data: frozenset(f.name for f in dataclasses.fields(Data)),
     TemplateAlert: frozenset(STRUCT_FIELDS[TemplateAlert]),
     Pair: frozenset(STRUCT_FIELDS[Pair]),
+    EscalationData: frozenset(STRUCT_FIELDS[EscalationData]),
 }
 
 _TYPE_NAMES: dict[type, str] = {
@@ -148,6 +150,7 @@ _TYPE_NAMES: dict[type, str] = {
     Pair: "template.Pair",
     TemplateAlert: "template.Alert",
     Data: "template.Data",
+    EscalationData: "tocsin.Escalation",
     GoTime: "time.Time",
     GoDuration: "time.Duration",
 }
