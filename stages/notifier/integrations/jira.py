@@ -36,7 +36,6 @@ from ..payloads.pagerduty import pagerduty_dedup_key
 from ..templates import Data, TemplateSet, build_data
 
 __all__ = [
-    "JIRA_DEFAULT_TEMPLATES",
     "JIRA_DESCRIPTION_MAX_RUNES",
     "JIRA_SUMMARY_MAX_RUNES",
     "JiraSender",
@@ -53,77 +52,18 @@ log = logging.getLogger("tocsin.notifier")
 JIRA_SUMMARY_MAX_RUNES = 255
 JIRA_DESCRIPTION_MAX_RUNES = 32767
 
-# Alertmanager's default templates for Jira (newer than the 0.25 default.tmpl Tocsin ships),
-# from its current template/default.tmpl. Each is added to a rendered text only when the
-# template set does not define that name (a user template of the same name wins).
-JIRA_DEFAULT_TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("__text_alert_list_markdown",
-     '{{ define "__text_alert_list_markdown" }}{{ range . }}\n'
-     'Labels:\n'
-     '{{ range .Labels.SortedPairs }}  - {{ .Name }} = {{ .Value }}\n'
-     '{{ end }}\n'
-     'Annotations:\n'
-     '{{ range .Annotations.SortedPairs }}  - {{ .Name }} = {{ .Value }}\n'
-     '{{ end }}\n'
-     'Source: {{ .GeneratorURL }}\n'
-     '{{ end }}\n'
-     '{{ end }}\n'),
-    ("jira.default.summary", '{{ define "jira.default.summary" }}{{ template "__subject" . }}{{ end }}\n'),
-    ("jira.default.description",
-     '{{ define "jira.default.description" }}\n'
-     '{{ if gt (len .Alerts.Firing) 0 }}\n'
-     '# Alerts Firing:\n'
-     '{{ template "__text_alert_list_markdown" .Alerts.Firing }}\n'
-     '{{ end }}\n'
-     '{{ if gt (len .Alerts.Resolved) 0 }}\n'
-     '# Alerts Resolved:\n'
-     '{{ template "__text_alert_list_markdown" .Alerts.Resolved }}\n'
-     '{{ end }}\n'
-     '{{ end }}\n'),
-    ("jira.default.priority",
-     '{{- define "jira.default.priority" -}}\n'
-     '{{- $priority := "" }}\n'
-     '{{- range .Alerts.Firing -}}\n'
-     '    {{- $severity := index .Labels "severity" -}}\n'
-     '    {{- if (eq $severity "critical") -}}\n'
-     '        {{- $priority = "High" -}}\n'
-     '    {{- else if (and (eq $severity "warning") (ne $priority "High")) -}}\n'
-     '        {{- $priority = "Medium" -}}\n'
-     '    {{- else if (and (eq $severity "info") (eq $priority "")) -}}\n'
-     '        {{- $priority = "Low" -}}\n'
-     '    {{- end -}}\n'
-     '{{- end -}}\n'
-     '{{- if eq $priority "" -}}\n'
-     '    {{- range .Alerts.Resolved -}}\n'
-     '        {{- $severity := index .Labels "severity" -}}\n'
-     '        {{- if (eq $severity "critical") -}}\n'
-     '            {{- $priority = "High" -}}\n'
-     '        {{- else if (and (eq $severity "warning") (ne $priority "High")) -}}\n'
-     '            {{- $priority = "Medium" -}}\n'
-     '        {{- else if (and (eq $severity "info") (eq $priority "")) -}}\n'
-     '            {{- $priority = "Low" -}}\n'
-     '        {{- end -}}\n'
-     '    {{- end -}}\n'
-     '{{- end -}}\n'
-     '{{- $priority -}}\n'
-     '{{- end -}}'),
-)
-
-
 class _JiraFields(Fields):
-    """Fields whose texts can call Jira's default templates even when the set lacks them."""
+    """Jira's fields: a failure renders the field's Jira default (``jira.default.*``, among the
+    default templates) or, for the fields with no sensible fallback, fails the send."""
 
     def __init__(self, data: Data, templates: TemplateSet | None, errors: list[str] | None) -> None:
         super().__init__("jira", data, templates, errors)
-        names = self.templates.names
-        # no text between the defines: it would be output before the field
-        self.prefix = "".join(text.rstrip("\n") for name, text in JIRA_DEFAULT_TEMPLATES if name not in names)
 
     def render(self, field: str, value: str) -> str:
         """``value`` rendered; a failure renders the Jira default of ``field`` (counted, logged)."""
         if "{{" not in value:
             return value
-        out, err = self.templates.render(self.prefix + value if self.prefix else value, self.data, "")
+        out, err = self.templates.render(value, self.data, "")
         if err is None:
             return out
         self._error(field, err)
@@ -131,7 +71,7 @@ class _JiraFields(Fields):
                    "priority": "jira.default.priority"}.get(field)
         if default is None:
             return ""
-        out, err = self.templates.render(f'{self.prefix}{{{{ template "{default}" . }}}}', self.data, "")
+        out, err = self.templates.render(f'{{{{ template "{default}" . }}}}', self.data, "")
         if err is not None:
             self._error(field, f"default template {default!r}: {err}")
         return out
@@ -140,7 +80,7 @@ class _JiraFields(Fields):
         """A field with no sensible fallback (project, issue type, label): an error fails the send."""
         if "{{" not in value:
             return value
-        out, err = self.templates.render(self.prefix + value if self.prefix else value, self.data, "")
+        out, err = self.templates.render(value, self.data, "")
         if err is not None:
             raise ValueError(f"{field} template: {err}")
         return out

@@ -1,8 +1,8 @@
 # ruff: noqa: E501  (the template texts are data, kept line for line)
-"""Default templates of the chat integrations newer than Alertmanager 0.25.
+"""Default templates of the integrations newer than Alertmanager 0.25.
 
 Alertmanager's current ``default.tmpl`` defines these names for Discord's content, Microsoft
-Teams (v1 and v2), Rocket.Chat and Mattermost, and the Markdown alert list they share;
+Teams (v1 and v2), Rocket.Chat, Mattermost and Jira, and the Markdown alert list they share;
 0.25's text (``DEFAULT_TMPL``) has none of them. Kept line for line as Alertmanager writes
 them, so that a user template redefining one of them replaces it as in Alertmanager.
 """
@@ -72,4 +72,44 @@ CHAT_TMPL = (
     '{{ template "__text_alert_list_markdown" .Alerts.Resolved }}\n'
     '{{ end }}\n'
     '{{ end }}\n'
+    '\n'
+    '{{ define "jira.default.summary" }}{{ template "__subject" . }}{{ end }}\n'
+    '\n'
+    '{{ define "jira.default.description" }}\n'
+    '{{ if gt (len .Alerts.Firing) 0 }}\n'
+    '# Alerts Firing:\n'
+    '{{ template "__text_alert_list_markdown" .Alerts.Firing }}\n'
+    '{{ end }}\n'
+    '{{ if gt (len .Alerts.Resolved) 0 }}\n'
+    '# Alerts Resolved:\n'
+    '{{ template "__text_alert_list_markdown" .Alerts.Resolved }}\n'
+    '{{ end }}\n'
+    '{{ end }}\n'
+    '\n'
+    '{{- define "jira.default.priority" -}}\n'
+    '{{- $priority := "" }}\n'
+    '{{- range .Alerts.Firing -}}\n'
+    '    {{- $severity := index .Labels "severity" -}}\n'
+    '    {{- if (eq $severity "critical") -}}\n'
+    '        {{- $priority = "High" -}}\n'
+    '    {{- else if (and (eq $severity "warning") (ne $priority "High")) -}}\n'
+    '        {{- $priority = "Medium" -}}\n'
+    '    {{- else if (and (eq $severity "info") (eq $priority "")) -}}\n'
+    '        {{- $priority = "Low" -}}\n'
+    '    {{- end -}}\n'
+    '{{- end -}}\n'
+    '{{- if eq $priority "" -}}\n'
+    '    {{- range .Alerts.Resolved -}}\n'
+    '        {{- $severity := index .Labels "severity" -}}\n'
+    '        {{- if (eq $severity "critical") -}}\n'
+    '            {{- $priority = "High" -}}\n'
+    '        {{- else if (and (eq $severity "warning") (ne $priority "High")) -}}\n'
+    '            {{- $priority = "Medium" -}}\n'
+    '        {{- else if (and (eq $severity "info") (eq $priority "")) -}}\n'
+    '            {{- $priority = "Low" -}}\n'
+    '        {{- end -}}\n'
+    '    {{- end -}}\n'
+    '{{- end -}}\n'
+    '{{- $priority -}}\n'
+    '{{- end -}}\n'
 )
