@@ -67,7 +67,7 @@ _text = st.one_of(
                      "{{ .x }}"]),
 )
 _small_json: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4), max_leaves=12)
 _labels = st.dictionaries(_text, _text, max_size=6)
 _time = st.one_of(st.none(), st.sampled_from(["", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a time",
