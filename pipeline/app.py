@@ -59,6 +59,8 @@ from pipeline.runtime.reads import StaleRead
 from pipeline.runtime.stage import StageRunner
 from pipeline.runtime.subjects import StreamNames, token
 from pipeline.settings import Loaded, load
+from pipeline.startup import check_listen, check_postgres, start_timeout, wait_for_nats
+from pipeline.telemetry import setup_tracing
 
 __all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "route_prefix", "run_process"]
 
@@ -260,15 +262,26 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
     unknown = [n for n in stage_names if n not in _FACTORIES]
     if unknown:
         raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_NAMES)}")
+    try:  # OTEL_TRACES_EXPORTER (otlp, console, none) and the OTEL_* variables; kept if already set up
+        setup_tracing()
+    except ValueError as exc:
+        raise SystemExit(f"tocsin: {exc}") from None
     try:
         wanted, stage_names = list(stage_names), process_stages(settings.deployment, list(stage_names))
     except ValueError as exc:
         raise SystemExit(f"tocsin: {exc}") from None
-    if stage_names != wanted:
-        log.info("%s deployment: running %s for %s", settings.deployment, ", ".join(stage_names), ", ".join(wanted))
     # which deployment's streams this process reads or writes: checked against the recorded one
     uses_graph = any(n in _CORES or n == "api" for n in stage_names)
     needs_pg = any(_FACTORIES[n][1] for n in stage_names)
+    # one-line failures (pipeline.startup) before anything starts: a busy port, an external server down
+    timeout = start_timeout()
+    check_listen(settings.listen)
+    if settings.nats_url:
+        await wait_for_nats(settings.nats_url, timeout)
+    if needs_pg and settings.postgres_dsn:
+        await check_postgres(settings.postgres_dsn, timeout, logical=True)
+    if stage_names != wanted:
+        log.info("%s deployment: running %s for %s", settings.deployment, ", ".join(stage_names), ", ".join(wanted))
     storage = settings.storage_path.absolute()
     storage.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:

@@ -7,10 +7,12 @@ import difflib
 import functools
 import gc
 import json
+import logging
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nats.errors
@@ -21,6 +23,8 @@ from pipeline import alerts_cli
 from pipeline.logs import setup_logging
 
 __all__ = ["main"]
+
+log = logging.getLogger("tocsin.cli")
 
 # Alertmanager's flags that mean nothing to Tocsin: accepted with a warning saying why, so a
 # command line written for Alertmanager runs unchanged. Everything else unknown is an error.
@@ -279,6 +283,14 @@ def _dlq(args: argparse.Namespace) -> int:
     url = _running_nats_url(args)
 
     async def _run() -> int:
+        from pipeline.startup import StartupError, start_timeout, wait_for_nats
+
+        try:
+            await wait_for_nats(url, min(start_timeout(), 5.0))  # (connect would wait for ever)
+        except StartupError:
+            if not args.nats_url:  # from a stale endpoints.json
+                raise SystemExit(_not_running(args)) from None
+            raise
         nc = await connect(url, name="tocsin-dlq")
         js = nc.jetstream()
         failed = 0
@@ -339,10 +351,50 @@ def _endpoint(args: argparse.Namespace, name: str) -> str | None:
     """A running ``tocsin up``'s endpoint, from ``<storage.path>/endpoints.json``."""
     endpoints = Path(args.storage_path) / "endpoints.json"
     if endpoints.exists():
-        value = json.loads(endpoints.read_text()).get(name)
+        try:
+            recorded = json.loads(endpoints.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if not _alive(recorded.get("pid")):  # left by a Tocsin that stopped (or killed)
+            raise SystemExit(_not_running(args))
+        value = recorded.get(name)
         if value:
             return str(value)
     return None
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's: running)
+        return True
+    return True
+
+
+def _not_running(args: argparse.Namespace) -> str:
+    path = Path(args.storage_path).absolute()
+    return f"tocsin: no Tocsin is running at {path}; start it with `tocsin up --storage.path {args.storage_path}`"
+
+
+def _client_run(args: argparse.Namespace, what: str, fn: Any, *fn_args: Any) -> Any:
+    """Run a client command against a server: one line when the server does not answer."""
+    from pipeline.startup import leaf
+
+    try:
+        return anyio.run(fn, *fn_args)
+    except Exception as exc:
+        inner = leaf(exc)
+        if not isinstance(inner, OSError | TimeoutError) and "nats: no servers" not in str(inner).lower():
+            raise
+        log.debug("%s failed", what, exc_info=exc)
+        given = getattr(args, "postgres_dsn", None) or getattr(args, "nats_url", None)
+        if not given and (Path(args.storage_path) / "endpoints.json").exists():
+            raise SystemExit(_not_running(args)) from None
+        raise SystemExit(f"tocsin: cannot reach {what}: {inner}") from None
 
 
 def _running_dsn(args: argparse.Namespace) -> str:
@@ -370,6 +422,30 @@ def _settings(args: argparse.Namespace, default_listen: str) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tocsin``: a failure is one line on stderr (``tocsin: what failed; what to do``), exit 1."""
+    from pipeline.startup import leaf, one_line
+
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        inner = leaf(exc)
+        if isinstance(inner, SystemExit):  # (raised inside a task group)
+            if isinstance(inner.code, str):
+                print(inner.code, file=sys.stderr)
+                return 1
+            return inner.code or 0
+        if isinstance(inner, KeyboardInterrupt):
+            return 130
+        log.debug("tocsin failed", exc_info=exc)  # the traceback, with --log.level=debug
+        print(f"tocsin: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -398,12 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         except EmitArgsError as exc:
             print(f"tocsin emit: {exc}", file=sys.stderr)
             return 2
-        print(anyio.run(emit, _running_dsn(args), request))
+        print(_client_run(args, "Postgres", emit, _running_dsn(args), request))
         return 0
     if args.cmd == "db":
         from stages.source.emit import migrate
 
-        anyio.run(migrate, _running_dsn(args))
+        _client_run(args, "Postgres", migrate, _running_dsn(args))
         print("migrated")
         return 0
     if args.cmd == "check-config":

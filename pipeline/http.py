@@ -131,7 +131,14 @@ class HttpServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:  # (one line, not a traceback: pipeline.startup)
+            self.sock.close()
+            from pipeline.startup import StartupError
+
+            raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}; stop what uses it or give "
+                               "another --web.listen-address") from None
         self.host = host
         self.port = int(self.sock.getsockname()[1])
         self.server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))

@@ -14,7 +14,9 @@ import sys
 import time
 from typing import Any, Final
 
-__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "LogfmtFormatter", "setup_logging"]
+from pipeline import telemetry
+
+__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "LogfmtFormatter", "TraceIdFilter", "setup_logging"]
 
 LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
                  "error": logging.ERROR}
@@ -54,6 +56,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str)
 
 
+class TraceIdFilter(logging.Filter):
+    """Adds ``trace_id`` to a record logged inside a span (a step, a send): a line leads to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if telemetry.enabled() and not hasattr(record, "trace_id"):
+            trace_id = telemetry.current_trace_id()
+            if trace_id:
+                record.trace_id = trace_id
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     """Configure the root logger (replacing any handler); ValueError names a bad value."""
     if level.lower() not in LEVELS:
@@ -62,6 +75,7 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
         raise ValueError(f"invalid log format {fmt!r} (one of {', '.join(FORMATS)})")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(TraceIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

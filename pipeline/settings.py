@@ -142,7 +142,7 @@ def _check_stage_sections(section: TocsinSection, config: Config, node: Any, fil
         ("filter", lambda: filter_options(section.filter)),
         ("escalation", lambda: escalation_policies(section.escalation, {r.name for r in config.receivers})),
         ("source", lambda: load_source_config(section.source)),
-        ("notifier", lambda: load_notifier_config(config.tocsin)),
+        ("notifier", lambda: _fallbacks(load_notifier_config(config.tocsin), config)),
     ]
     errors = []
     for name, check in checks:
@@ -151,6 +151,15 @@ def _check_stage_sections(section: TocsinSection, config: Config, node: Any, fil
         except (ValueError, TypeError, msgspec.ValidationError) as exc:
             errors.append(f"{filename}:{_line_of(node, name)}: tocsin.{name}: {exc}")
     return errors
+
+
+def _fallbacks(notifier: Any, config: Config) -> None:
+    """Fallbacks naming unknown receivers or forming a cycle: a configuration error with its line."""
+    from stages.notifier.config import check_fallbacks
+
+    problems = check_fallbacks(notifier, [r.name for r in config.receivers])
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _tocsin(config: Config, text: str, filename: str) -> tuple[TocsinSection, Any]:

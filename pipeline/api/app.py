@@ -37,6 +37,7 @@ from pipeline.api.status_config import marshal_config
 from pipeline.api.unprocessed import pending_pushes, unprocessed_alerts, wait_for_rules
 from pipeline.runtime.reads import read_messages, read_partition_state
 from pipeline.runtime.subjects import StreamNames, token
+from pipeline.telemetry import producer_span
 
 __all__ = [
     "ALERTS",
@@ -163,7 +164,8 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         foreign = sorted({p.org for p in pushes if not identity.may_act_for(p.org)})
         if foreign:  # an org_id label may not name an organisation the caller cannot act for
             raise Forbidden(f"{identity.subject} may not push alerts for organisation(s) {', '.join(foreign)}")
-        tp = request.headers.get("traceparent")
+        tp = producer_span("POST /api/v2/alerts", request.headers.get("traceparent"), {
+            "http.request.method": "POST", "http.route": "/api/v2/alerts", "messaging.system": "nats"})
 
         async def publish(push: PushedAlerts) -> None:  # one organisation's alerts, in order
             p = partition_of(push.org, ctx.partitions)

@@ -69,6 +69,7 @@ from pipeline.api.limits import RateLimited, RateLimiter, TooLarge
 from pipeline.api.push import PushError, parse_push, split_push
 from pipeline.runtime.deadletter import MIN_BUDGET, build_dead_letter
 from pipeline.runtime.subjects import StreamNames, token
+from pipeline.telemetry import producer_span
 
 __all__ = ["DLQ_PARTITION", "IngestRuntime", "ingest_routes", "load_token"]
 
@@ -345,7 +346,8 @@ class _Ingest:
                 reasons.append(f"{len(foreign.alerts)} alert(s) name organisation {foreign.org!r}, which ingest "
                                f"source {src.name} may not push for (add it to its orgs)")
                 pushes.remove(foreign)
-        tp = request.headers.get("traceparent")
+        tp = producer_span("POST /api/tocsin/ingest/{source}", request.headers.get("traceparent"), {
+            "http.request.method": "POST", "http.route": "/api/tocsin/ingest/{source}", "messaging.system": "nats"})
         for push in pushes:
             p = partition_of(push.org, ctx.partitions)
             parts = split_push(push, max_alerts=_MAX_ALERTS_PER_MESSAGE,

@@ -32,6 +32,7 @@ member, the outputs anything outside the chain reads, and dead letters.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -45,6 +46,8 @@ from contracts.messages import DeadLetter
 from pipeline.runtime.deadletter import bounded
 from pipeline.runtime.step import Out, Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames
+from pipeline.telemetry import child_span, payload_attributes
+from pipeline.telemetry import enabled as tracing_enabled
 
 __all__ = ["ChainCore", "ChainLayout", "ChainMember"]
 
@@ -178,15 +181,27 @@ class ChainCore:
         changes: dict[str, Any] = {}
         outputs: list[Out] = []
         queue: deque[tuple[int, Any, Out]] = deque()
-        self._absorb(first, call(_View(state, self.members[first].tag, changes)), changes, outputs, queue)
+        entry = self.members[first]
+        traced = tracing_enabled()  # then a span per member's step inside the chain's (the runtime's) step span
+        if traced:
+            with child_span(entry.name, {"tocsin.stage": entry.name}):
+                result = call(_View(state, entry.tag, changes))
+        else:
+            result = call(_View(state, entry.tag, changes))
+        self._absorb(first, result, changes, outputs, queue)
         while queue:
             j, payload, origin = queue.popleft()
             m = self.members[j]
-            try:
-                result = m.core.step(_View(state, m.tag, changes), payload, now)
-            except Exception as exc:  # (a Reject, or a bug): as the stage alone would, dead-letter it
-                outputs.append(self._dead_letter(m, payload, origin, exc, now))
-                continue
+            span_cm = (child_span(m.name, {"tocsin.stage": m.name, **payload_attributes(payload)}) if traced
+                       else contextlib.nullcontext())
+            with span_cm as span:
+                try:
+                    result = m.core.step(_View(state, m.tag, changes), payload, now)
+                except Exception as exc:  # (a Reject, or a bug): as the stage alone would, dead-letter it
+                    if span is not None:
+                        span.set_attribute("tocsin.dead_letter", type(exc).__name__)
+                    outputs.append(self._dead_letter(m, payload, origin, exc, now))
+                    continue
             self._absorb(j, result, changes, outputs, queue)
         return Step(changes=changes, outputs=outputs)
 

@@ -18,7 +18,7 @@ import hashlib
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,8 @@ from pipeline.runtime.pull import RawPuller
 from pipeline.runtime.reads import DELETED, StaleRead, read_last_per_subject
 from pipeline.runtime.step import Reject, StageCore, Step
 from pipeline.runtime.subjects import StreamNames, state_headers, token
-from pipeline.telemetry import step_span
+from pipeline.telemetry import commit_span, payload_attributes, step_span
+from pipeline.telemetry import enabled as tracing_enabled
 
 __all__ = ["CONSUMER_IDLE_TIMEOUT", "MAX_MSG_ID", "TIME_HEADER", "Input", "PartitionWorker", "Progress", "StageSpec",
            "ack_metadata", "bounded_id", "consumer_name", "event_time"]
@@ -152,6 +153,7 @@ class _Commit:
     inputs: int = 0
     units: list[_Unit] = field(default_factory=list)  # the inputs and timers it carries
     bytes: int = 0  # of msgs
+    traces: list[str] = field(default_factory=list)  # traceparents of its steps (for the commit's span)
 
     def size(self) -> int:
         return 1 + len(self.msgs) + len(self.changes)
@@ -188,6 +190,7 @@ class PartitionWorker:
         self._stopping = False
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        self._trace_of: dict[str, str] = {}  # key -> the traceparent of the step that set its timer
         self._subs: dict[str, RawPuller] = {}
         self._expected_dseq: dict[str, int] = {}
         self._pending: dict[str, int] = {}  # per input: messages not yet delivered, as last reported
@@ -270,7 +273,7 @@ class PartitionWorker:
             await self._bind(inp)
         self.ready = True
         self.metrics.rebuild_seconds.labels(spec.name).observe(time.monotonic() - t0)
-        log.info("%s p%d acquired (epoch %d, %d keys, inputs %s)", spec.name, p, claim.epoch,
+        log.debug("%s p%d acquired (epoch %d, %d keys, inputs %s)", spec.name, p, claim.epoch,
                  len(self.state), claim.inputs)
 
     async def _rebuild(self, patience: float = 60.0) -> None:
@@ -283,6 +286,7 @@ class PartitionWorker:
             self.state = {}
             self._deadlines = {}
             self._heap = []
+            self._trace_of = {}
             try:
                 async for m, deleted in read_last_per_subject(self.js, out.stream, layout.state_filter(self.p),
                                                               fresh=(out.progress(self.p), self.fence)):
@@ -498,9 +502,17 @@ class PartitionWorker:
             unit = ("", deadline, key)
             cause, reason = self._poison.pop(unit, ("", ""))
             effect: _Effect | None = None
+            tc: dict[str, str] = {}
             if not reason:
                 try:
-                    result = spec.core.fire(self.state, key, deadline)
+                    # the timer continues the trace of the input that set it (a group's flush, its alert's)
+                    parent = self._trace_of.pop(key, None)
+                    with step_span(f"{spec.name} timer", {"traceparent": parent} if parent else None,
+                                   {"tocsin.partition": p, "tocsin.stage": spec.name}) as tc:
+                        result = spec.core.fire(self.state, key, deadline)
+                    if tc:
+                        for out in result.outputs:
+                            out.headers = {**tc, **(out.headers or {})}
                     effect = self._prepare(result, base, deadline, timer=True)
                     if effect.problem:
                         cause, reason = "too_large", effect.problem
@@ -513,6 +525,7 @@ class PartitionWorker:
                 # The timer is dropped (its state stays as it was) and kept as a dead letter.
                 effect = self._dead_letter("timer", cause, reason, base, at=deadline, key=key)
             commit = await self._apply(commit, effect, unit)
+            self._remember_trace(commit, effect, tc)
             if self._isolate:
                 commit = await self._commit_alone(commit)
         return commit
@@ -524,6 +537,7 @@ class PartitionWorker:
         poisoned = self._poison.pop(unit, None)
         cause, reason = poisoned or ("", "")
         effect: _Effect | None = None
+        tc: dict[str, str] = {}
         if not reason:
             try:
                 inp = next(i for i in spec.inputs if i.name == name).decode(msg.data)
@@ -535,8 +549,13 @@ class PartitionWorker:
                 cause, reason = "undecodable", f"cannot decode: {exc!r}"
             else:
                 try:
-                    with step_span(f"{spec.name} step", msg.headers,
-                                   {"tocsin.partition": p, "tocsin.input_seq": seq}) as tc:
+                    attrs = {"tocsin.partition": p, "tocsin.input_seq": seq, "tocsin.stage": spec.name,
+                             "messaging.destination.name": msg.subject, "messaging.consumer.group.name": spec.name,
+                             **payload_attributes(inp)} if tracing_enabled() else _NO_ATTRIBUTES
+                    headers = msg.headers
+                    if attrs and (not headers or "traceparent" not in headers):
+                        headers = getattr(inp, "trace", None) or headers  # a source's event: in its payload
+                    with step_span(f"{spec.name} step", headers, attrs) as tc:
                         result = spec.core.step(self.state, inp, now)
                     if tc:
                         for out in result.outputs:
@@ -555,10 +574,25 @@ class PartitionWorker:
             effect = self._dead_letter("input", cause, reason, base, msg=msg, seq=seq, at=now,
                                        excerpt_only=poisoned is not None)
         commit = await self._apply(commit, effect, unit)
+        self._remember_trace(commit, effect, tc)
         self.progress.inputs[name] = seq
         commit.inputs += 1
         self._m_inputs.inc()
         return commit
+
+    def _remember_trace(self, commit: _Commit, effect: _Effect, tc: Mapping[str, str]) -> None:
+        """The step's trace, for its commit's span and for the timers it set (kept in memory only:
+        after a restart a timer starts a trace of its own)."""
+        tp = tc.get("traceparent") if tc else None
+        if not tp or not tracing_enabled():
+            return
+        if len(commit.traces) < 32:
+            commit.traces.append(tp)
+        for key in effect.changes:
+            if key in self._deadlines:
+                self._trace_of[key] = tp
+            else:
+                self._trace_of.pop(key, None)
 
     def _prepare(self, result: Step[Any], base: str, now: float, *, timer: bool = False) -> _Effect:
         """The messages of a step's outputs, and why they cannot be committed (or "").
@@ -690,6 +724,14 @@ class PartitionWorker:
                         f"the state value of {key[:100]!r} cannot be encoded: {exc!r}")) from exc
                 body.append(BatchMsg(subject, data, state_headers(subject, hkey, self._replace)))
         body.extend(commit.msgs)
+        with commit_span(f"{spec.name} commit", commit.traces, {
+                "tocsin.partition": p, "tocsin.stage": spec.name, "messaging.system": "nats",
+                "messaging.operation.type": "publish", "messaging.destination.name": spec.output.stream,
+                "messaging.batch.message_count": len(body) + 1}):
+            await self._commit_body(commit, body)
+
+    async def _commit_body(self, commit: _Commit, body: list[BatchMsg]) -> None:
+        spec, p = self.spec, self.p
         t0 = time.perf_counter()
         progress = self._encoder.encode(self.progress)
         chunks = plan_chunks([len(m.payload) for m in body], MAX_BATCH - 1,
@@ -727,6 +769,9 @@ class PartitionWorker:
             self._isolate[name] = max(pos, self._isolate.get(name, pos))
         return _Reset(f"a commit of {len(commit.units)} inputs and timers was refused "
                       f"({bounded(exc.description, 300)}); committing them one at a time")
+
+
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
 
 
 def _plain_decoder(value_type: Any) -> Callable[[str, bytes], Any]:

@@ -50,14 +50,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.messages import DeadLetter, Integration, SendRequest, decode_as, encode
 from pipeline.amconfig.model import Config
+from pipeline.logs import setup_logging
 from pipeline.runtime.jetstream import ensure_stream
 from pipeline.runtime.metrics import REGISTRY
 from pipeline.runtime.pull import asked_after_status
 from pipeline.runtime.subjects import StreamNames
+from pipeline.telemetry import annotate, child_span, payload_attributes, setup_tracing, step_span
 
 from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
 from .classify import Verdict, classify_transport
@@ -396,7 +399,9 @@ class Worker:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            await self._process(msg)
+            with step_span("notifier send", msg.headers, {"messaging.destination.name": msg.subject,
+                                                          "messaging.consumer.group.name": "notifier"}):
+                await self._process(msg)
         except _Defer as d:
             await self._settle(msg.nak(delay=d.delay))
         except _Superseded:
@@ -432,6 +437,8 @@ class Worker:
             await msg.ack()
             return
         key: SenderKey = (req.receiver, str(req.integration.kind), req.integration.index)
+        annotate({**payload_attributes(req), "tocsin.receiver": req.receiver,
+                  "tocsin.integration": integration_name(req)})
         sender = self.senders.get(key, req.org)
         if sender is None:
             await self._dead_letter(msg, f"no integration {req.receiver}/{integration_name(req)} in the loaded "
@@ -540,7 +547,17 @@ class Worker:
             render_errors: list[str] = []
             reset = RENDER_ERRORS.set(render_errors)
             try:
-                outcome = await attempt(sender, req, started)
+                # the request to the integration (no URL: a webhook's carries its token)
+                with child_span(f"POST {kind}", {"http.request.method": "POST", "tocsin.integration": kind,
+                                                 "tocsin.attempt": record.attempts + 1},
+                                kind=SpanKind.CLIENT) as span:
+                    outcome = await attempt(sender, req, started)
+                    if span is not None:
+                        if outcome.status:
+                            span.set_attribute("http.response.status_code", outcome.status)
+                        if not outcome.ok:
+                            span.set_attribute("error.type", outcome.verdict.reason or "error")
+                            span.set_status(StatusCode.ERROR, outcome.error[:200])
             except anyio.get_cancelled_exc_class():
                 # stopped (drained) mid-attempt: record it, so the attempt count stays true
                 self.gates.breaker(key).release(self.clock())
@@ -575,6 +592,9 @@ class Worker:
                 final = msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now)
                 await self.ledger.write_unconfirmed(final)
                 await msg.ack()
+                log.info("Notify success", extra={"receiver": req.receiver, "integration": record.integration,
+                                                  "group_key": req.group_key, "send_id": req.id, "status": "sent",
+                                                  "attempts": attempts})
                 return
             record = msgspec.structs.replace(record, attempts=attempts, spent=spent, last_error=outcome.error,
                                              reason=outcome.verdict.reason, at=now)
@@ -587,6 +607,7 @@ class Worker:
                 return
             log.info("send %s to %s/%s failed (%s), retry %d in %.2fs", req.id, req.receiver, kind,
                      outcome.error, attempts, delay)
+            annotate({"tocsin.attempts": attempts}, event=f"retry in {delay:.2f}s")
             record = msgspec.structs.replace(record, spent=spent + delay)
             seq = await self._rewrite(record, seq)
             await anyio.sleep(delay)
@@ -644,7 +665,9 @@ class Worker:
                                             reason=outcome.verdict.reason, fingerprints=record.fingerprints,
                                             flush_seq=req.flush_seq, fallback=fallback if targets else ""))
         await self._rewrite(final, seq)
-        log.warning("send %s: %s", req.id, reason)
+        log.warning("Notify failed: %s", reason, extra={
+            "receiver": req.receiver, "integration": record.integration, "group_key": req.group_key,
+            "send_id": req.id, "status": state, "code": outcome.status, "attempts": record.attempts})
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, reason: str, now: float, *, cause: str, send_id: str = "") -> None:
@@ -719,7 +742,8 @@ async def _amain(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
+    setup_tracing(service_name="tocsin-notifier")
     anyio.run(_amain, args)
 
 

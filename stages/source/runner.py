@@ -320,22 +320,17 @@ def random_traceparent(random_bytes: Callable[[int], bytes] = _trace_rng.randbyt
 
 
 def trace_context_factory() -> TraceFn:
-    """One span per event through OpenTelemetry when a tracer provider is set up, else random ids."""
-    from opentelemetry import propagate
-    from opentelemetry import trace as ot
+    """One span per event (the source's transaction) when tracing is set up, else random ids."""
+    from pipeline import telemetry
 
-    provider = ot.get_tracer_provider()
-    if isinstance(provider, ot.ProxyTracerProvider | ot.NoOpTracerProvider):
+    if telemetry.tracer() is None:
         return lambda event_id, committed_at: random_traceparent()
-    tracer = provider.get_tracer("tocsin.source")
 
     def with_span(event_id: str, committed_at: float) -> dict[str, str]:
-        span = tracer.start_span("tocsin.source.event", kind=ot.SpanKind.PRODUCER,
-                                 start_time=int(committed_at * 1e9), attributes={"tocsin.event.id": event_id})
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=ot.set_span_in_context(span))
-        span.end()
-        return carrier or random_traceparent()
+        tp = telemetry.producer_span("source transaction", None, {
+            "db.system": "postgresql", "messaging.system": "nats", "messaging.operation.type": "publish",
+            "tocsin.event.id": event_id}, start_time=committed_at)
+        return {"traceparent": tp} if tp else random_traceparent()
 
     return with_span
 
@@ -972,8 +967,11 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.logs import setup_logging
+    from pipeline.telemetry import setup_tracing
+
+    setup_logging(args.log_level)
+    setup_tracing(service_name="tocsin-source")
     if not math.isfinite(args.status_interval):
         raise SystemExit("--status-interval must be finite")
     anyio.run(_run, args)
