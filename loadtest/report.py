@@ -19,6 +19,7 @@ from typing import Any
 from loadtest.oracle import Spacing, Verdict
 from loadtest.probes import Samples
 from loadtest.profile import Hot
+from loadtest.repeat import repeated_table
 from loadtest.stats import percentile, rate_series, summarize, window_percentiles
 
 __all__ = ["BurstResult", "TargetResult", "cpu_figures", "summary", "write_report"]
@@ -489,6 +490,14 @@ def write_report(out: Path, *, title: str, command: str, params: dict[str, Any],
         lines += [*list(verdict_lines), ""]
     if len(results) == 2 and results[0].target != results[1].target:
         lines += _comparison(results, sums)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for s in sums:
+        runs.setdefault(s["target"], []).append(s)
+    if len(results) > len(runs):  # repeated runs: the figures over them, also alone in repeated.md
+        rep = _repeated(runs)
+        (out / "repeated.md").write_text("\n".join([f"# {title}: repeated runs", "", "```sh", command, "```", "",
+                                                     *rep]) + "\n")
+        lines += rep
     for r, s in zip(results, sums, strict=True):
         lines += _target_section(r, s)
     lines += ["## Plots", "", "![throughput](throughput.png)", "", "![latency](latency.png)", "",
@@ -500,6 +509,14 @@ def write_report(out: Path, *, title: str, command: str, params: dict[str, Any],
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _repeated(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    order = ", ".join(f"{t} x{len(ss)}" for t, ss in runs.items())
+    return ["## Repeated runs", "",
+            f"Runs: {order}, interleaved (one of each target per round). Each figure: the median over "
+            "the runs, [min..max], (runs that had it); the ratio is Tocsin's median over Alertmanager's. "
+            "A difference smaller than the ranges is noise.", "", *repeated_table(runs), ""]
 
 
 def _comparison(results: Sequence[TargetResult], sums: Sequence[dict[str, Any]]) -> list[str]:

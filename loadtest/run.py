@@ -47,10 +47,12 @@ from loadtest.hops import Points, hop_latencies, hop_points, read_window, sent_p
 from loadtest.oracle import AlertModel, Expectation, check, expectations, spacing
 from loadtest.probes import Sampler
 from loadtest.profile import pprof_top, start_py_spy, top_functions
+from loadtest.repeat import schedule
 from loadtest.report import BurstResult, TargetResult, summary, write_report
 from loadtest.stack import Proc, Stack, spawn, start_stack, stop_process
 from loadtest.stats import percentile, summarize
 from loadtest.targets import route_config, start_alertmanager
+from pipeline.graph import DEFAULT_DEPLOYMENT
 
 __all__ = ["SCENARIOS", "RunConfig", "main", "run"]
 
@@ -94,8 +96,11 @@ class RunConfig:
     work: str = ""
     keep_work: bool = False
     short: bool = False
+    repeats: int = 1  # runs of each target, interleaved (loadtest.repeat): median and range of each figure
 
     def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError("repeats must be at least 1")
         if self.mode not in ("cdc", "api"):
             raise ValueError("mode is cdc or api")
         if "alertmanager" in self.targets and self.mode != "api":
@@ -139,14 +144,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                     dwell=35.0),
     "throughput": dict(mode="cdc", topology="stages", rate=5000.0, duration=300.0, devices=50_000, orgs=300,
                        group_interval=30.0, dwell=35.0, profile=20.0, drain_timeout=300.0),
-    "api-vs-am": dict(mode="api", targets=("alertmanager", "tocsin"), topology="stages", rate=1000.0,
-                      duration=60.0, burst=10_000, group_interval=30.0, dwell=35.0),
+    # 3 interleaved runs of each, a 50,000-alert burst: one run of a 10,000-alert burst (2 s) was noise
+    "api-vs-am": dict(mode="api", targets=("alertmanager", "tocsin"), topology="stages", deployment=DEFAULT_DEPLOYMENT,
+                      rate=1000.0, duration=60.0, burst=50_000, repeats=3, group_interval=30.0, dwell=35.0),
     "ramp": dict(mode="cdc", topology="stages", steps="1000:40,2000:40,3000:40,4000:40,5000:40", devices=50_000,
                  orgs=300, group_interval=30.0, dwell=35.0, drain_timeout=600.0),
     "chaos": dict(mode="cdc", topology="cluster", rate=300.0, duration=120.0, devices=5000, orgs=100, dwell=30.0,
                   flap=0.5, chaos=True, kill_every=10.0, group_interval=5.0, drain_timeout=300.0, quiet=10.0,
                   partitions=8),
 }
+#: --short (CI smoke runs): these settings at most
+_SHORT_CAPS: dict[str, dict[str, int]] = {"api-vs-am": {"burst": 2_000, "repeats": 1}}
 _SHORT = {"smoke": 1.0, "latency": 0.5, "throughput": 0.2, "api-vs-am": 0.5, "chaos": 0.5, "ramp": 0.5}
 
 
@@ -313,8 +321,10 @@ async def _bursts(cfg: RunConfig, spec: FleetSpec, events: EventLog, sender: Sen
 
 
 async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path, work: Path,
-                     results_dir: Path, sink_pid: int) -> TargetResult:
-    path = f"/{target}"
+                     results_dir: Path, sink_pid: int, run_no: int = 0) -> TargetResult:
+    # each run its own webhook path: the sink's record file is shared, lifecycle ids restart at 1
+    suffix = f"-{run_no}" if run_no else ""
+    path = f"/{target}{suffix}"
     spec = _fleet_spec(cfg)
     fleet = Fleet(spec)
     events = EventLog(t0=time.time())
@@ -436,12 +446,14 @@ async def run_target(cfg: RunConfig, target: str, sink_url: str, sink_file: Path
         if p.name.endswith(".pb.gz"):
             data = p.read_bytes()
             prof[role] = pprof_top(data, 20)
-            shutil.copy(p, results_dir / f"profile-{target}-{role}.pb.gz")
+            shutil.copy(p, results_dir / f"profile-{target}{suffix}-{role}.pb.gz")
             continue
         raw = p.read_text(errors="replace")
         prof[role] = top_functions(raw)
-        with gzip.open(results_dir / f"profile-{target}-{role}.txt.gz", "wt") as f:
+        with gzip.open(results_dir / f"profile-{target}{suffix}-{role}.txt.gz", "wt") as f:
             f.write(raw)
+    if run_no:
+        label += f", run {run_no}"
     return TargetResult(
         target=target, label=label, mode=cfg.mode, t0=events.t0, load_end=load_end, end=end, generated=generated,
         sent_times=sorted(s for s in events.sent if s == s), arrivals=sorted(collector.arrivals),
@@ -480,11 +492,16 @@ async def run(cfg: RunConfig, command: str) -> tuple[bool, Path]:
 
         with contextlib.suppress(Exception):
             await wait_ready(f"http://127.0.0.1:{port}/stats", 10, sink, "the sink")
-        for target in cfg.targets:
-            results.append(await run_target(cfg, target, f"http://127.0.0.1:{port}", sink_file, work / target,
-                                            results_dir, sink.pid))
-            if results[-1].target == "tocsin" and cfg.mode == "api" and len(cfg.targets) > 1:
-                await asyncio.sleep(1.0)
+        runs = schedule(cfg.targets, cfg.repeats)
+        for k, target in runs:
+            run_no = k if cfg.repeats > 1 else 0
+            if run_no:
+                print(f"=== run {k}/{cfg.repeats}: {target} ===", file=sys.stderr, flush=True)
+            results.append(await run_target(cfg, target, f"http://127.0.0.1:{port}", sink_file,
+                                            work / f"{target}{'-' + str(k) if run_no else ''}", results_dir,
+                                            sink.pid, run_no))
+            if cfg.mode == "api" and len(runs) > 1:
+                await asyncio.sleep(1.0)  # the last target's processes gone before the next starts
     finally:
         await stop_process(sink, 10, signal.SIGTERM)
     machine["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -495,6 +512,8 @@ async def run(cfg: RunConfig, command: str) -> tuple[bool, Path]:
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "work", "keep_work")}
     report = write_report(results_dir, title=f"Load test: {cfg.name}", command=command, params=params,
                           machine=machine, results=results, verdict_lines=lines)
+    if cfg.repeats > 1:
+        print((report.parent / "repeated.md").read_text(), file=sys.stderr)
     for r in results:
         s = summary(r)
         f = s["firing_latency_s"]
@@ -562,6 +581,9 @@ def _configs(args: argparse.Namespace) -> list[RunConfig]:
             base["short"] = True
             base["name"] = f"{base['name']}-short"
             base["profile"] = min(base.get("profile", 0.0), base["duration"] * 0.5)
+            for key, cap in _SHORT_CAPS.get(name, {}).items():
+                if key not in overrides:
+                    base[key] = min(base.get(key, cap), cap)
         configs.append(RunConfig(**base))
     return configs
 
