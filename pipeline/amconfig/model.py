@@ -702,9 +702,6 @@ class DiscordConfig(Node, frozen=True):
     def _finish(self) -> tuple[Self, list[Problem]]:
         return self, _webhook_url_problems(self)
 
-    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
-        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
-
 
 class MSTeamsConfig(Node, frozen=True):
     send_resolved: bool = True
@@ -717,9 +714,6 @@ class MSTeamsConfig(Node, frozen=True):
 
     def _finish(self) -> tuple[Self, list[Problem]]:
         return self, _webhook_url_problems(self)
-
-    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
-        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
 
 
 class MSTeamsV2Config(Node, frozen=True):
@@ -1093,9 +1087,6 @@ class PushoverConfig(Node, frozen=True):
             problems.append(("monospace", "at most one of monospace & html must be configured"))
         return self, problems
 
-    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
-        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
-
 
 class WechatConfig(Node, frozen=True):
     send_resolved: bool = False
@@ -1185,9 +1176,6 @@ class SnsConfig(Node, frozen=True):
             return self, [(targets[-1] if targets else None,
                            "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config")]
         return self, []
-
-    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
-        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
 
 
 class JiraField(NamedTuple):
@@ -1288,9 +1276,6 @@ class IncidentioConfig(Node, frozen=True):
         if self.max_alerts < 0:
             problems.append(("max_alerts", "max_alerts must not be negative"))
         return self, problems
-
-    def with_defaults(self, g: GlobalConfig) -> tuple[Self, list[Problem]]:
-        return msgspec.structs.replace(self, http_config=self.http_config or g.http_config), []
 
 
 # (end of other)

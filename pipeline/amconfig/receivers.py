@@ -111,6 +111,8 @@ def _receiver(rcv: Receiver, g: GlobalConfig, problems: list[DefaultsProblem]) -
                 # the problem is about the config as written: the decoder knows its line
                 problems.extend((cfg, field, message) for field, message in found)
                 cfg = filled_cfg
+            if cfg.http_config is None:  # every HTTP integration inherits global.http_config
+                cfg = _replace(cfg, http_config=g.http_config)
             filled.append(cfg)
         others[f"{kind}_configs"] = filled
     return _replace(

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.messages import Alert, Integration, SendRequest
-from pipeline.amconfig import ConfigError
+from pipeline.amconfig import ConfigError, load_config_text
 from pipeline.amconfig.model import (
     DiscordConfig,
     GlobalConfig,
@@ -191,8 +191,14 @@ def test_global_defaults_fill_each_kind() -> None:
     v2, _ = MSTeamsV2Config(webhook_url=None, webhook_url_file="f", http_config=own).with_defaults(g)
     assert v2.http_config is not None and (v2.http_config.proxy_url, v2.http_config.follow_redirects) == (
         "http://proxy:3128", False)
-    v1, _ = MSTeamsConfig(webhook_url_file="f", http_config=own).with_defaults(g)
-    assert v1.http_config == own
+    # the other kinds: an own http_config stays; none takes global's (receivers.apply_defaults)
+    cfg = load_config_text(
+        "global: {http_config: {proxy_url: 'http://proxy:3128'}}\nroute: {receiver: r}\nreceivers:\n- name: r\n"
+        "  msteams_configs:\n  - {webhook_url: 'http://a/x', http_config: {follow_redirects: false}}\n"
+        "  - {webhook_url: 'http://a/y'}\n")
+    own_v1, inherited = cfg.receivers[0].msteams_configs
+    assert own_v1.http_config is not None and not own_v1.http_config.proxy_url
+    assert inherited.http_config == cfg.global_.http_config and inherited.http_config.proxy_url
 
 
 _NAMED = re.compile(r'{{ template "([^"]+)" \. }}')
