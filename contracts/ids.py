@@ -7,7 +7,7 @@ naming the limit, never echoing a long value back), or ``None`` when it is fine;
 them raises, whatever the text.
 
 These bounds keep ids small; they are not what keeps NATS subjects valid:
-``pipeline.runtime.subjects`` bounds every token it derives from text by construction.
+``pipeline.foundation.runtime.subjects`` bounds every token it derives from text by construction.
 """
 
 from __future__ import annotations

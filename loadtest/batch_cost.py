@@ -2,7 +2,7 @@
 
 nats-server stages every atomic batch of an R1 file stream in a new on-disk store and
 deletes it after the commit; a memory stream (or an R3 stream) stages in memory, and so does
-Tocsin's embedded server for R1 file streams (``pipeline.embedded.stage_batches_in_memory``).
+Tocsin's embedded server for R1 file streams (``pipeline.foundation.embedded.stage_batches_in_memory``).
 This commits ``--batches`` batches of ``--size`` messages, ``--streams`` streams at a time,
 to a file stream under each ``--dirs`` directory (staged there, and staged in memory), and to
 a memory stream, and reports the server's CPU time per batch (from ``/proc``) and
@@ -22,8 +22,8 @@ from pathlib import Path
 import anyio
 from nats.js.api import StorageType, StreamConfig
 
-from pipeline.embedded import memory_dir, stage_batches_in_memory, start_nats
-from pipeline.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.embedded import memory_dir, stage_batches_in_memory, start_nats
+from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
 
 __all__ = ["main"]
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from contracts.messages import Alert, Integration, SendRequest, encode
-from pipeline.embedded import free_port, start_nats
-from pipeline.runtime.jetstream import connect, ensure_stream
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import free_port, start_nats
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.runtime.subjects import StreamNames
 
 __all__ = ["fast_time_format", "main"]
 

@@ -5,7 +5,7 @@ key: last value wins) and outputs. This commits such batches back to back to one
 and reports the server's CPU time per batch (from ``/proc``) as the stream grows, in three
 layouts, in one run so the figures read as ratios:
 
-- ``limit``: the pipeline's layout (``pipeline.runtime.subjects``): the stream keeps one
+- ``limit``: the pipeline's layout (``pipeline.foundation.runtime.subjects``): the stream keeps one
   message per subject, every output has a subject of its own;
 - ``rollup``: the older layout: state written with ``Nats-Rollup: sub``, outputs sharing a
   subject per partition. A rollup removes the key's previous value; the file store finds it
@@ -34,8 +34,8 @@ import anyio
 import psutil
 from nats.js.api import StorageType, StreamConfig
 
-from pipeline.embedded import start_nats
-from pipeline.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.embedded import start_nats
+from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
 
 __all__ = ["main"]
 

@@ -26,8 +26,8 @@ import msgspec
 
 from contracts.labels import fingerprint
 from contracts.messages import Alert, AlertChange, Cause
-from pipeline.amconfig import RouteNode, compile_routes, group_key, load_config_text
-from pipeline.runtime.step import Step
+from pipeline.foundation.amconfig import RouteNode, compile_routes, group_key, load_config_text
+from pipeline.foundation.runtime.step import Step
 from stages.router.config import RouteTable
 from stages.router.core import RouterCore
 from stages.router.state import AlertShard, GroupHead, StateValue

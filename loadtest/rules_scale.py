@@ -23,9 +23,9 @@ import httpx
 
 from contracts import PushedAlert, PushedAlerts, encode
 from contracts.partition import partition_of
-from pipeline.embedded import start_nats
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import start_nats
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.subjects import StreamNames
 
 __all__ = ["main"]
 
@@ -83,7 +83,8 @@ async def run(alerts: int, orgs: int, partitions: int) -> None:
             print(f"published {alerts} alerts of {orgs} orgs in {time.perf_counter() - t0:.1f}s")
 
             storage = Path(d) / "rules"
-            args = [sys.executable, "-m", "pipeline.cli", "run", "rules", "--nats-url", ns.url, "--partitions",
+            args = [sys.executable, "-m", "pipeline.application.cli",
+                    "run", "rules", "--nats-url", ns.url, "--partitions",
                     str(partitions), "--storage.path", str(storage), "--log-level", "warning"]
             started = time.monotonic()
             proc = subprocess.Popen(args)

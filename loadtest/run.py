@@ -52,7 +52,7 @@ from loadtest.report import BurstResult, TargetResult, summary, write_report
 from loadtest.stack import Proc, Stack, spawn, start_stack, stop_process
 from loadtest.stats import percentile, summarize
 from loadtest.targets import route_config, start_alertmanager
-from pipeline.graph import DEFAULT_DEPLOYMENT
+from pipeline.application.graph import DEFAULT_DEPLOYMENT
 
 __all__ = ["SCENARIOS", "RunConfig", "main", "run"]
 
@@ -65,7 +65,7 @@ class RunConfig:
     mode: str = "cdc"  # cdc | api
     targets: tuple[str, ...] = ("tocsin",)  # tocsin, alertmanager (API mode only)
     topology: str = "stages"  # single | stages | cluster
-    deployment: str = "separate"  # separate | chained: how rules, router and filter run (pipeline.graph)
+    deployment: str = "separate"  # separate | chained: how rules, router and filter run (pipeline.application.graph)
     rate: float = 1000.0  # fleet events per second
     duration: float = 60.0
     steps: str = ""  # "RATE:SECONDS,..." a stepped load instead of rate and duration
@@ -277,7 +277,7 @@ async def _trace_hops(nats_url: str, events: EventLog, collector: Collector, sta
     wanted = set(sample)
     nc = await nats.connect(servers=nats_url.split(","), name="loadtest-hops")
     try:
-        from pipeline.graph import CHAINED, stream_names
+        from pipeline.application.graph import CHAINED, stream_names
 
         streams = {"events": "TOCSIN_EVENTS", **{k: v.stream for k, v in stream_names(deployment).items()}}
         # (a chain hands its group flushes on in memory: no groups hop)
@@ -476,7 +476,7 @@ def _machine() -> dict[str, Any]:
 
 
 async def run(cfg: RunConfig, command: str) -> tuple[bool, Path]:
-    from pipeline.embedded import free_port
+    from pipeline.foundation.embedded import free_port
 
     work = Path(cfg.work) if cfg.work else Path(tempfile.mkdtemp(prefix=f"loadtest-{cfg.name}-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,11 @@ import psutil
 
 from contracts import Event, encode
 from contracts.partition import partition_of
-from pipeline.embedded import start_nats
-from pipeline.runtime.jetstream import BatchMsg, connect, ensure_partitions, ensure_stream, publish_atomic
-from pipeline.runtime.partition import Input, StageSpec
-from pipeline.runtime.stage import StageRunner
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import start_nats
+from pipeline.foundation.runtime.jetstream import BatchMsg, connect, ensure_partitions, ensure_stream, publish_atomic
+from pipeline.foundation.runtime.partition import Input, StageSpec
+from pipeline.foundation.runtime.stage import StageRunner
+from pipeline.foundation.runtime.subjects import StreamNames
 from stages.counter.core import CounterCore
 
 __all__ = ["main"]
@@ -104,7 +104,7 @@ def stage_spec(stage: str, partitions: int, group_wait: str = "1h") -> tuple[Sta
     if stage == "counter":
         return StageSpec(name="counter", core=CounterCore(delay=3600), inputs=[Input("events", EVENTS)],
                          output=StreamNames("counts"), partitions=partitions), EVENTS
-    from pipeline.settings import load_text
+    from pipeline.application.settings import load_text
     from stages.router.config import RouteTable
     from stages.router.core import RouterCore
 
@@ -114,7 +114,7 @@ def stage_spec(stage: str, partitions: int, group_wait: str = "1h") -> tuple[Sta
 
 
 async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "counter", group_wait: str = "1h") -> None:
-    gc.set_threshold(50_000, 20, 100)  # as the stage processes run (pipeline.cli)
+    gc.set_threshold(50_000, 20, 100)  # as the stage processes run (pipeline.application.cli)
     with tempfile.TemporaryDirectory() as d:
         async with start_nats(Path(d) / "nats") as ns:
             nc = await connect(ns.url)
@@ -134,7 +134,7 @@ async def run(n: int, partitions: int, orgs: int, keys: int, stage: str = "count
                 await tg.start(runner.run)
                 ready = time.perf_counter()
                 cpu0, server0 = time.process_time(), sum(server.cpu_times()[:2])
-                from pipeline.runtime.metrics import stage_metrics
+                from pipeline.foundation.runtime.metrics import stage_metrics
 
                 counter = stage_metrics().inputs.labels(spec.name)
                 while counter._value.get() < n:
@@ -210,10 +210,10 @@ async def run_pipeline(n: int, partitions: int, orgs: int, deployment: str, grou
     them: separate (three stages, three consumers, three commits per input) or chained (one).
     Preloaded (a backlog), or with ``rate`` published at that rate while the stages run (a
     steady load: few inputs per commit)."""
-    from pipeline.app import Settings
-    from pipeline.graph import CHAIN, CHAINED, process_stages, stage_specs
-    from pipeline.runtime.metrics import stage_metrics
-    from pipeline.settings import load_text
+    from pipeline.application.app import Settings
+    from pipeline.application.graph import CHAIN, CHAINED, process_stages, stage_specs
+    from pipeline.application.settings import load_text
+    from pipeline.foundation.runtime.metrics import stage_metrics
 
     gc.set_threshold(50_000, 20, 100)
     settings = Settings(loaded=load_text(PIPELINE_CONFIG.replace("GROUP_WAIT", group_wait)), partitions=partitions,

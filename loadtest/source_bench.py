@@ -33,8 +33,8 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.messages import Event, decode
-from pipeline.embedded import start_nats, start_postgres
-from pipeline.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.embedded import start_nats, start_postgres
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from stages.source.emit import migrate
 from stages.source.runner import EVENTS
 

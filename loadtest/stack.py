@@ -28,7 +28,7 @@ import anyio
 import httpx
 import psutil
 
-from pipeline.embedded import spawn, stop_process
+from pipeline.foundation.embedded import spawn, stop_process
 
 __all__ = ["Proc", "Stack", "spawn", "start_stack", "stop_process", "wait_ready"]
 
@@ -75,7 +75,7 @@ async def _wait_file(path: Path, timeout: float, proc: subprocess.Popen[bytes], 
 
 
 def _tocsin(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "pipeline.application.cli", *args]
 
 
 @dataclass
@@ -182,8 +182,8 @@ async def _single(work: Path, config: Path, partitions: int, deployment: str) ->
 @contextlib.asynccontextmanager
 async def _stages(work: Path, config: Path, partitions: int, replicas: int, with_api: bool,
                   deployment: str) -> AsyncIterator[Stack]:
-    from pipeline.embedded import free_port, start_nats, start_postgres
-    from pipeline.graph import process_stages
+    from pipeline.application.graph import process_stages
+    from pipeline.foundation.embedded import free_port, start_nats, start_postgres
 
     pprof = free_port()
     async with start_nats(work / "nats", extra_args=["--profile", str(pprof)]) as ns, \

@@ -85,7 +85,7 @@ class Alertmanager:
 @contextlib.asynccontextmanager
 async def start_alertmanager(work: Path, config_text: str) -> AsyncIterator[Alertmanager]:
     """Alertmanager on a free loopback port, storage under ``work``, clustering off."""
-    from pipeline.embedded import free_port
+    from pipeline.foundation.embedded import free_port
 
     binary = alertmanager_binary()
     work.mkdir(parents=True, exist_ok=True)

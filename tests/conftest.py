@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import NatsServer, PostgresServer, start_nats, start_postgres
+from pipeline.foundation.embedded import NatsServer, PostgresServer, start_nats, start_postgres
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from pipeline.runtime.step import Out, Step
+from pipeline.foundation.runtime.step import Out, Step
 
 V = TypeVar("V")
 _enc = msgspec.json.Encoder()

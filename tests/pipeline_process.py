@@ -1,4 +1,4 @@
-"""Run `pipeline.app.run_process` in a background task for a test (fixtures cannot hold a task group)."""
+"""Run `pipeline.application.app.run_process` in a background task for a test (fixtures cannot hold a task group)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pipeline.app import Endpoints, Settings, run_process
+from pipeline.application.app import Endpoints, Settings, run_process
 
 
 class _Status:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.http import HttpServer
+from pipeline.application.http import HttpServer
 
 
 @dataclass

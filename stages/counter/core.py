@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import msgspec
 
 from contracts import Event
-from pipeline.runtime.step import Out, Reject, Step
+from pipeline.foundation.runtime.step import Out, Reject, Step
 
 __all__ = ["Count", "CounterCore", "CounterValue"]
 

@@ -17,8 +17,14 @@ from typing import Any
 import msgspec
 
 from contracts.matchers import Matcher, matchers_match
-from pipeline.amconfig import Config, InhibitRule, TimeIntervals, compile_time_intervals, delivered_integrations
-from pipeline.amconfig.durations import parse_duration
+from pipeline.foundation.amconfig import (
+    Config,
+    InhibitRule,
+    TimeIntervals,
+    compile_time_intervals,
+    delivered_integrations,
+)
+from pipeline.foundation.amconfig.durations import parse_duration
 from stages.filter.escalation import EscalationPolicy, escalation_policies
 
 __all__ = [
@@ -143,10 +149,10 @@ def filter_config(config: Config, options: FilterOptions | None = None,
                   escalation: tuple[EscalationPolicy, ...] | None = None) -> FilterConfig:
     """Compile what the filter needs from a loaded Alertmanager config.
 
-    Integrations come in :func:`pipeline.amconfig.delivered_integrations` order
+    Integrations come in :func:`pipeline.foundation.amconfig.delivered_integrations` order
     (Alertmanager's: webhook, email, pagerduty, slack); kinds Tocsin does not deliver are left out.
     Escalation policies: ``escalation``, else the ``escalation`` of the config's own ``tocsin:``
-    section (validated at load by :mod:`pipeline.settings`).
+    section (validated at load by :mod:`pipeline.application.settings`).
     """
     receivers = {
         rcv.name: tuple(IntegrationSpec(kind, index, bool(getattr(cfg, "send_resolved", False)))

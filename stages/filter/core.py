@@ -27,7 +27,7 @@ retention, acknowledgements at expiry, group records after the notification log
 retention, and inhibition sources once their ``ends_at`` passed.
 
 Invalid commands, flushes naming a receiver or time interval the config lacks, and inputs
-of other types raise :class:`~pipeline.runtime.step.Reject`.
+of other types raise :class:`~pipeline.foundation.runtime.step.Reject`.
 
 Inhibit rules are indexed by a hash of their content: after a config change that adds or
 edits rules, :meth:`FilterCore.reindex` rebuilds the index from the firing alerts (until
@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 import msgspec
 
 from contracts.messages import AckCommand, Alert, AlertChange, GroupFlush, Integration, SendRequest, SilenceCommand
-from pipeline.runtime.step import Out, Reject, Step
+from pipeline.foundation.runtime.step import Out, Reject, Step
 from stages.filter.acks import AckError, ack_changes_for_alert, apply_ack_command, covered
 from stages.filter.config import FilterConfig, IntegrationSpec
 from stages.filter.escalation import Decision, Escalation, decide, escalation_send_seq, policy_for, speed_of, start

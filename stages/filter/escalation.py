@@ -23,7 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from contracts.matchers import Matcher, MatcherError, matchers_match, parse_matcher
-from pipeline.amconfig.durations import parse_duration
+from pipeline.foundation.amconfig.durations import parse_duration
 
 __all__ = [
     "Decision",

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from pipeline.amconfig.durations import parse_duration
+from pipeline.foundation.amconfig.durations import parse_duration
 
 __all__ = [
     "BreakerConfig",

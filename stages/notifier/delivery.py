@@ -41,7 +41,7 @@ import httpx
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import (
+from pipeline.foundation.amconfig.model import (
     EmailConfig,
     HTTPConfig,
     PagerdutyConfig,

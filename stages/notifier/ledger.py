@@ -47,8 +47,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from contracts.messages import SendRequest
-from pipeline.runtime.jetstream import last_message
-from pipeline.runtime.subjects import StreamNames, token
+from pipeline.foundation.runtime.jetstream import last_message
+from pipeline.foundation.runtime.subjects import StreamNames, token
 
 __all__ = [
     "FINAL_STATES",

@@ -3,7 +3,7 @@
 The four integrations of the first release (webhook, email, Slack, PagerDuty) live in
 ``delivery``; every other kind registers a factory in :data:`INTEGRATIONS` from its own
 module under ``integrations/``. A kind the configuration names but no factory serves is
-never dropped in silence: the loader refuses it (``pipeline.amconfig``), and a sender that
+never dropped in silence: the loader refuses it (``pipeline.foundation.amconfig``), and a sender that
 cannot be built is listed in ``problems`` and its sends are dead-lettered.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.amconfig.model import Config, EmailConfig, SlackConfig, WebhookConfig
-from pipeline.amconfig.receivers import delivered_integrations
+from pipeline.foundation.amconfig.model import Config, EmailConfig, SlackConfig, WebhookConfig
+from pipeline.foundation.amconfig.receivers import delivered_integrations
 
 from .delivery import Clients, EmailSender, PagerdutySender, Sender, SenderKey, SlackSender, WebhookSender
 from .integrations import INTEGRATIONS

@@ -1,4 +1,4 @@
-"""The notifier as a service of a Tocsin process (``pipeline.app.Service``).
+"""The notifier as a service of a Tocsin process (``pipeline.application.app.Service``).
 
 ``build_notifier(settings, nc, js, config)`` reads ``tocsin.notifier`` from the loaded
 Alertmanager config, builds one sender per delivered integration and returns the service;
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from pipeline.amconfig.model import Config
+from pipeline.foundation.amconfig.model import Config
 
 from .config import NotifierConfig, NotifierConfigError, check_fallbacks, load_notifier_config
 from .senders import Senders, build_senders
 from .templates import TemplateSet
 from .worker import Worker
 
-if TYPE_CHECKING:  # pipeline.app imports the stages' factories: no import cycle at run time
-    from pipeline.app import Settings
+if TYPE_CHECKING:  # pipeline.application.app imports the stages' factories: no import cycle at run time
+    from pipeline.application.app import Settings
 
 __all__ = ["NotifierService", "build_notifier", "default_external_url"]
 

@@ -54,13 +54,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.messages import DeadLetter, Integration, SendRequest, decode_as, encode
-from pipeline.amconfig.model import Config
-from pipeline.logs import setup_logging
-from pipeline.runtime.jetstream import ensure_stream
-from pipeline.runtime.metrics import REGISTRY
-from pipeline.runtime.pull import asked_after_status
-from pipeline.runtime.subjects import StreamNames
-from pipeline.telemetry import annotate, child_span, payload_attributes, setup_tracing, step_span
+from pipeline.foundation.amconfig.model import Config
+from pipeline.foundation.logs import setup_logging
+from pipeline.foundation.runtime.jetstream import ensure_stream
+from pipeline.foundation.runtime.metrics import REGISTRY
+from pipeline.foundation.runtime.pull import asked_after_status
+from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.telemetry import annotate, child_span, payload_attributes, setup_tracing, step_span
 
 from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
 from .classify import Verdict, classify_transport
@@ -714,9 +714,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _amain(args: argparse.Namespace) -> None:
-    from pipeline.amconfig import load_config
-    from pipeline.app import Settings
-    from pipeline.runtime.jetstream import connect
+    from pipeline.application.app import Settings
+    from pipeline.foundation.amconfig import load_config
+    from pipeline.foundation.runtime.jetstream import connect
 
     from .service import build_notifier
 

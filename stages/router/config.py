@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.matchers import Matcher, MatchType, compile_go_regex, go_quote
-from pipeline.amconfig import Config, RouteConfig, RouteNode, compile_routes, route_index
+from pipeline.foundation.amconfig import Config, RouteConfig, RouteNode, compile_routes, route_index
 
 __all__ = ["RouteTable", "Target", "group_id_of"]
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from contracts.messages import AlertChange
-from pipeline.runtime.step import Reject, Step
+from pipeline.foundation.runtime.step import Reject, Step
 from stages.router.config import RouteTable
 from stages.router.groups import Txn, flush_group, grid_tick, insert_alert, quiet_tick
 from stages.router.state import AlertEntry, GroupHead, RetiredMark, StateValue

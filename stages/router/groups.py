@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from contracts.messages import Alert, GroupFlush
-from pipeline.runtime.step import Out, Step
+from pipeline.foundation.runtime.step import Out, Step
 from stages.router.config import RouteTable, Target
 from stages.router.state import (
     INLINE,

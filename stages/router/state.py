@@ -1,6 +1,6 @@
 """The router's state values: group heads, alert shards and retired-group marks.
 
-State keys (``tok`` is ``pipeline.runtime.subjects.token(org)``, ``gid`` the group id):
+State keys (``tok`` is ``pipeline.foundation.runtime.subjects.token(org)``, ``gid`` the group id):
 
 - ``group/<tok>/<gid>`` -> :class:`GroupHead`: the group's identity, route, flush count
   and timer (``deadline``);
@@ -31,7 +31,7 @@ from typing import Final
 
 import msgspec
 
-from pipeline.runtime.subjects import token
+from pipeline.foundation.runtime.subjects import token
 
 __all__ = [
     "INLINE",

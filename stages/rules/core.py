@@ -47,7 +47,7 @@ import msgspec
 
 from contracts.labels import fingerprint
 from contracts.messages import AlertChange, Cause, Event, PushedAlerts
-from pipeline.runtime.step import Out, Reject, Step
+from pipeline.foundation.runtime.step import Out, Reject, Step
 from stages.rules.alerts import InvalidAlert, Posted, is_resolved, prepare, put
 from stages.rules.rules import (
     DEFAULT_RULES,
@@ -85,7 +85,7 @@ def subject_token(org: str) -> str:
     The text itself when it is 1 to 64 characters of ``[A-Za-z0-9_-]``; otherwise ``~``
     followed by the unpadded base64url of its UTF-8 bytes. ``~`` never occurs in the first
     form nor in base64url, so two different texts never share a token. This is the same
-    scheme as ``pipeline.runtime.subjects.token``.
+    scheme as ``pipeline.foundation.runtime.subjects.token``.
     """
     if _SAFE.fullmatch(org):
         return org

@@ -47,11 +47,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.messages import DeadLetter, decode_as, encode
 from contracts.partition import partition_of
-from pipeline.runtime.deadletter import MIN_BUDGET, build_dead_letter
-from pipeline.runtime.jetstream import BatchMsg, publish_atomic
-from pipeline.runtime.metrics import REGISTRY
-from pipeline.runtime.partition import TIME_HEADER
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.deadletter import MIN_BUDGET, build_dead_letter
+from pipeline.foundation.runtime.jetstream import BatchMsg, publish_atomic
+from pipeline.foundation.runtime.metrics import REGISTRY
+from pipeline.foundation.runtime.partition import TIME_HEADER
+from pipeline.foundation.runtime.subjects import StreamNames
 from stages.source.config import SourceConfig
 from stages.source.limits import DEAD_REASON_HEADER, event_budget
 from stages.source.mapping import Op, RowError, TableMapping, row_to_event, validate_mapping
@@ -321,7 +321,7 @@ def random_traceparent(random_bytes: Callable[[int], bytes] = _trace_rng.randbyt
 
 def trace_context_factory() -> TraceFn:
     """One span per event (the source's transaction) when tracing is set up, else random ids."""
-    from pipeline import telemetry
+    from pipeline.foundation import telemetry
 
     if telemetry.tracer() is None:
         return lambda event_id, committed_at: random_traceparent()
@@ -611,7 +611,7 @@ _SIZES = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 
 
 def source_metrics() -> SourceMetrics:
-    """The process's source metrics, registered once in ``pipeline.runtime.metrics.REGISTRY``."""
+    """The process's source metrics, registered once in ``pipeline.foundation.runtime.metrics.REGISTRY``."""
     global _metrics
     if _metrics is None:
         r = REGISTRY
@@ -938,7 +938,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+    from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
     from stages.source.service import SourceService
 
     replica = args.replica or uuid.uuid4().hex[:8]
@@ -967,8 +967,8 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    from pipeline.logs import setup_logging
-    from pipeline.telemetry import setup_tracing
+    from pipeline.foundation.logs import setup_logging
+    from pipeline.foundation.telemetry import setup_tracing
 
     setup_logging(args.log_level)
     setup_tracing(service_name="tocsin-source")

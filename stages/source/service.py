@@ -25,7 +25,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from pipeline.runtime.jetstream import ensure_stream, publish_atomic
+from pipeline.foundation.runtime.jetstream import ensure_stream, publish_atomic
 from stages.source.config import SourceConfig, load_source_config
 from stages.source.mapping import validate_mapping
 from stages.source.migrate import apply_schema
@@ -42,7 +42,7 @@ from stages.source.replication import (
 from stages.source.runner import EVENTS, PublishFn, SourceSession, TraceFn, source_metrics
 
 if TYPE_CHECKING:
-    from pipeline.app import Settings
+    from pipeline.application.app import Settings
 
 __all__ = ["SourceService", "build_source", "setup_postgres"]
 
@@ -50,7 +50,7 @@ log = logging.getLogger("tocsin.source")
 
 
 def build_source(settings: Settings, nc: NATS, js: JetStreamContext) -> SourceService:
-    """The source stage for ``pipeline.app``.
+    """The source stage for ``pipeline.application.app``.
 
     DSN from ``settings.postgres_dsn``, partitions from ``settings.partitions``, config from
     ``settings.extra["source"]`` (a SourceConfig, a mapping, or absent for the defaults).

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import DiscordConfig
+from pipeline.foundation.amconfig.model import DiscordConfig
 
 from ..delivery import Outcome, Sender, http_outcome
 from ..payloads import Fields, truncate_runes

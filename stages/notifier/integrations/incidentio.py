@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import IncidentioConfig
+from pipeline.foundation.amconfig.model import IncidentioConfig
 
 from ..delivery import USER_AGENT, HttpSender, Outcome, Sender, auth_headers, http_outcome, permanent
 from ..payloads.common import idempotency_key

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import JiraConfig, JiraField
+from pipeline.foundation.amconfig.model import JiraConfig, JiraField
 
 from ..classify import Verdict
 from ..delivery import USER_AGENT, HttpResponse, HttpSender, Outcome, Sender, auth_headers, http_outcome, permanent

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import MattermostAttachment, MattermostConfig, MattermostField
+from pipeline.foundation.amconfig.model import MattermostAttachment, MattermostConfig, MattermostField
 
 from ..delivery import Outcome, Sender, http_outcome
 from ..payloads import Fields, truncate_runes

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import MSTeamsConfig
+from pipeline.foundation.amconfig.model import MSTeamsConfig
 
 from ..delivery import Outcome, Sender, http_outcome
 from ..payloads import Fields

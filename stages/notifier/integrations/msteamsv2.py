@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import MSTeamsV2Config
+from pipeline.foundation.amconfig.model import MSTeamsV2Config
 
 from ..delivery import Outcome, Sender, http_outcome
 from ..payloads import Fields

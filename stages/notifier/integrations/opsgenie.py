@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import OpsgenieConfig
+from pipeline.foundation.amconfig.model import OpsgenieConfig
 
 from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
 from ..payloads.common import Fields, truncate_runes

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import PushoverConfig
+from pipeline.foundation.amconfig.model import PushoverConfig
 
 from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
 from ..payloads.common import Fields, truncate_runes

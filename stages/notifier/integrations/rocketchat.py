@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import RocketchatConfig
+from pipeline.foundation.amconfig.model import RocketchatConfig
 
 from ..classify import Verdict
 from ..delivery import Outcome, Sender, http_outcome

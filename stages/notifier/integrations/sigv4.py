@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from html import unescape
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from pipeline.amconfig.model import SigV4Config
+from pipeline.foundation.amconfig.model import SigV4Config
 
 from ..secrets import SecretError, SecretReader
 

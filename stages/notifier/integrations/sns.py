@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import SnsConfig
+from pipeline.foundation.amconfig.model import SnsConfig
 
 from ..classify import Verdict, classify_status, parse_retry_after
 from ..delivery import USER_AGENT, HttpSender, Outcome, Sender, auth_headers

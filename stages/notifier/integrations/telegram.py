@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import TelegramConfig
+from pipeline.foundation.amconfig.model import TelegramConfig
 
 from ..classify import Verdict, classify_status
 from ..delivery import Outcome, Sender

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import VictorOpsConfig
+from pipeline.foundation.amconfig.model import VictorOpsConfig
 
 from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
 from ..payloads.common import Fields, truncate_runes

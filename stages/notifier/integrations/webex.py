@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import WebexConfig
+from pipeline.foundation.amconfig.model import WebexConfig
 
 from ..delivery import Outcome, Sender, http_outcome
 from ..payloads import Fields

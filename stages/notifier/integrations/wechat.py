@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from contracts.messages import SendRequest
-from pipeline.amconfig.model import WechatConfig
+from pipeline.foundation.amconfig.model import WechatConfig
 
 from ..classify import Verdict
 from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent

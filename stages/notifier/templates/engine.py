@@ -157,7 +157,7 @@ def compile_check(template_text: str) -> str | None:
 
 
 class GoTemplateCheck:
-    """The configuration loader's template checks (``pipeline.amconfig.load.TemplateCheck``):
+    """The configuration loader's template checks (``pipeline.foundation.amconfig.load.TemplateCheck``):
     one parser for load and send."""
 
     def check_text(self, text: str) -> str | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer
-from pipeline.settings import load_text
+from pipeline.application.app import Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
 from tests.pipeline_process import running
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ receivers: [{name: team}, {name: pager}, {name: db-pager}, {name: files}]
 def test_tocsin_routes_prints_what_amtool_prints(tmp_path: Path, args: list[str]) -> None:
     f = tmp_path / "am.yml"
     f.write_text(ROUTES)
-    ours = subprocess.run([sys.executable, "-m", "pipeline.cli", "routes", args[0], "--config.file", str(f),
+    ours = subprocess.run([sys.executable, "-m", "pipeline.application.cli", "routes", args[0], "--config.file", str(f),
                            *args[1:]], capture_output=True, text=True, timeout=60)
     theirs = subprocess.run([str(AMTOOL), "config", "routes", args[0], "--config.file", str(f), *args[1:]],
                             capture_output=True, text=True, timeout=60)

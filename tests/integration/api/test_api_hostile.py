@@ -19,11 +19,11 @@ import msgspec
 import pytest
 import yaml
 
-from pipeline.amconfig import ConfigError
-from pipeline.api.auth_config import AuthConfig, StaticConfig
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer, start_nats
-from pipeline.settings import load, load_text
+from pipeline.application.api.auth_config import AuthConfig, StaticConfig
+from pipeline.application.app import Settings
+from pipeline.application.settings import load, load_text
+from pipeline.foundation.amconfig import ConfigError
+from pipeline.foundation.embedded import NatsServer, start_nats
 from tests.pipeline_process import running
 from tests.times import iso
 
@@ -134,7 +134,8 @@ def test_a_broken_tokens_file_stops_the_start_with_file_and_line(
         (tmp_path / "tokens.yml").write_text(tokens)
     line = AUTH.splitlines().index("      tokens_file: tokens.yml") + 1
     # a subprocess with a timeout: a process that starts anyway fails the test instead of hanging it
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "up", "--config.file", str(tmp_path / "am.yml"),
+    done = subprocess.run([sys.executable, "-m", "pipeline.application.cli",
+                           "up", "--config.file", str(tmp_path / "am.yml"),
                            "--storage.path", str(tmp_path / "d"), "--web.listen-address", "127.0.0.1:0"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0

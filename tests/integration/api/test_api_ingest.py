@@ -30,16 +30,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 
-from pipeline.amconfig.decode import Decoder, compose
-from pipeline.api.auth import auth_exception_handlers
-from pipeline.api.context import ApiContext
-from pipeline.api.ingest import ingest_routes
-from pipeline.api.ingest_config import IngestConfig
-from pipeline.app import Settings
-from pipeline.dlq import list_dead_letters
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect
-from pipeline.settings import load_text
+from pipeline.application.api.auth import auth_exception_handlers
+from pipeline.application.api.context import ApiContext
+from pipeline.application.api.ingest import ingest_routes
+from pipeline.application.api.ingest_config import IngestConfig
+from pipeline.application.app import Settings
+from pipeline.application.dlq import list_dead_letters
+from pipeline.application.settings import load_text
+from pipeline.foundation.amconfig.decode import Decoder, compose
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect
 from tests.pipeline_process import running
 from tests.receivers import http_receiver
 

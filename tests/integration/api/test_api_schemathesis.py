@@ -31,16 +31,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-import pipeline.api
-from pipeline.app import Settings
-from pipeline.embedded import start_nats
-from pipeline.settings import load
+import pipeline.application.api
+from pipeline.application.app import Settings
+from pipeline.application.settings import load
+from pipeline.foundation.embedded import start_nats
 from tests.pipeline_process import running
 from tests.times import iso
 
 pytestmark = pytest.mark.integration
 
-OPENAPI = Path(pipeline.api.__file__).parent / "openapi.yaml"
+OPENAPI = Path(pipeline.application.api.__file__).parent / "openapi.yaml"
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,

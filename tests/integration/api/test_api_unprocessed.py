@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from contracts.labels import fingerprint
-from pipeline.api.unprocessed import READ_WAIT
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer
-from pipeline.settings import load_text
+from pipeline.application.api.unprocessed import READ_WAIT
+from pipeline.application.app import Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
 from tests.pipeline_process import running
 
 pytestmark = pytest.mark.integration

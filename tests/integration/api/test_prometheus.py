@@ -17,9 +17,9 @@ import anyio
 import httpx
 import pytest
 
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer, free_port
-from pipeline.settings import load_text
+from pipeline.application.app import Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer, free_port
 from tests.pipeline_process import running
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import start_postgres
+from pipeline.foundation.embedded import start_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,8 @@ def tocsin(*args: str, cwd: Path, timeout: float = 60) -> tuple[int, list[str]]:
     env = {**os.environ, "TOCSIN_START_TIMEOUT": "0", "OTEL_TRACES_EXPORTER": "none"}
     for name in ("TOCSIN_NATS_URL", "TOCSIN_POSTGRES_DSN", "TOCSIN_CONFIG_FILE", "TOCSIN_STORAGE_PATH"):
         env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.application.cli",
+                           *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     return proc.returncode, proc.stderr.splitlines()
 

@@ -41,7 +41,8 @@ def test_the_readme_examples_run(tmp_path: Path) -> None:
     assert [c[0] for c in commands] == [".venv/bin/tocsin", "curl"], commands
     port = _free_port()
     log = tmp_path / "up.log"
-    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--storage.path", str(tmp_path / "data"),
+    up = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli",
+                           "up", "--storage.path", str(tmp_path / "data"),
                            "--web.listen-address", f"127.0.0.1:{port}", "--partitions", "2"],
                           stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -52,7 +53,8 @@ def test_the_readme_examples_run(tmp_path: Path) -> None:
         env = {**os.environ, "TOCSIN_STORAGE_PATH": str(tmp_path / "data")}
         emit, curl = commands
         # as written, but this test's tocsin and port (the README's run in the project's folder on :9093)
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", *emit[1:]], env=env, capture_output=True,
+        res = subprocess.run([sys.executable, "-m", "pipeline.application.cli",
+                              *emit[1:]], env=env, capture_output=True,
                              text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         args = [a.replace("localhost:9093", f"127.0.0.1:{port}") for a in curl]

@@ -38,7 +38,8 @@ receivers:
 
 
 async def _run(*args: str) -> tuple[int, str, str]:
-    res = await anyio.run_process([sys.executable, "-m", "pipeline.cli", "test-receiver", *args], check=False)
+    res = await anyio.run_process([sys.executable, "-m", "pipeline.application.cli",
+                                   "test-receiver", *args], check=False)
     return res.returncode, res.stdout.decode(), res.stderr.decode()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.settings import load_text
+from pipeline.application.settings import load_text
 from tests.integration.deploy.chart import (
     CHART,
     MISSING_NATS,

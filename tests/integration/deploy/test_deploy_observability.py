@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from pipeline.app import Endpoints, Settings
-from pipeline.embedded import NatsServer, PostgresServer
-from pipeline.settings import load_text
+from pipeline.application.app import Endpoints, Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer, PostgresServer
 from tests.pipeline_process import running
 
 from .chart import CHART, render

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.app import Endpoints, Settings
-from pipeline.embedded import NatsServer, PostgresServer
-from pipeline.settings import load_text
+from pipeline.application.app import Endpoints, Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer, PostgresServer
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 

@@ -17,9 +17,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.messages import Alert, DeadLetter, Integration, SendRequest, decode_as, encode
-from pipeline.amconfig import Config, load_config_text
-from pipeline.app import Settings
-from pipeline.runtime.jetstream import connect, ensure_stream
+from pipeline.application.app import Settings
+from pipeline.foundation.amconfig import Config, load_config_text
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from stages.notifier.ledger import Ledger, LedgerRecord
 from stages.notifier.service import NotifierService, build_notifier
 from stages.notifier.worker import DLQ_FILTER, SENDS

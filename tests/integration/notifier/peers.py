@@ -29,7 +29,7 @@ import msgspec
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from pipeline.embedded import free_port
+from pipeline.foundation.embedded import free_port
 
 __all__ = ["HANG", "Answer", "HttpPeer", "Recorded", "SmtpPeer", "make_cert"]
 

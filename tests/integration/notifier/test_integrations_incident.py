@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from contracts.messages import SendRequest
-from pipeline.embedded import NatsServer
-from pipeline.settings import load_text
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
 from stages.notifier.delivery import Outcome, Sender, attempt
 from stages.notifier.integrations.pushover import PushoverSender
 from stages.notifier.senders import Senders, build_senders

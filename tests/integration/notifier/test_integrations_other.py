@@ -23,8 +23,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from contracts.messages import SendRequest
-from pipeline.embedded import NatsServer
-from pipeline.settings import load_text
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
 from stages.notifier.delivery import Outcome, attempt
 from stages.notifier.senders import Senders, build_senders
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.embedded import NatsServer
+from pipeline.foundation.embedded import NatsServer
 
 from .helpers import am_config, publish, running_notifier, send_request, wait_consumer_idle, wait_ledger
 from .peers import HANG, HttpPeer

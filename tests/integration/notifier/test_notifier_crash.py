@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from stages.notifier.ledger import Ledger
 from stages.notifier.worker import SENDS
 
@@ -72,7 +72,7 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
     waiting for the ack wait (30 s here), with the same key."""
     import anyio
 
-    from pipeline.app import Settings
+    from pipeline.application.app import Settings
     from stages.notifier.service import build_notifier
 
     from .helpers import am_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import NatsServer
+from pipeline.foundation.embedded import NatsServer
 
 from .helpers import (
     T0,

@@ -9,9 +9,9 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.messages import SendRequest, decode_as
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_stream
-from pipeline.runtime.metrics import REGISTRY
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.runtime.metrics import REGISTRY
 from stages.notifier.ledger import LEDGER, Ledger, LedgerRecord, attempts, ensure_ledger, send_subject
 from stages.notifier.worker import CONSUMER, SENDS, SENDS_FILTER
 

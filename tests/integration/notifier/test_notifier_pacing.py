@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.metrics import REGISTRY
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.metrics import REGISTRY
 
 from .helpers import am_config, publish, running_notifier, send_request, wait_ledger
 from .peers import Answer, HttpPeer

@@ -9,8 +9,8 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect
 from stages.notifier.ledger import Ledger, LedgerRecord, _Replies
 
 from .helpers import T0

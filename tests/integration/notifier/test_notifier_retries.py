@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.messages import SendRequest, decode_as, encode
-from pipeline.embedded import NatsServer
+from pipeline.foundation.embedded import NatsServer
 from stages.notifier.ledger import attempts
 
 from .helpers import am_config, dead_letters, publish, running_notifier, send_request, wait_ledger
@@ -173,7 +173,7 @@ def test_fallback_request_keeps_payload() -> None:
 
 async def test_alertmanagers_notification_metrics(nats_server: NatsServer, http_peer: HttpPeer) -> None:
     """An Alertmanager dashboard keeps working: its metric names count what Alertmanager's do."""
-    from pipeline.runtime.metrics import REGISTRY
+    from pipeline.foundation.runtime.metrics import REGISTRY
 
     def value(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0

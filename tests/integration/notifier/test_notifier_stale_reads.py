@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import pytest
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_stream
-from pipeline.runtime.metrics import REGISTRY
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.runtime.metrics import REGISTRY
 from stages.notifier.ledger import Ledger, LedgerRecord, ensure_ledger
 from stages.notifier.worker import SENDS
 

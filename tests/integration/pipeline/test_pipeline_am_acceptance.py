@@ -43,10 +43,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.app import Settings
-from pipeline.embedded import start_nats
-from pipeline.http import HttpServer
-from pipeline.settings import load, load_text
+from pipeline.application.app import Settings
+from pipeline.application.http import HttpServer
+from pipeline.application.settings import load, load_text
+from pipeline.foundation.embedded import start_nats
 from stages.filter.ticks import tick_grace
 from tests.pipeline_process import running
 from tests.times import iso

@@ -12,9 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from pipeline.app import Endpoints, Settings
-from pipeline.embedded import NatsServer, PostgresServer
-from pipeline.settings import load_text
+from pipeline.application.app import Endpoints, Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer, PostgresServer
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 

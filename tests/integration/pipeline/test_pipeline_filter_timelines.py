@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer
-from pipeline.settings import load_text
+from pipeline.application.app import Settings
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 from tests.times import iso

@@ -15,9 +15,9 @@ import anyio
 import httpx
 import pytest
 
-from pipeline.app import Endpoints, Settings
-from pipeline.embedded import NatsServer
-from pipeline.settings import load
+from pipeline.application.app import Endpoints, Settings
+from pipeline.application.settings import load
+from pipeline.foundation.embedded import NatsServer
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 
@@ -98,7 +98,8 @@ async def test_sighup_reloads_a_process(nats_server: NatsServer, tmp_path: Path)
     path.write_text(config("http://127.0.0.1:9", "a"))
     storage = tmp_path / "api"
     log = tmp_path / "api.log"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "api", "--storage.path", str(storage),
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli",
+                             "run", "api", "--storage.path", str(storage),
                              "--config.file", str(path), "--partitions", "2"],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "TOCSIN_NATS_URL": nats_server.url})

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import telemetry
-from pipeline.app import Endpoints, Settings
-from pipeline.embedded import NatsServer, PostgresServer
-from pipeline.graph import CHAINED, DEPLOYMENTS
-from pipeline.logs import LogfmtFormatter, TraceIdFilter
-from pipeline.settings import load_text
+from pipeline.application.app import Endpoints, Settings
+from pipeline.application.graph import CHAINED, DEPLOYMENTS
+from pipeline.application.settings import load_text
+from pipeline.foundation import telemetry
+from pipeline.foundation.embedded import NatsServer, PostgresServer
+from pipeline.foundation.logs import LogfmtFormatter, TraceIdFilter
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 

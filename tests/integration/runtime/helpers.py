@@ -16,8 +16,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import Event, encode
 from contracts.partition import partition_of
-from pipeline.runtime.partition import ack_metadata
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.partition import ack_metadata
+from pipeline.foundation.runtime.subjects import StreamNames
 
 EVENTS = StreamNames("events")
 COUNTS = StreamNames("counts")
@@ -65,7 +65,7 @@ class Worker:
 
     def __init__(self, nats_url: str, tmp: Path, replica: str, *, partitions: int = 16, delay: float = 0.3,
                  member_ttl: float | None = None, stream_replicas: int = 1) -> None:
-        self.args = [sys.executable, "-m", "pipeline.cli", "run", "counter", "--nats-url", nats_url,
+        self.args = [sys.executable, "-m", "pipeline.application.cli", "run", "counter", "--nats-url", nats_url,
                      "--partitions", str(partitions), "--replica", replica, "--counter-delay", str(delay),
                      "--storage.path", str(tmp / f"w-{replica}"), "--log-level", "info",
                      "--stream-replicas", str(stream_replicas)]

@@ -11,9 +11,9 @@ import anyio
 import pytest
 from nats.aio.client import Client as NATS
 
-from pipeline.embedded import memory_dir, start_nats
-from pipeline.runtime.jetstream import BatchMsg, connect, ensure_stream, publish_atomic
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import memory_dir, start_nats
+from pipeline.foundation.runtime.jetstream import BatchMsg, connect, ensure_stream, publish_atomic
+from pipeline.foundation.runtime.subjects import StreamNames
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(memory_dir() is None, reason="no writable tmpfs at /dev/shm on this machine")]

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from contracts.partition import partition_of
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
 
 from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all, wait_ready
 
@@ -22,7 +22,7 @@ P = 4
 
 
 def _dlq(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "dlq", *args, "--nats-url", url],
+    return subprocess.run([sys.executable, "-m", "pipeline.application.cli", "dlq", *args, "--nats-url", url],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -21,7 +21,7 @@ import nats.errors
 import psycopg
 import pytest
 
-from pipeline.embedded import (
+from pipeline.foundation.embedded import (
     NatsServer,
     PostgresServer,
     free_port,
@@ -30,8 +30,8 @@ from pipeline.embedded import (
     start_nats,
     start_postgres,
 )
-from pipeline.runtime.jetstream import connect
-from pipeline.runtime.natsauth import connect_options
+from pipeline.foundation.runtime.jetstream import connect
+from pipeline.foundation.runtime.natsauth import connect_options
 from stages.source.config import SourceConfig
 from stages.source.emit import migrate
 from stages.source.service import SourceService
@@ -229,7 +229,8 @@ async def test_processes_topology_passes_credentials_by_environment(tmp_path: Pa
     assert postgres_bin_dir().exists()
     storage = tmp_path / "topo"
     out = tmp_path / "topology.log"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--topology", "processes", "--with-source",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli",
+                             "up", "--topology", "processes", "--with-source",
                              "--partitions", "4", "--storage.path", str(storage),
                              "--web.listen-address", "127.0.0.1:0"],
                             stdout=open(out, "wb"), stderr=subprocess.STDOUT,

@@ -18,8 +18,8 @@ import pytest
 
 from contracts import encode
 from contracts.partition import partition_of
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
 
 from .helpers import COUNTS, EVENTS, Worker, event, read_all
 
@@ -35,7 +35,7 @@ def _children_of(storage: Path) -> list[int]:
                 cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if str(storage) in cmd and "pipeline.cli" not in cmd:
+            if str(storage) in cmd and "pipeline.application.cli" not in cmd:
                 pids.append(int(d.name))
     return pids
 
@@ -43,7 +43,8 @@ def _children_of(storage: Path) -> list[int]:
 async def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict, Path]:
     storage = tmp_path / "data"
     log = tmp_path / "tocsin.log"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "counter", "--storage.path", str(storage),
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli",
+                             "run", "counter", "--storage.path", str(storage),
                              *extra], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     with anyio.fail_after(30):
         while not (storage / "endpoints.json").exists():
@@ -78,7 +79,7 @@ async def test_embedded_process_serves_health_and_drains_on_sigterm(tmp_path: Pa
 
 
 def test_an_unknown_flag_stops_the_start(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "counter", "--storage.path",
+    res = subprocess.run([sys.executable, "-m", "pipeline.application.cli", "run", "counter", "--storage.path",
                           str(tmp_path / "data"), "--bogus-flag"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "tocsin: error: unknown flag --bogus-flag" in res.stderr
     assert not (tmp_path / "data").exists()  # nothing was started
@@ -99,7 +100,8 @@ async def test_another_partition_count_is_refused(nats_server: NatsServer, tmp_p
     nc = await connect(nats_server.url)
     await ensure_partitions(nc.jetstream(), nc, 16)
     await nc.close()
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "counter", "--nats-url", nats_server.url,
+    res = subprocess.run([sys.executable, "-m", "pipeline.application.cli",
+                          "run", "counter", "--nats-url", nats_server.url,
                           "--partitions", "8", "--storage.path", str(tmp_path / "d")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0

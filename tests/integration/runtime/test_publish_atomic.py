@@ -8,10 +8,17 @@ import nats.errors
 import pytest
 from nats.protocol import command as prot_command
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime import jetstream
-from pipeline.runtime.jetstream import BatchError, BatchMsg, connect, ensure_stream, hpub_frame, publish_atomic
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime import jetstream
+from pipeline.foundation.runtime.jetstream import (
+    BatchError,
+    BatchMsg,
+    connect,
+    ensure_stream,
+    hpub_frame,
+    publish_atomic,
+)
+from pipeline.foundation.runtime.subjects import StreamNames
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from nats.js.errors import NotFoundError
 
-from pipeline.app import Settings
-from pipeline.embedded import NatsServer
-from pipeline.graph import CHAINED, DEPLOYMENTS, SEPARATE
-from pipeline.runtime.jetstream import DeploymentMismatch, connect, ensure_stream
-from pipeline.runtime.subjects import StreamNames
-from pipeline.settings import load_text
+from pipeline.application.app import Settings
+from pipeline.application.graph import CHAINED, DEPLOYMENTS, SEPARATE
+from pipeline.application.settings import load_text
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import DeploymentMismatch, connect, ensure_stream
+from pipeline.foundation.runtime.subjects import StreamNames
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
 from stages.counter.core import Count, CounterCore, CounterValue
 
 from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all, wait_ready

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 
 from contracts.partition import partition_of
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
-from pipeline.runtime.metrics import stage_metrics
-from pipeline.runtime.partition import Input, PartitionWorker, Progress, StageSpec
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.metrics import stage_metrics
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, Progress, StageSpec
+from pipeline.foundation.runtime.subjects import StreamNames
 from stages.counter.core import CounterCore
 
 from .helpers import COUNTS, EVENTS, Worker, event, publish_events, read_all
@@ -130,7 +130,7 @@ async def test_stale_owner_commit_is_rejected_by_the_fence(nats_server: NatsServ
     b = PartitionWorker(nc, js, spec, 3, "b", stage_metrics())
     await a._acquire()
     await b._acquire()
-    from pipeline.runtime.partition import _Commit
+    from pipeline.foundation.runtime.partition import _Commit
 
     before = (await js.stream_info(COUNTS.stream)).state.last_seq
     a.progress.inputs["events"] = 99
@@ -188,7 +188,7 @@ class _BigTimer:
         raise AssertionError
 
     def fire(self, state, key, now):
-        from pipeline.runtime.step import Out, Step
+        from pipeline.foundation.runtime.step import Out, Step
         from stages.counter.core import Count
 
         return Step(changes={key: None}, outputs=[Out(Count(key=f"{key}-{i}", count=i)) for i in range(2500)])

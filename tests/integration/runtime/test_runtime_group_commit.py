@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from nats.js.errors import NotFoundError
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.commit import GroupCommitter
-from pipeline.runtime.jetstream import BatchError, BatchMsg, connect, ensure_stream
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.commit import GroupCommitter
+from pipeline.foundation.runtime.jetstream import BatchError, BatchMsg, connect, ensure_stream
+from pipeline.foundation.runtime.subjects import StreamNames
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ from nats.aio.client import Client as NATS
 
 from contracts import DeadLetter, Event, encode
 from contracts.partition import partition_of
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, last_message
-from pipeline.runtime.metrics import REGISTRY, stage_metrics
-from pipeline.runtime.partition import Input, PartitionWorker, Progress, StageSpec
-from pipeline.runtime.step import Out, Step
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream, last_message
+from pipeline.foundation.runtime.metrics import REGISTRY, stage_metrics
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, Progress, StageSpec
+from pipeline.foundation.runtime.step import Out, Step
+from pipeline.foundation.runtime.subjects import StreamNames
 from stages.counter.core import Count
 
 from .helpers import COUNTS, EVENTS, Worker, event, read_all, wait_ready

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from pipeline.embedded import NatsServer, start_nats
-from pipeline.runtime.jetstream import connect
-from pipeline.runtime.pull import ConsumerGone, RawPuller
+from pipeline.foundation.embedded import NatsServer, start_nats
+from pipeline.foundation.runtime.jetstream import connect
+from pipeline.foundation.runtime.pull import ConsumerGone, RawPuller
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from pipeline.embedded import NatsServer, free_port, start_nats
-from pipeline.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
-from pipeline.runtime.metrics import stage_metrics
-from pipeline.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
-from pipeline.runtime.reads import StaleRead, read_last_per_subject, read_partition_state
+from pipeline.foundation.embedded import NatsServer, free_port, start_nats
+from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.metrics import stage_metrics
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.reads import StaleRead, read_last_per_subject, read_partition_state
 from stages.counter.core import CounterCore, CounterValue
 
 from .helpers import COUNTS, EVENTS

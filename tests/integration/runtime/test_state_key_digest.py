@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
-from pipeline.runtime.metrics import stage_metrics
-from pipeline.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
-from pipeline.runtime.reads import read_messages
-from pipeline.runtime.step import Step
-from pipeline.runtime.subjects import KEY_HEADER, MAX_KEY_CHARS
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.metrics import stage_metrics
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.reads import read_messages
+from pipeline.foundation.runtime.step import Step
+from pipeline.foundation.runtime.subjects import KEY_HEADER, MAX_KEY_CHARS
 from stages.counter.core import CounterCore, CounterValue
 
 from .helpers import COUNTS, EVENTS

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from pipeline.embedded import NatsServer
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream, one_per_subject
-from pipeline.runtime.metrics import stage_metrics
-from pipeline.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
-from pipeline.runtime.reads import read_messages
-from pipeline.runtime.step import Out, Step
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream, one_per_subject
+from pipeline.foundation.runtime.metrics import stage_metrics
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.reads import read_messages
+from pipeline.foundation.runtime.step import Out, Step
 from stages.counter.core import Count, CounterCore, CounterValue
 
 from .helpers import COUNTS, EVENTS

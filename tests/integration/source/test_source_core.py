@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from contracts.messages import DeadLetter, Event, decode
 from contracts.partition import partition_of
-from pipeline.runtime.jetstream import BatchMsg
+from pipeline.foundation.runtime.jetstream import BatchMsg
 from stages.source.config import SourceConfig, SourceConfigError, load_source_config
 from stages.source.mapping import TableMapping
 from stages.source.pgoutput import PG_EPOCH, PgOutputError, format_lsn, parse_lsn

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from contracts.messages import Event
-from pipeline.embedded import NatsServer, PostgresServer
-from pipeline.runtime.jetstream import connect
+from pipeline.foundation.embedded import NatsServer, PostgresServer
+from pipeline.foundation.runtime.jetstream import connect
 from stages.source.emit import migrate
 from stages.source.pgoutput import parse_lsn
 from tests.integration.source.source_helpers import SourceProcess, count_events, read_events, wait_until

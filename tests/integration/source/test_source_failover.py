@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
-from pipeline.embedded import EmbeddedError, NatsServer, PostgresServer, start_nats, start_postgres
-from pipeline.runtime.jetstream import connect
+from pipeline.foundation.embedded import EmbeddedError, NatsServer, PostgresServer, start_nats, start_postgres
+from pipeline.foundation.runtime.jetstream import connect
 from stages.source.emit import migrate
 from tests.integration.source.source_helpers import (
     SourceProcess,

@@ -17,9 +17,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from contracts.messages import DeadLetter, Event
-from pipeline.embedded import MAX_PAYLOAD, NatsServer, PostgresServer
-from pipeline.runtime.jetstream import connect
-from pipeline.runtime.metrics import REGISTRY
+from pipeline.foundation.embedded import MAX_PAYLOAD, NatsServer, PostgresServer
+from pipeline.foundation.runtime.jetstream import connect
+from pipeline.foundation.runtime.metrics import REGISTRY
 from stages.source.emit import migrate
 from stages.source.pgoutput import parse_lsn
 from stages.source.runner import DLQ_SUBJECT, read_checkpoint

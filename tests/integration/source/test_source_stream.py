@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from contracts.messages import DeadLetter, Event
-from pipeline.embedded import NatsServer, PostgresServer, start_postgres
-from pipeline.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.embedded import NatsServer, PostgresServer, start_postgres
+from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
 from stages.source.config import SourceConfig
 from stages.source.emit import migrate
 from stages.source.mapping import TableMapping

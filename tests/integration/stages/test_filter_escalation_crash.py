@@ -18,10 +18,10 @@ import pytest
 
 from contracts import Alert, GroupFlush
 from contracts.labels import fingerprint
-from pipeline.embedded import start_nats
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
-from pipeline.runtime.reads import read_messages
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import start_nats
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.reads import read_messages
+from pipeline.foundation.runtime.subjects import StreamNames
 from tests.integration.stages.test_stage_crash import Inputs, P, drained, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,7 +76,8 @@ async def test_each_step_is_sent_once_across_sigkills(tmp_path: Path) -> None:
         for name in ("groups", "alerts", "commands"):
             await ensure_stream(js, StreamNames(name))
         (tmp_path / "am.yml").write_text(CONFIG)
-        args = [sys.executable, "-m", "pipeline.cli", "run", "filter", "--nats-url", ns.url, "--partitions", str(P),
+        args = [sys.executable, "-m", "pipeline.application.cli",
+                "run", "filter", "--nats-url", ns.url, "--partitions", str(P),
                 "--config.file", str(tmp_path / "am.yml"), "--storage.path", str(tmp_path / "w"),
                 "--log-level", "warning", "--deployment", "separate"]
         log = open(tmp_path / "stage.log", "ab")

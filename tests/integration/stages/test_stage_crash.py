@@ -38,11 +38,11 @@ from contracts import (
 )
 from contracts.labels import fingerprint
 from contracts.partition import partition_of
-from pipeline.embedded import start_nats
-from pipeline.runtime.jetstream import connect, ensure_partitions, ensure_stream
-from pipeline.runtime.partition import Progress, consumer_name
-from pipeline.runtime.reads import read_messages
-from pipeline.runtime.subjects import StreamNames
+from pipeline.foundation.embedded import start_nats
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.partition import Progress, consumer_name
+from pipeline.foundation.runtime.reads import read_messages
+from pipeline.foundation.runtime.subjects import StreamNames
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -199,7 +199,8 @@ async def run(stage: str, output: str, inputs: Inputs, tmp: Path, kills: int, rn
         for name in names:
             await ensure_stream(js, StreamNames(name))
         (tmp / "am.yml").write_text(CONFIG)
-        args = [sys.executable, "-m", "pipeline.cli", "run", stage, "--nats-url", ns.url, "--partitions", str(P),
+        args = [sys.executable, "-m", "pipeline.application.cli",
+                "run", stage, "--nats-url", ns.url, "--partitions", str(P),
                 "--config.file", str(tmp / "am.yml"), "--storage.path", str(tmp / "w"), "--log-level", "warning",
                 *extra]
         log = open(tmp / "stage.log", "ab")

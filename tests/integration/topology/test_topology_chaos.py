@@ -43,7 +43,7 @@ async def test_kill_a_nats_node_and_a_replica_of_each_stage(tmp_path: Path) -> N
         (tmp_path / "am.yml").write_text(config(receiver.url))
         storage = tmp_path / "topo"
         log = open(tmp_path / "topology.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--topology", "processes",
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli", "up", "--topology", "processes",
                                  "--replicas", "2", "--partitions", "8", "--storage.path", str(storage),
                                  "--config.file", str(tmp_path / "am.yml"), "--web.listen-address", "127.0.0.1:0"],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,7 +1,7 @@
 """The web UI in a real browser (Debian's chromium, headless, driven by Playwright).
 
 The pipeline's stages run in-process (``tests.pipeline_process.running``); the API and the UI
-are served the way ``pipeline.app.run_process`` serves them (the authentication middleware,
+are served the way ``pipeline.application.app.run_process`` serves them (the authentication middleware,
 ``api_routes`` + ``ui_routes``, under a route prefix), by ``ui_server`` below, on the same NATS.
 Notifications go to a real local HTTP receiver (webhook and Slack payloads).
 
@@ -27,18 +27,18 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from pipeline.api.app import api_routes
-from pipeline.api.auth import Authenticator, AuthMiddleware, auth_exception_handlers
-from pipeline.api.auth_config import AuthConfig
-from pipeline.api.context import ApiContext
-from pipeline.api.ui import ui_routes
-from pipeline.app import Settings, _Prefixed
-from pipeline.embedded import NatsServer
-from pipeline.graph import stream_names
-from pipeline.http import HttpServer
-from pipeline.runtime.jetstream import connect, ensure_stream
-from pipeline.runtime.subjects import StreamNames
-from pipeline.settings import Loaded, load_text
+from pipeline.application.api.app import api_routes
+from pipeline.application.api.auth import Authenticator, AuthMiddleware, auth_exception_handlers
+from pipeline.application.api.auth_config import AuthConfig
+from pipeline.application.api.context import ApiContext
+from pipeline.application.api.ui import ui_routes
+from pipeline.application.app import Settings, _Prefixed
+from pipeline.application.graph import stream_names
+from pipeline.application.http import HttpServer
+from pipeline.application.settings import Loaded, load_text
+from pipeline.foundation.embedded import NatsServer
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.runtime.subjects import StreamNames
 from tests.pipeline_process import running
 from tests.receivers import Receiver, http_receiver
 
@@ -94,7 +94,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def ui_server(nats_url: str, settings: Settings, loaded: Loaded) -> AsyncIterator[str]:
-    """The API and the UI as ``pipeline.app.run_process`` serves them, under ``PREFIX``."""
+    """The API and the UI as ``pipeline.application.app.run_process`` serves them, under ``PREFIX``."""
     nc = await connect(nats_url, name="tocsin-ui-test")
     await ensure_stream(nc.jetstream(), StreamNames("audit"))  # where writes are audited
     ctx = ApiContext(nc, nc.jetstream(), settings.partitions, loaded)

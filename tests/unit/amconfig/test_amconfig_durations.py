@@ -1,4 +1,4 @@
-"""Prometheus and Go duration parsing (pipeline.amconfig.durations)."""
+"""Prometheus and Go duration parsing (pipeline.foundation.amconfig.durations)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.amconfig.durations import format_duration, parse_duration, parse_go_duration
+from pipeline.foundation.amconfig.durations import format_duration, parse_duration, parse_go_duration
 
 PROM = [
     ("0", 0.0),

@@ -1,4 +1,4 @@
-"""Loading and validating alertmanager.yml (pipeline.amconfig.load and the model)."""
+"""Loading and validating alertmanager.yml (pipeline.foundation.amconfig.load and the model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from contracts.matchers import Matcher, MatchType
-from pipeline.amconfig import (
+from pipeline.foundation.amconfig import (
     Config,
     ConfigError,
     HostPort,
@@ -19,7 +19,7 @@ from pipeline.amconfig import (
     load_config,
     load_config_text,
 )
-from pipeline.amconfig.load import compose_section
+from pipeline.foundation.amconfig.load import compose_section
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "alertmanager"
 FULL = FIXTURE_DIR / "full.yml"

@@ -1,4 +1,4 @@
-"""Route tree compilation and matching (pipeline.amconfig.routes) against conformance fixtures."""
+"""Route tree compilation and matching (pipeline.foundation.amconfig.routes) against conformance fixtures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.matchers import matchers_match
-from pipeline.amconfig import (
+from pipeline.foundation.amconfig import (
     RouteNode,
     compile_routes,
     group_key,

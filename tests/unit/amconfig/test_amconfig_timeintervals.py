@@ -1,4 +1,4 @@
-"""Time intervals: parsing and containment (pipeline.amconfig.timeintervals)."""
+"""Time intervals: parsing and containment (pipeline.foundation.amconfig.timeintervals)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.amconfig import ConfigError, compile_routes, compile_time_intervals, load_config_text
-from pipeline.amconfig.timeintervals import (
+from pipeline.foundation.amconfig import ConfigError, compile_routes, compile_time_intervals, load_config_text
+from pipeline.foundation.amconfig.timeintervals import (
     CompiledInterval,
     TimeIntervals,
     is_muted,
@@ -21,7 +21,7 @@ from pipeline.amconfig.timeintervals import (
     parse_weekday_range,
     parse_year_range,
 )
-from pipeline.amconfig.values import InclusiveRange
+from pipeline.foundation.amconfig.values import InclusiveRange
 
 
 def at(year: int, month: int, day: int, hour: int = 12, minute: int = 0, tz: str = "UTC") -> float:

@@ -1,4 +1,4 @@
-"""Reads of alerts (pipeline.api.app, pipeline.api.unprocessed): query booleans as go-swagger binds
+"""Reads of alerts (api.app, api.unprocessed): query booleans as go-swagger binds
 them, Alertmanager's exclusion filter, and the alerts of pushes the rules stage has not applied."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from starlette.requests import Request
 
 from contracts import PushedAlert, PushedAlerts
 from contracts.labels import fingerprint
-from pipeline.api.app import query_bool, suppression_kept
-from pipeline.api.convert import alert_status
-from pipeline.api.unprocessed import Backlog, unprocessed_alerts
+from pipeline.application.api.app import query_bool, suppression_kept
+from pipeline.application.api.convert import alert_status
+from pipeline.application.api.unprocessed import Backlog, unprocessed_alerts
 
 
 def request(query: str) -> Request:

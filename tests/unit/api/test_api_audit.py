@@ -1,4 +1,4 @@
-"""Audit records (pipeline.api.audit)."""
+"""Audit records (pipeline.application.api.audit)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.api.audit import AuditRecord, audit_record, decode_audit_record
-from pipeline.api.auth_identity import Identity
+from pipeline.application.api.audit import AuditRecord, audit_record, decode_audit_record
+from pipeline.application.api.auth_identity import Identity
 
 ALICE = Identity("alice", frozenset({"acme"}), "responder", method="jwt")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.amconfig.decode import Decoder, compose
-from pipeline.api.auth_config import DEFAULT_PUBLIC_PATHS, AuthConfig, JwtConfig, auth_config_problems
-from pipeline.api.limits import LimitsConfig
+from pipeline.application.api.auth_config import DEFAULT_PUBLIC_PATHS, AuthConfig, JwtConfig, auth_config_problems
+from pipeline.application.api.limits import LimitsConfig
+from pipeline.foundation.amconfig.decode import Decoder, compose
 
 
 def decode(text: str, tp: Any = AuthConfig) -> tuple[Any, list[str]]:

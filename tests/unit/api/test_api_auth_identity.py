@@ -1,4 +1,4 @@
-"""Identities, permissions and organisation scoping (pipeline.api.auth_identity)."""
+"""Identities, permissions and organisation scoping (pipeline.application.api.auth_identity)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.api.auth_errors import BadOrgHeader, Forbidden
-from pipeline.api.auth_identity import (
+from pipeline.application.api.auth_errors import BadOrgHeader, Forbidden
+from pipeline.application.api.auth_identity import (
     ALL,
     ANONYMOUS,
     PERMISSIONS,

@@ -1,4 +1,4 @@
-"""Alertmanager's API v2 shapes (pipeline.api.convert): times, alerts, silences, statuses."""
+"""Alertmanager's API v2 shapes (pipeline.application.api.convert): times, alerts, silences, statuses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts import Alert, Silence, SilenceMatcher
-from pipeline.api.convert import ZERO_TIME, alert_status, gettable_alert, gettable_silence, rfc3339
+from pipeline.application.api.convert import ZERO_TIME, alert_status, gettable_alert, gettable_silence, rfc3339
 
 GO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")  # strfmt.DateTime in UTC
 

@@ -1,4 +1,4 @@
-"""The ``tocsin: ingest:`` section (pipeline.api.ingest_config) and its tokens (pipeline.api.ingest.load_token)."""
+"""The ``tocsin: ingest:`` section (api.ingest_config) and its tokens (api.ingest.load_token)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.amconfig import ConfigError
-from pipeline.amconfig.decode import Decoder, compose
-from pipeline.api.ingest import IngestRuntime, load_token
-from pipeline.api.ingest_config import DEFAULT_SNS_HOSTS, IngestConfig
+from pipeline.application.api.ingest import IngestRuntime, load_token
+from pipeline.application.api.ingest_config import DEFAULT_SNS_HOSTS, IngestConfig
+from pipeline.foundation.amconfig import ConfigError
+from pipeline.foundation.amconfig.decode import Decoder, compose
 
 
 def decode(text: str) -> tuple[object, list[str]]:
@@ -82,9 +82,9 @@ async def test_the_routes_follow_a_reloaded_configuration(monkeypatch: pytest.Mo
     import httpx
     from starlette.applications import Starlette
 
-    from pipeline.api.context import ApiContext
-    from pipeline.api.ingest import ingest_routes
-    from pipeline.settings import load_text
+    from pipeline.application.api.context import ApiContext
+    from pipeline.application.api.ingest import ingest_routes
+    from pipeline.application.settings import load_text
 
     loaded = load_text("route: {receiver: a}\nreceivers: [{name: a}]\n")
     ctx = ApiContext(None, None, 4, loaded)  # type: ignore[arg-type]  # (no request here reaches NATS)

@@ -1,4 +1,4 @@
-"""Pure mapping of ingested payloads (pipeline.api.ingest_map): field paths, Go-template
+"""Pure mapping of ingested payloads (pipeline.application.api.ingest_map): field paths, Go-template
 expressions, times, Grafana's webhook payload and generic mappings."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.api.ingest_config import IngestMapping
-from pipeline.api.ingest_map import (
+from pipeline.application.api.ingest_config import IngestMapping
+from pipeline.application.api.ingest_map import (
     OPEN_END,
     PayloadError,
     Unmappable,
@@ -23,7 +23,7 @@ from pipeline.api.ingest_map import (
     parse_path,
     to_time,
 )
-from pipeline.api.push import parse_push
+from pipeline.application.api.push import parse_push
 
 NOW = 1_800_000_000.0
 

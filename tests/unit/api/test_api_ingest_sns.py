@@ -1,4 +1,4 @@
-"""SNS envelopes, signatures (SignatureVersion 1 and 2) and CloudWatch alarms (pipeline.api.ingest_sns)."""
+"""SNS envelopes, signatures (SignatureVersion 1 and 2) and CloudWatch alarms (pipeline.application.api.ingest_sns)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from pipeline.api.ingest_map import PayloadError, Unmappable
-from pipeline.api.ingest_sns import (
+from pipeline.application.api.ingest_map import PayloadError, Unmappable
+from pipeline.application.api.ingest_sns import (
     SignatureError,
     alarm_alert,
     host_allowed,

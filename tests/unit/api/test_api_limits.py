@@ -1,4 +1,4 @@
-"""API limits (pipeline.api.limits): token buckets, body reading, silence checks."""
+"""API limits (pipeline.application.api.limits): token buckets, body reading, silence checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.api.limits import (
+from pipeline.application.api.limits import (
     Bucket,
     LimitsConfig,
     RateLimited,
@@ -191,8 +191,8 @@ def test_default_limits_keep_an_alert_far_below_nats_max_payload() -> None:
 
 
 def test_new_limits_are_loaded_from_the_config_and_refuse_negatives() -> None:
-    from pipeline.amconfig.load import ConfigError
-    from pipeline.settings import load_text
+    from pipeline.application.settings import load_text
+    from pipeline.foundation.amconfig.load import ConfigError
 
     base = "route: {receiver: r}\nreceivers: [{name: r}]\ntocsin:\n  limits:\n"
     loaded = load_text(base + "    max_label_value_length: 100\n    max_alerts_per_push: 0\n")

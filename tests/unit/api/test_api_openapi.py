@@ -1,4 +1,4 @@
-"""Tocsin's OpenAPI document of the Alertmanager API v2 (pipeline/api/openapi.yaml) against the routes
+"""Tocsin's OpenAPI document of the Alertmanager API v2 (pipeline/application/api/openapi.yaml) against the routes
 the API serves: every /api/v2 route is described, and every operation documents the authentication
 layer's answers and the X-Request-Id header."""
 
@@ -12,9 +12,9 @@ import schemathesis
 import yaml
 from starlette.routing import Route
 
-from pipeline.api.app import OPENAPI, api_routes
-from pipeline.api.context import ApiContext
-from pipeline.settings import load_text
+from pipeline.application.api.app import OPENAPI, api_routes
+from pipeline.application.api.context import ApiContext
+from pipeline.application.settings import load_text
 
 DOC: dict[str, Any] = yaml.safe_load(OPENAPI.read_text())
 METHODS = {"get", "post", "put", "delete", "patch"}

@@ -1,4 +1,4 @@
-"""``POST /api/v2/alerts`` bodies (pipeline.api.push): go-swagger's three passes and their answers."""
+"""``POST /api/v2/alerts`` bodies (pipeline.application.api.push): go-swagger's three passes and their answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from contracts import PushedAlert, PushedAlerts, encode
-from pipeline.api.limits import LimitsConfig
-from pipeline.api.push import PushError, is_request_uri, parse_push, parse_time, split_push
+from pipeline.application.api.limits import LimitsConfig
+from pipeline.application.api.push import PushError, is_request_uri, parse_push, parse_time, split_push
 
 
 def push(body: Any, org: str = "acme") -> tuple[list[Any], list[str]]:

@@ -1,4 +1,4 @@
-"""``POST /api/v2/silences`` bodies and the silence filter of ``GET /api/v2/silences`` (pipeline.api.silences)."""
+"""``POST /api/v2/silences`` bodies and the silence filter of ``GET /api/v2/silences`` (api.silences)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from contracts import Silence, SilenceMatcher
 from contracts.matchers import parse_matcher
-from pipeline.api.push import PushError
-from pipeline.api.silences import parse_silence, silence_has_matchers
+from pipeline.application.api.push import PushError
+from pipeline.application.api.silences import parse_silence, silence_has_matchers
 
 M = {"name": "alertname", "value": "Disk", "isRegex": False}
 GOOD: dict[str, Any] = {"matchers": [M], "startsAt": "2024-01-01T00:00:00Z", "endsAt": "2024-01-01T01:00:00Z",

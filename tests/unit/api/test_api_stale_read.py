@@ -9,8 +9,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from pipeline.api.errors import stale_read
-from pipeline.runtime.reads import StaleRead
+from pipeline.application.api.errors import stale_read
+from pipeline.foundation.runtime.reads import StaleRead
 
 
 def test_stale_read_is_a_503_to_retry() -> None:

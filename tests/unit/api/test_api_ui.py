@@ -1,4 +1,4 @@
-"""The web UI's page and assets (pipeline.api.ui): served relative to the route prefix, public,
+"""The web UI's page and assets (pipeline.application.api.ui): served relative to the route prefix, public,
 nothing but the assets folder's files; the route tree it draws. The browser tests are in
 tests/integration/ui."""
 
@@ -11,13 +11,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from pipeline.amconfig import compile_routes
-from pipeline.api.auth import Authenticator, AuthMiddleware
-from pipeline.api.auth_config import AuthConfig, StaticConfig
-from pipeline.api.auth_static import parse_static_tokens
-from pipeline.api.ui import ASSETS, route_tree, ui_routes
-from pipeline.app import _Prefixed
-from pipeline.settings import load_text
+from pipeline.application.api.auth import Authenticator, AuthMiddleware
+from pipeline.application.api.auth_config import AuthConfig, StaticConfig
+from pipeline.application.api.auth_static import parse_static_tokens
+from pipeline.application.api.ui import ASSETS, route_tree, ui_routes
+from pipeline.application.app import _Prefixed
+from pipeline.application.settings import load_text
+from pipeline.foundation.amconfig import compile_routes
 
 
 def _client(prefix: str = "") -> TestClient:

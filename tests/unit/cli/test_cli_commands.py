@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.application.cli import main
 
 FULL = Path(__file__).parents[2] / "fixtures" / "alertmanager" / "full.yml"
 
@@ -48,8 +48,8 @@ def test_check_config_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ("tocsin:\n  source:\n    slot: 5\n", 6, "tocsin.source"),
 ], ids=["rules", "filter", "source"])
 def test_stage_sections_are_validated_at_load(section: str, line: int, message: str) -> None:
-    from pipeline.amconfig import ConfigError
-    from pipeline.settings import load_text
+    from pipeline.application.settings import load_text
+    from pipeline.foundation.amconfig import ConfigError
 
     with pytest.raises(ConfigError) as err:
         load_text("route:\n  receiver: a\nreceivers:\n- name: a\n" + section, "am.yml")
@@ -64,8 +64,8 @@ def test_stage_sections_are_validated_at_load(section: str, line: int, message: 
     ('orgs: {"a/b": other.yml}', "4: tocsin.orgs: organisation name contains '/'"),
 ], ids=["union", "star", "long", "slash"])
 def test_configured_organisations_pass_the_one_org_check(section: str, expect: str) -> None:
-    from pipeline.amconfig import ConfigError
-    from pipeline.settings import load_text
+    from pipeline.application.settings import load_text
+    from pipeline.foundation.amconfig import ConfigError
 
     with pytest.raises(ConfigError) as exc:
         load_text(f"route: {{receiver: a}}\nreceivers: [{{name: a}}]\ntocsin:\n  {section}\n", "am.yml")

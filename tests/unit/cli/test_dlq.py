@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from contracts import DeadLetter
-from pipeline.dlq import DeadLetterRef, StoredDeadLetter, describe, parse_ref, replay_headers, why_not_replayable
+from pipeline.application.dlq import (
+    DeadLetterRef,
+    StoredDeadLetter,
+    describe,
+    parse_ref,
+    replay_headers,
+    why_not_replayable,
+)
 
 
 @pytest.mark.parametrize(("text", "ref"), [

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.amconfig import ConfigError
-from pipeline.app import route_prefix
-from pipeline.cli import main
-from pipeline.logs import JsonFormatter, LogfmtFormatter
-from pipeline.settings import load
+from pipeline.application.app import route_prefix
+from pipeline.application.cli import main
+from pipeline.application.settings import load
+from pipeline.foundation.amconfig import ConfigError
+from pipeline.foundation.logs import JsonFormatter, LogfmtFormatter
 
 AM = "route: {receiver: a}\nreceivers: [{name: a}]\n"
 
@@ -129,7 +129,7 @@ def test_amtool_accepts_the_alertmanager_file_of_a_sidecar_pair(tmp_path: Path) 
 
 
 def test_processes_topology_hands_alertmanagers_flags_to_every_stage() -> None:
-    from pipeline.cli import _child_args, _parser
+    from pipeline.application.cli import _child_args, _parser
 
     up, _ = _parser().parse_known_args(["up", "--web.external-url", "http://x/am", "--data.retention", "2h",
                                         "--alerts.gc-interval", "90s", "--log.format", "json",

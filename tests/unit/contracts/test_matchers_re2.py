@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.matchers import GoRegex, Matcher, MatcherError, MatchType, compile_go_regex, parse_matchers
-from pipeline.amconfig import ConfigError, load_config_text
+from pipeline.foundation.amconfig import ConfigError, load_config_text
 
 # (id, pattern, Go's refusal fragment or None, [(text, matches)]); where Python's re
 # differs is said in the id.

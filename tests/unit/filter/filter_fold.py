@@ -23,8 +23,8 @@ from contracts.messages import (
     SilenceCommand,
     SilenceMatcher,
 )
-from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out
+from pipeline.foundation.amconfig import load_config_text
+from pipeline.foundation.runtime.step import Out
 from stages.filter.config import FilterConfig, FilterOptions, filter_config
 from stages.filter.core import FilterCore
 from stages.filter.state import GroupState, NflogEntry, StateValue, group_record_key

@@ -8,7 +8,7 @@ import pytest
 from filter_fold import Fold, ack, alert, change, core, flush, fp, sent_fps
 
 from contracts.messages import Alert, SendRequest
-from pipeline.runtime.step import Out, Reject
+from pipeline.foundation.runtime.step import Out, Reject
 from stages.filter.state import AckValue, ack_alert_key, ack_group_key
 from stages.filter.views import acks_view
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from filter_fold import CONFIG_YAML, Fold, alert, change, config, core, flush, matcher, silence, upsert
 
-from pipeline.amconfig import load_config_text
+from pipeline.foundation.amconfig import load_config_text
 from stages.filter.config import (
     DEFAULT_NFLOG_RETENTION,
     DEFAULT_SILENCE_RETENTION,

@@ -10,8 +10,8 @@ import pytest
 from filter_fold import CONFIG_YAML, Fold, ack, alert, change, flush, fp, sends
 
 from contracts.messages import SendRequest
-from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out
+from pipeline.foundation.amconfig import load_config_text
+from pipeline.foundation.runtime.step import Out
 from stages.filter.config import FilterOptions, filter_config
 from stages.filter.core import FilterCore
 from stages.filter.escalation import Decision, decide, escalation_policies, start
@@ -84,8 +84,8 @@ def test_policy_shape() -> None:
 
 
 def test_settings_section_errors_name_file_and_line(tmp_path: Any) -> None:
-    from pipeline.amconfig import ConfigError
-    from pipeline.settings import load_text
+    from pipeline.application.settings import load_text
+    from pipeline.foundation.amconfig import ConfigError
 
     text = CONFIG_YAML + "tocsin:\n  escalation:\n    policies:\n      - name: p\n        steps:\n" \
                          "          - {after: 1m, receivers: [ghost]}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from filter_fold import Fold, alert, core, flush, fp, group_of, last_of, sent_fps
 
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.filter.nflog import NotifyReason, needs_update
 from stages.filter.state import NflogEntry
 

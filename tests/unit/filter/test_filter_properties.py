@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.messages import GroupFlush, SendRequest
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 
 UNIVERSE = [
     {"alertname": "DiskFull", "severity": "critical", "cluster": "a"},

@@ -18,8 +18,8 @@ import pytest
 from filter_fold import Fold, alert, core, flush, fp, group_of
 
 from contracts.messages import AlertChange, GroupFlush, PushedAlert, PushedAlerts, SendRequest
-from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out
+from pipeline.foundation.amconfig import load_config_text
+from pipeline.foundation.runtime.step import Out
 from stages.filter.config import filter_config
 from stages.filter.core import FilterCore
 from stages.filter.nflog import entry_life

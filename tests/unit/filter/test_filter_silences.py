@@ -9,7 +9,7 @@ import pytest
 from filter_fold import Fold, alert, core, expire, flush, fp, log_entries, matcher, sent_fps, silence, upsert
 
 from contracts.messages import Silence, SilenceCommand, SilenceMatcher
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.filter.silences import SilenceError, plan_upsert, silence_state
 from stages.filter.state import SilenceIndex, SilenceValue
 from stages.filter.views import silence_view, silences_view

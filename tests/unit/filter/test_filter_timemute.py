@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from filter_fold import Fold, alert, core, flush, group_of, log_entries
 
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.filter.views import group_muted_by
 
 A = {"alertname": "A"}

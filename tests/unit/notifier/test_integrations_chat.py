@@ -1,5 +1,5 @@
 """Pure parts of the chat integrations: payload builders, truncation rules, Telegram's
-answers, configuration checks and global defaults (pipeline.amconfig)."""
+answers, configuration checks and global defaults (pipeline.foundation.amconfig)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.messages import Alert, Integration, SendRequest
-from pipeline.amconfig import ConfigError, load_config_text
-from pipeline.amconfig.model import (
+from pipeline.application.settings import load_text
+from pipeline.foundation.amconfig import ConfigError, load_config_text
+from pipeline.foundation.amconfig.model import (
     DiscordConfig,
     GlobalConfig,
     HTTPConfig,
@@ -25,7 +26,6 @@ from pipeline.amconfig.model import (
     TelegramConfig,
     WebexConfig,
 )
-from pipeline.settings import load_text
 from stages.notifier.integrations._chat import truncate_bytes
 from stages.notifier.integrations.discord import discord_payload
 from stages.notifier.integrations.mattermost import MAX_TEXT_RUNES, mattermost_payload
@@ -103,7 +103,7 @@ def test_mattermost_priority_rules(priority: MattermostPriority, expected: dict[
 
 
 def test_mattermost_text_of_configured_attachments_is_cut() -> None:
-    from pipeline.amconfig.model import MattermostAttachment
+    from pipeline.foundation.amconfig.model import MattermostAttachment
 
     cfg = MattermostConfig(text="{{ .CommonLabels.long }}", attachments=[MattermostAttachment(text="x")])
     body = mattermost_payload(cfg, data(long="z" * (MAX_TEXT_RUNES + 5)))

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from notifier_cases import EXTERNAL_URL, alert, request, resolved
 
 from contracts.messages import SendRequest
-from pipeline.amconfig import ConfigError, Secret, load_config_text
-from pipeline.amconfig.model import (
+from pipeline.foundation.amconfig import ConfigError, Secret, load_config_text
+from pipeline.foundation.amconfig.model import (
     OpsgenieConfig,
     OpsgenieResponder,
     PushoverConfig,

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.messages import Alert, Integration, SendRequest
-from pipeline.amconfig import ConfigError
-from pipeline.amconfig.model import IncidentioConfig, JiraConfig, JiraField, SigV4Config, SnsConfig
-from pipeline.amconfig.values import Secret
-from pipeline.settings import load_text
+from pipeline.application.settings import load_text
+from pipeline.foundation.amconfig import ConfigError
+from pipeline.foundation.amconfig.model import IncidentioConfig, JiraConfig, JiraField, SigV4Config, SnsConfig
+from pipeline.foundation.amconfig.values import Secret
 from stages.notifier.integrations.incidentio import INCIDENTIO_MAX_BYTES, incidentio_body
 from stages.notifier.integrations.jira import is_api_v3, jira_issue, jira_search, search_url, transition_for
 from stages.notifier.integrations.sigv4 import AwsCredentials, resolve_credentials, sign

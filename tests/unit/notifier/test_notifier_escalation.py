@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 from notifier_cases import EXTERNAL_URL, WebhookCfg, alert, request
 
-from pipeline.amconfig.model import OpsgenieConfig
+from pipeline.foundation.amconfig.model import OpsgenieConfig
 from stages.notifier.integrations.opsgenie import opsgenie_requests
 from stages.notifier.payloads import webhook_body, webhook_payload
 from stages.notifier.templates import build_data

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from notifier_cases import EXTERNAL_URL, alert, request
 
-from pipeline.amconfig import ConfigError, load_config, load_config_text
+from pipeline.foundation.amconfig import ConfigError, load_config, load_config_text
 from stages.notifier.payloads import pagerduty_payload, slack_payload
 from stages.notifier.senders import build_senders
 from stages.notifier.templates import TEMPLATE_CHECK, build_data

@@ -17,8 +17,8 @@ import msgspec
 
 from contracts.labels import fingerprint
 from contracts.messages import Alert, AlertChange, Cause, GroupFlush
-from pipeline.amconfig import load_config_text
-from pipeline.runtime.step import Out
+from pipeline.foundation.amconfig import load_config_text
+from pipeline.foundation.runtime.step import Out
 from stages.router.config import RouteTable
 from stages.router.core import RouterCore
 from stages.router.state import GroupHead, StateValue

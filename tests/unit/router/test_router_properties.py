@@ -15,7 +15,7 @@ from router_fold import Fold, change, table
 
 from contracts.labels import fingerprint
 from contracts.messages import AlertChange, GroupFlush
-from pipeline.runtime.step import Step
+from pipeline.foundation.runtime.step import Step
 from stages.router.config import RouteTable
 from stages.router.core import RouterCore
 from stages.router.groups import group_alerts

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from router_fold import table
 
-from pipeline.amconfig import compile_routes, group_key, load_config_text
+from pipeline.foundation.amconfig import compile_routes, group_key, load_config_text
 from stages.router.config import RouteTable, group_id_of
 
 CONFIG = """

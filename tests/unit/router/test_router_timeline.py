@@ -8,7 +8,7 @@ from router_fold import Fold, change, flushes, heads, table
 
 from contracts.labels import fingerprint
 from contracts.messages import Event, GroupFlush
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.router.config import group_id_of
 from stages.router.core import RouterCore
 from stages.router.groups import groups_view

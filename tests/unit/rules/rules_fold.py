@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 from contracts.messages import AlertChange, Event, PushedAlert, PushedAlerts
-from pipeline.runtime.step import Out, Reject
+from pipeline.foundation.runtime.step import Out, Reject
 from stages.rules.core import RulesCore
 from stages.rules.state import StateValue
 from tests.core_fold import CoreFold

@@ -7,7 +7,7 @@ from rules_fold import Fold, changes, ev, payloads
 
 from contracts.labels import fingerprint
 from contracts.messages import PushedAlerts
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.rules.core import RulesCore, alert_subject
 from stages.rules.rules import FireRule, Override, RuleGroup, RuleSet
 from stages.rules.state import AlertState, ResourceIndex

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rules_fold import Fold, ev, pa, push
 
 from contracts.messages import AlertChange, Event, PushedAlerts
-from pipeline.runtime.step import Out, Reject
+from pipeline.foundation.runtime.step import Out, Reject
 from stages.rules.core import RulesCore, alert_subject
 from stages.rules.rules import FireRule, RuleGroup, RuleSet
 from stages.rules.state import AlertState, ResourceIndex, StateValue

@@ -6,7 +6,7 @@ import pytest
 from rules_fold import Fold, changes, pa, payloads, push
 
 from contracts.labels import fingerprint
-from pipeline.runtime.step import Reject
+from pipeline.foundation.runtime.step import Reject
 from stages.rules.core import RulesCore, alert_key, subject_token
 from stages.rules.state import AlertState
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import stage_batches_in_memory
+from pipeline.foundation.embedded import stage_batches_in_memory
 
 
 def _stream(store: Path, name: str, *, meta: bool = True, batches: str = "none") -> Path:

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from contracts.messages import AlertChange, DeadLetter, GroupFlush, SendRequest, Silence, SilenceCommand, SilenceMatcher
-from pipeline.app import Settings
-from pipeline.graph import (
+from pipeline.application.app import Settings
+from pipeline.application.graph import (
     CHAIN,
     CHAINED,
     GRAPH,
@@ -24,10 +24,10 @@ from pipeline.graph import (
     stage_specs,
     stream_names,
 )
-from pipeline.runtime.chain import ChainCore, ChainLayout, ChainMember
-from pipeline.runtime.step import Out, Reject, Step
-from pipeline.runtime.subjects import StreamNames
-from pipeline.settings import load_text
+from pipeline.application.settings import load_text
+from pipeline.foundation.runtime.chain import ChainCore, ChainLayout, ChainMember
+from pipeline.foundation.runtime.step import Out, Reject, Step
+from pipeline.foundation.runtime.subjects import StreamNames
 from tests.core_fold import CoreFold
 from tests.unit.rules.rules_fold import pa, push
 

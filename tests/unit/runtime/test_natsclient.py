@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NatsPyClient
 
-from pipeline.runtime.natsclient import Client
+from pipeline.foundation.runtime.natsclient import Client
 
 original = NatsPyClient._parse_header_lines
 ours = Client._parse_header_lines

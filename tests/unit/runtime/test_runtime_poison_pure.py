@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import DeadLetter
-from pipeline.runtime.deadletter import EXCERPT_BYTES, MIN_BUDGET, build_dead_letter
-from pipeline.runtime.jetstream import (
+from pipeline.foundation.runtime.deadletter import EXCERPT_BYTES, MIN_BUDGET, build_dead_letter
+from pipeline.foundation.runtime.jetstream import (
     BATCH_HEADER_ROOM,
     MAX_SUBJECT,
     BatchError,
@@ -24,7 +24,7 @@ from pipeline.runtime.jetstream import (
     plan_chunks,
     unpublishable,
 )
-from pipeline.runtime.partition import MAX_MSG_ID, bounded_id
+from pipeline.foundation.runtime.partition import MAX_MSG_ID, bounded_id
 
 MiB = 1024 * 1024
 # Text at its worst for JSON: control characters (escaped as \u00XX, 6 bytes each), lone

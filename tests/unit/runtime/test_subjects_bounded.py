@@ -1,4 +1,4 @@
-"""Subjects made from user text are valid and bounded by construction (pipeline.runtime.subjects).
+"""Subjects made from user text are valid and bounded by construction (pipeline.foundation.runtime.subjects).
 
 nats-server closes the connection on a control line over 4 KiB (``maximum control line
 exceeded``), and every stage shares that connection: no text may make a longer subject.
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.ids import check_org
-from pipeline.runtime.subjects import (
+from pipeline.foundation.runtime.subjects import (
     KEY_HEADER,
     MAX_KEY_CHARS,
     MAX_TOKEN,

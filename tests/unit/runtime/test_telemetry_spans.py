@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import telemetry
+from pipeline.foundation import telemetry
 from stages.source.runner import trace_context_factory
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -1,5 +1,5 @@
 {{/* The stages, in pipeline order; each is one Deployment running `tocsin run STAGE`. The chained
-deployment runs rules, router and filter as one stage, chain (pipeline/graph.py). */}}
+deployment runs rules, router and filter as one stage, chain (pipeline/application/graph.py). */}}
 {{- define "tocsin.stageNames" -}}
 {{- if eq (.Values.deployment | default "separate") "chained" -}}
 source chain notifier api
