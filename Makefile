@@ -23,11 +23,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check contracts stages pipeline tests loadtest
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check contracts stages pipeline tests loadtest
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

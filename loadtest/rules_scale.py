@@ -25,11 +25,11 @@ from contracts import PushedAlert, PushedAlerts, encode
 from contracts.partition import partition_of
 from pipeline.foundation.embedded import start_nats
 from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
-from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
 
 __all__ = ["main"]
 
-EVENTS, ALERTS = StreamNames("events"), StreamNames("alerts")
+ALERTS = StreamNames("alerts")
 
 
 def rss_mib(pid: int) -> float:

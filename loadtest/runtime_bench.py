@@ -25,12 +25,11 @@ from pipeline.foundation.embedded import start_nats
 from pipeline.foundation.runtime.jetstream import BatchMsg, connect, ensure_partitions, ensure_stream, publish_atomic
 from pipeline.foundation.runtime.partition import Input, StageSpec
 from pipeline.foundation.runtime.stage import StageRunner
-from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
 from stages.counter.core import CounterCore
 
 __all__ = ["main"]
 
-EVENTS = StreamNames("events")
 
 
 async def preload(nc, n: int, partitions: int, orgs: int, keys: int) -> None:

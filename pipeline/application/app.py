@@ -65,16 +65,16 @@ from pipeline.foundation.runtime.jetstream import (
 from pipeline.foundation.runtime.partition import Input, StageSpec
 from pipeline.foundation.runtime.reads import StaleRead
 from pipeline.foundation.runtime.stage import StageRunner
-from pipeline.foundation.runtime.subjects import StreamNames, token
+from pipeline.foundation.runtime.subjects import AUDIT, COMMANDS, EVENTS, StreamNames, token
 from pipeline.foundation.telemetry import setup_tracing
+from stages.counter.core import CounterCore
+from stages.notifier.service import NotifierOptions, build_notifier
+from stages.source.service import SourceOptions, build_source
 
 __all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "route_prefix", "run_process"]
 
 log = logging.getLogger("tocsin")
 
-EVENTS = StreamNames("events")
-COMMANDS = StreamNames("commands")
-AUDIT = StreamNames("audit")
 
 
 @dataclass
@@ -97,7 +97,6 @@ class Settings:
     # --deployment: chained or separate (application.graph), recorded like P; TOCSIN_DEPLOYMENT sets the default
     # (as it does for the CLI), so a whole test suite can run against either
     deployment: str = field(default_factory=lambda: os.environ.get("TOCSIN_DEPLOYMENT") or DEFAULT_DEPLOYMENT)
-    extra: dict[str, Any] = field(default_factory=dict)
     loaded: Loaded = field(default_factory=lambda: load(None))
 
 
@@ -121,8 +120,6 @@ class Endpoints:
 
 
 def _counter(settings: Settings, nc: Any, js: Any) -> Service:
-    from stages.counter.core import CounterCore
-
     spec = StageSpec(name="counter", core=CounterCore(delay=settings.counter_delay),
                      inputs=[Input("events", EVENTS)], output=StreamNames("counts"),
                      partitions=settings.partitions)
@@ -146,12 +143,9 @@ _rules, _router, _filter, _chain = (_stateful(n) for n in ("rules", "router", "f
 
 
 def _notifier(settings: Settings, nc: Any, js: Any) -> Service:
-    from stages.notifier.service import build_notifier
-
-    external_url = settings.external_url or settings.loaded.tocsin.external_url
-    if external_url:
-        settings.extra["external_url"] = external_url
-    return build_notifier(settings, nc, js, settings.loaded.config, orgs=settings.loaded.orgs)
+    options = NotifierOptions(external_url=settings.external_url or settings.loaded.tocsin.external_url or "",
+                              listen=settings.listen, stream_replicas=settings.stream_replicas)
+    return build_notifier(nc, js, settings.loaded.config, options, orgs=settings.loaded.orgs)
 
 
 _CORES: dict[str, Callable[[Settings], Any]] = {**{d.name: d.core for d in GRAPH}, CHAIN: chain_core}
@@ -168,18 +162,16 @@ def _reload_part(name: str, service: Service, settings: Settings) -> Prepare | N
         return prepare_core
     if name == "notifier":
         def prepare_notifier(loaded: Loaded) -> Callable[[], None]:
-            fresh = _notifier(dataclasses.replace(settings, loaded=loaded, extra=dict(settings.extra)), None, None)
+            fresh = _notifier(dataclasses.replace(settings, loaded=loaded), None, None)
             return lambda: service.adopt(fresh)  # type: ignore[attr-defined]
         return prepare_notifier
     return None
 
 
 def _source(settings: Settings, nc: Any, js: Any) -> Service:
-    from stages.source.service import build_source
-
-    if settings.loaded.tocsin.source is not None:
-        settings.extra.setdefault("source", settings.loaded.tocsin.source)
-    return build_source(settings, nc, js)
+    return build_source(nc, js, SourceOptions(
+        dsn=settings.postgres_dsn or "", partitions=settings.partitions, config=settings.loaded.tocsin.source,
+        replica=settings.replica, stream_replicas=settings.stream_replicas))
 
 
 class _Api:

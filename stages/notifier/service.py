@@ -1,6 +1,6 @@
 """The notifier as a service of a Tocsin process (``pipeline.application.app.Service``).
 
-``build_notifier(settings, nc, js, config)`` reads ``tocsin.notifier`` from the loaded
+``build_notifier(nc, js, config, options)`` reads ``tocsin.notifier`` from the loaded
 Alertmanager config, builds one sender per delivered integration and returns the service;
 it raises :class:`~stages.notifier.config.NotifierConfigError` when the notifier settings
 cannot work (unknown keys, fallbacks naming unknown receivers or forming a cycle).
@@ -12,7 +12,8 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -24,9 +25,6 @@ from .senders import Senders, build_senders
 from .templates import TemplateSet
 from .worker import Worker
 
-if TYPE_CHECKING:  # pipeline.application.app imports the stages' factories: no import cycle at run time
-    from pipeline.application.app import Settings
-
 __all__ = ["NotifierService", "build_notifier", "default_external_url"]
 
 log = logging.getLogger("tocsin.notifier")
@@ -36,6 +34,15 @@ def default_external_url(listen: str) -> str:
     """Alertmanager's default: ``http://<hostname>:<port of the listen address>``."""
     port = listen.rpartition(":")[2] or "9093"
     return f"http://{socket.gethostname()}:{port}"
+
+
+@dataclass(frozen=True)
+class NotifierOptions:
+    """What the application hands the notifier besides its configuration."""
+
+    external_url: str = ""  # --web.external-url or tocsin.external_url; "" for Alertmanager's default
+    listen: str = ":9093"  # the process's listen address (the default external URL's port)
+    stream_replicas: int = 1
 
 
 class NotifierService:
@@ -72,25 +79,25 @@ class NotifierService:
         await self.worker.drain(timeout)
 
 
-def build_notifier(settings: Settings, nc: Any, js: Any, config: Config, *, templates: TemplateSet | None = None,
-                   clock: Callable[[], float] = time.time, orgs: Mapping[str, Config] | None = None
-                   ) -> NotifierService:
+def build_notifier(nc: Any, js: Any, config: Config, options: NotifierOptions | None = None, *,
+                   templates: TemplateSet | None = None, clock: Callable[[], float] = time.time,
+                   orgs: Mapping[str, Config] | None = None) -> NotifierService:
     """The notifier service for ``config`` (see the module doc).
 
     The external URL of templates and webhooks is ``tocsin.notifier.external_url``, else
-    ``settings.extra["external_url"]``, else Alertmanager's default from ``settings.listen``.
+    ``options.external_url``, else Alertmanager's default from ``options.listen``.
     ``templates``: the named templates of the configuration (default: Alertmanager's).
     """
     ncfg = load_notifier_config(config.tocsin)
     problems = check_fallbacks(ncfg, [r.name for r in config.receivers])
     if problems:
         raise NotifierConfigError("; ".join(problems))
-    external_url = ncfg.external_url or str(settings.extra.get("external_url") or "") or default_external_url(
-        settings.listen)
+    options = options or NotifierOptions()
+    external_url = ncfg.external_url or options.external_url or default_external_url(options.listen)
     senders = build_senders(config, external_url=external_url, templates=templates, default_timeout=ncfg.timeout,
                             orgs=orgs)
     for problem in senders.problems:
         log.warning("notifier: %s", problem)
     worker = Worker(nc, js, config=config, settings=ncfg, senders=senders, clock=clock,
-                    stream_replicas=settings.stream_replicas)
+                    stream_replicas=options.stream_replicas)
     return NotifierService(worker, senders, ncfg)

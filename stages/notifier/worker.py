@@ -714,18 +714,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _amain(args: argparse.Namespace) -> None:
-    from pipeline.application.app import Settings
     from pipeline.foundation.amconfig import load_config
     from pipeline.foundation.runtime.jetstream import connect
 
-    from .service import build_notifier
+    from .service import NotifierOptions, build_notifier
 
     config = load_config(args.config_file, templates=TEMPLATE_CHECK)
     nc = await connect(args.nats_url, name="tocsin-notifier")
     try:
-        settings = Settings(nats_url=args.nats_url, stream_replicas=args.stream_replicas,
-                            extra={"external_url": args.external_url} if args.external_url else {})
-        service = build_notifier(settings, nc, nc.jetstream(), config)
+        options = NotifierOptions(external_url=args.external_url, stream_replicas=args.stream_replicas)
+        service = build_notifier(nc, nc.jetstream(), config, options)
         async with anyio.create_task_group() as tg:
             await tg.start(service.run)
             log.info("notifier worker ready")

@@ -51,7 +51,7 @@ from pipeline.foundation.runtime.deadletter import MIN_BUDGET, build_dead_letter
 from pipeline.foundation.runtime.jetstream import BatchMsg, publish_atomic
 from pipeline.foundation.runtime.metrics import REGISTRY
 from pipeline.foundation.runtime.partition import TIME_HEADER
-from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.subjects import EVENTS
 from stages.source.config import SourceConfig
 from stages.source.limits import DEAD_REASON_HEADER, event_budget
 from stages.source.mapping import Op, RowError, TableMapping, row_to_event, validate_mapping
@@ -109,7 +109,6 @@ __all__ = [
 
 log = logging.getLogger("tocsin.source")
 
-EVENTS = StreamNames("events")
 DLQ_SUBJECT = EVENTS.dlq("source")
 _STAGE = "source"
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import asyncpg
@@ -41,25 +43,29 @@ from stages.source.replication import (
 )
 from stages.source.runner import EVENTS, PublishFn, SourceSession, TraceFn, source_metrics
 
-if TYPE_CHECKING:
-    from pipeline.application.app import Settings
-
-__all__ = ["SourceService", "build_source", "setup_postgres"]
+__all__ = ["SourceOptions", "SourceService", "build_source", "setup_postgres"]
 
 log = logging.getLogger("tocsin.source")
 
 
-def build_source(settings: Settings, nc: NATS, js: JetStreamContext) -> SourceService:
-    """The source stage for ``pipeline.application.app``.
+@dataclass(frozen=True)
+class SourceOptions:
+    """What the application hands the source stage."""
 
-    DSN from ``settings.postgres_dsn``, partitions from ``settings.partitions``, config from
-    ``settings.extra["source"]`` (a SourceConfig, a mapping, or absent for the defaults).
-    """
-    if not settings.postgres_dsn:
-        raise ValueError("the source stage needs a Postgres DSN (settings.postgres_dsn)")
-    config = load_source_config(settings.extra.get("source"))
-    return SourceService(nc, js, dsn=settings.postgres_dsn, config=config, partitions=settings.partitions,
-                         replica=settings.replica, stream_replicas=settings.stream_replicas)
+    dsn: str
+    partitions: int
+    config: SourceConfig | Mapping[str, Any] | None = None  # tocsin.source (None: the defaults)
+    replica: str | None = None
+    stream_replicas: int = 1
+
+
+def build_source(nc: NATS, js: JetStreamContext, options: SourceOptions) -> SourceService:
+    """The source stage of a Tocsin process."""
+    if not options.dsn:
+        raise ValueError("the source stage needs a Postgres DSN")
+    return SourceService(nc, js, dsn=options.dsn, config=load_source_config(options.config),
+                         partitions=options.partitions, replica=options.replica,
+                         stream_replicas=options.stream_replicas)
 
 
 def _setup_error(exc: BaseException) -> SetupError | None:

@@ -36,7 +36,7 @@ from pipeline.application.api.status_config import marshal_config
 from pipeline.application.api.unprocessed import pending_pushes, unprocessed_alerts, wait_for_rules
 from pipeline.foundation.amconfig import group_key
 from pipeline.foundation.runtime.reads import read_messages, read_partition_state
-from pipeline.foundation.runtime.subjects import StreamNames, token
+from pipeline.foundation.runtime.subjects import AUDIT, EVENTS, StreamNames, token
 from pipeline.foundation.telemetry import producer_span
 
 __all__ = [
@@ -52,10 +52,8 @@ __all__ = [
     "stream_names_of",
 ]
 
-EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 GROUPS = StreamNames("groups")
-AUDIT = StreamNames("audit")
 # Alerts per pushed message: one message is one step, and in the chain a step commits the state
 # changes of rules, router and filter together (a few per alert, more when each alert opens a
 # group of its own), which must fit one atomic batch (1,000 messages) with room to spare.

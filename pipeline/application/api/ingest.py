@@ -68,14 +68,13 @@ from pipeline.application.api.limits import RateLimited, RateLimiter, TooLarge
 from pipeline.application.api.push import PushError, parse_push, split_push
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.runtime.deadletter import MIN_BUDGET, build_dead_letter
-from pipeline.foundation.runtime.subjects import StreamNames, token
+from pipeline.foundation.runtime.subjects import EVENTS, token
 from pipeline.foundation.telemetry import producer_span
 
 __all__ = ["DLQ_PARTITION", "IngestRuntime", "ingest_routes", "load_token"]
 
 log = logging.getLogger("tocsin.ingest")
 
-EVENTS = StreamNames("events")
 DLQ_PARTITION = "ingest"  # dead letters: tocsin.events.dlq.ingest.<unique>
 _MAX_ALERTS_PER_MESSAGE = 200  # as pipeline.application.api.app
 _PUSH_OVERHEAD = 4096

@@ -41,7 +41,7 @@ from pipeline.application.api.limits import check_ack_comment, check_silence, ch
 from pipeline.application.api.push import PushError, decode_body, parse_time
 from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.reads import read_messages, read_partition_state
-from pipeline.foundation.runtime.subjects import StreamNames, token
+from pipeline.foundation.runtime.subjects import COMMANDS, StreamNames, token
 from stages.filter.escalation import policy_for
 from stages.filter.silences import SilenceError, plan_upsert, silence_state, silenced_by, validate_silence
 from stages.filter.state import (
@@ -58,7 +58,6 @@ from stages.filter.views import acks_view, silence_view, silences_view
 __all__ = ["ALERTS", "COMMANDS", "SENDS", "filter_state", "parse_silence", "silence_has_matchers", "silence_routes",
            "timeline"]
 
-COMMANDS = StreamNames("commands")
 ALERTS = StreamNames("alerts")
 SENDS = StreamNames("sends")
 _decoder = msgspec.json.Decoder(StateValue)

@@ -34,12 +34,11 @@ from contracts import Alert, PushedAlerts, decode
 from contracts.labels import fingerprint
 from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.partition import Progress
-from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
 from stages.rules.alerts import InvalidAlert, Posted, prepare, put
 
 __all__ = ["MAX_PENDING", "READ_WAIT", "Backlog", "pending_pushes", "unprocessed_alerts", "wait_for_rules"]
 
-EVENTS = StreamNames("events")
 ALERTS = StreamNames("alerts")
 RULES_INPUT = "events"  # the rules stage's input name in its progress record
 READ_WAIT = 2.0

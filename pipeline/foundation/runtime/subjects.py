@@ -48,7 +48,10 @@ from collections.abc import Mapping
 from typing import Final
 
 __all__ = [
+    "AUDIT",
+    "COMMANDS",
     "DIGEST",
+    "EVENTS",
     "KEY_HEADER",
     "MAX_KEY_CHARS",
     "MAX_TOKEN",
@@ -247,3 +250,11 @@ class StreamNames:
 
     def partition_of_subject(self, subject: str) -> int:
         return int(subject.split(".")[3])
+
+
+#: The streams no stage of the graph owns, declared once: the source's and the API's events
+#: (every stateful stage's first input), commands (silences, acks), and the audit trail. The
+#: graph's own streams (alerts, groups, sends) take their names from pipeline.application.graph.
+EVENTS: Final = StreamNames("events")
+COMMANDS: Final = StreamNames("commands")
+AUDIT: Final = StreamNames("audit")

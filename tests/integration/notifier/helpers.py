@@ -17,11 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.messages import Alert, DeadLetter, Integration, SendRequest, decode_as, encode
-from pipeline.application.app import Settings
 from pipeline.foundation.amconfig import Config, load_config_text
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from stages.notifier.ledger import Ledger, LedgerRecord
-from stages.notifier.service import NotifierService, build_notifier
+from stages.notifier.service import NotifierOptions, NotifierService, build_notifier
 from stages.notifier.worker import DLQ_FILTER, SENDS
 
 __all__ = [
@@ -82,7 +81,7 @@ async def running_notifier(nats_url: str, config: Config, *, external_url: str =
     nc = await connect(nats_url, name="notifier-test")
     js = nc.jetstream()
     await ensure_stream(js, SENDS)
-    service = build_notifier(Settings(extra={"external_url": external_url}), nc, js, config)
+    service = build_notifier(nc, js, config, NotifierOptions(external_url=external_url))
     try:
         async with anyio.create_task_group() as tg:
             if start:

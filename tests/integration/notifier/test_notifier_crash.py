@@ -72,7 +72,6 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
     waiting for the ack wait (30 s here), with the same key."""
     import anyio
 
-    from pipeline.application.app import Settings
     from stages.notifier.service import build_notifier
 
     from .helpers import am_config
@@ -88,7 +87,7 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
     js = nc.jetstream()
     try:
         await ensure_stream(js, SENDS)
-        first = build_notifier(Settings(), nc, js, cfg)
+        first = build_notifier(nc, js, cfg)
         async with anyio.create_task_group() as tg:
             await tg.start(first.run)
             await publish(js, send_request("s-stuck", "team"))
@@ -97,7 +96,7 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
                 await first.drain(timeout=0.3)
             tg.cancel_scope.cancel()
         assert not first.ready
-        second = build_notifier(Settings(), nc, js, cfg)
+        second = build_notifier(nc, js, cfg)
         async with anyio.create_task_group() as tg:
             await tg.start(second.run)
             with anyio.fail_after(10):  # well under the 30 s ack wait

@@ -17,9 +17,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from contracts import Event, encode
 from contracts.partition import partition_of
 from pipeline.foundation.runtime.partition import ack_metadata
-from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
 
-EVENTS = StreamNames("events")
 COUNTS = StreamNames("counts")
 
 
