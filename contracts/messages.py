@@ -18,6 +18,7 @@ __all__ = [
     "Message",
     "PushedAlert",
     "PushedAlerts",
+    "RuleCommand",
     "SendRequest",
     "Silence",
     "SilenceCommand",
@@ -222,8 +223,24 @@ class AckCommand(_Base, tag="ack_command.v1"):
     trace: dict[str, str] = {}
 
 
+class RuleCommand(_Base, tag="rule_command.v1"):
+    """API -> rules: create or replace (``put``) or delete an event-rule template or rule of one
+    organisation. It travels in EVENTS, on the organisation's partition and a subject of its own
+    per (org, kind, name), so the rules stage applies it at a defined point of its input."""
+
+    action: Literal["put", "delete"]
+    org: str
+    kind: Literal["template", "rule"]
+    name: str
+    at: float  # when the API accepted the request
+    spec: dict[str, Any] = {}  # with put: the definition, in the rules stage's own schema (stages.rules.defs)
+    request_id: str = ""
+    actor: str = ""  # the authenticated identity, for the audit trail
+    trace: dict[str, str] = {}
+
+
 Message = (Event | PushedAlerts | AlertChange | GroupFlush | SendRequest | DeadLetter | SilenceCommand
-           | AckCommand)
+           | AckCommand | RuleCommand)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)

@@ -23,7 +23,8 @@ import anyio
 from nats.js.api import StorageType, StreamConfig
 
 from pipeline.foundation.embedded import memory_dir, stage_batches_in_memory, start_nats
-from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.runtime.jetstream import connect, publish_atomic
+from pipeline.foundation.runtime.wire import BatchMsg
 
 __all__ = ["main"]
 

@@ -35,8 +35,8 @@ import asyncpg
 import msgspec
 
 from loadtest.generator import Fleet, GenEvent
-from loadtest.http1 import Http1Connection, HttpError
 from loadtest.oracle import AlertModel, Change, Lifecycle
+from pipeline.foundation.http1 import Http1Connection, HttpError
 
 __all__ = ["ApiSender", "CdcSender", "EventLog", "Sender", "alert_json", "open_loop", "planned_times", "rfc3339"]
 

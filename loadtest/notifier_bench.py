@@ -5,7 +5,7 @@
 
 Starts an embedded nats-server, a local receiver (a minimal HTTP/1.1 server in its own
 process that answers 200 and counts) and an aiosmtpd server (in its own process), publishes
-the send requests first, then starts one worker process (``python -m stages.notifier.worker``)
+the send requests first, then starts one worker process (``tocsin run notifier``)
 and times the receivers from the first delivery to the last. Every send goes the full path:
 fetch, ledger ``sending``, payload, HTTP/SMTP, attempt log, ledger ``sent``, ack.
 
@@ -214,14 +214,16 @@ def fast_time_format() -> None:
 
 
 def _worker_command(worker_args: list[str], *, fast_time: bool, profile: str) -> list[str]:
+    """``tocsin run notifier`` with ``worker_args``, optionally patched or profiled."""
+    args = ["run", "notifier", *worker_args]
     setup = "from loadtest.notifier_bench import fast_time_format; fast_time_format(); " if fast_time else ""
     if not (setup or profile):
-        return [sys.executable, "-m", "stages.notifier.worker", *worker_args]
-    code = f"import sys; {setup}from stages.notifier.worker import main; sys.argv[1:] = {worker_args!r}; "
+        return [sys.executable, "-m", "pipeline.application.cli", *args]
+    code = f"import sys; {setup}from pipeline.application.cli import main; "
     if profile:  # CPU time, written when the worker exits
         code += (f"import atexit, cProfile, time; p = cProfile.Profile(time.process_time); "
                  f"atexit.register(lambda: (p.disable(), p.dump_stats({profile!r}))); p.enable(); ")
-    return [sys.executable, "-c", code + "main()"]
+    return [sys.executable, "-c", code + f"sys.exit(main({args!r}))"]
 
 
 async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, config: str, count,
@@ -229,7 +231,8 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     await _publish(nats_url, [_request(i, "bench", kind, alerts) for i in range(total)])
     cfg_file = tmp / f"{kind}.yml"
     cfg_file.write_text(config)
-    worker_args = ["--nats-url", nats_url, "--config.file", str(cfg_file), "--log-level", "warning"]
+    worker_args = ["--nats-url", nats_url, "--config.file", str(cfg_file), "--log.level", "warning",
+                   "--storage.path", str(tmp / f"worker-{kind}")]
     profile = f"{args.profile}.{kind}" if args.profile else ""
     worker = _spawn(_worker_command(worker_args, fast_time=args.fast_time_format, profile=profile),
                     tmp / f"worker-{kind}.log")

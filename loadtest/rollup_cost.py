@@ -35,7 +35,8 @@ import psutil
 from nats.js.api import StorageType, StreamConfig
 
 from pipeline.foundation.embedded import start_nats
-from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.runtime.jetstream import connect, publish_atomic
+from pipeline.foundation.runtime.wire import BatchMsg
 
 __all__ = ["main"]
 

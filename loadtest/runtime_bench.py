@@ -22,10 +22,11 @@ import psutil
 from contracts import Event, encode
 from contracts.partition import partition_of
 from pipeline.foundation.embedded import start_nats
-from pipeline.foundation.runtime.jetstream import BatchMsg, connect, ensure_partitions, ensure_stream, publish_atomic
+from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream, publish_atomic
 from pipeline.foundation.runtime.partition import Input, StageSpec
 from pipeline.foundation.runtime.stage import StageRunner
 from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
+from pipeline.foundation.runtime.wire import BatchMsg
 from stages.counter.core import CounterCore
 
 __all__ = ["main"]

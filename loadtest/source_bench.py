@@ -1,8 +1,7 @@
 """Source stage (hop A) benchmark: throughput and commit-to-stream latency.
 
 Starts an embedded Postgres (default durability settings) and nats-server, and runs the source
-as its own process (``python -m stages.source.runner``), so the figures are the source's, not
-this process's.
+as its own process (``tocsin run source``), so the figures are the source's, not this process's.
 
 1. Throughput, backlog: N rows are committed in T-row transactions while the source is stopped;
    then the source starts and the time from its first to its last PubAck gives rows/s.
@@ -35,8 +34,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from contracts.messages import Event, decode
 from pipeline.foundation.embedded import start_nats, start_postgres
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
+from pipeline.foundation.runtime.subjects import EVENTS
 from stages.source.emit import migrate
-from stages.source.runner import EVENTS
 
 __all__ = ["main"]
 
@@ -47,8 +46,9 @@ _INSERT = ("INSERT INTO events (org_id, resource_kind, resource_name, reason) "
 def _source(nats_url: str, dsn: str, log: Path, partitions: int) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stages.source.runner", "--nats-url", nats_url, "--postgres-dsn", dsn,
-             "--partitions", str(partitions), "--replica", "bench", "--log-level", "warning"],
+            [sys.executable, "-m", "pipeline.application.cli", "run", "source", "--nats-url", nats_url,
+             "--postgres-dsn", dsn, "--partitions", str(partitions), "--replica", "bench",
+             "--storage.path", str(log.parent / "source"), "--log.level", "warning"],
             stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+from pipeline.application.api_client import ApiClient, CliError, add_connection_arguments
 
 __all__ = ["SCENARIOS", "add_parser", "run"]
 
@@ -45,20 +44,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 _SPEED_LABEL = "tocsin_escalation_speed"  # stages.filter.escalation.TEST_SPEED_LABEL (no stage import here)
 
 
-class CliError(Exception):
-    """A failure to report in one line (exit status 1)."""
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``alerts`` and its subcommands to ``tocsin``'s subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser("alerts", help="on-call commands against a running Tocsin: "
                                                        "list, ack, unack, resolve, fire, escalation-test, storm-test")
-    p.add_argument("--url", default=os.environ.get("TOCSIN_URL", "http://127.0.0.1:9093"),
-                   help="the Tocsin API (default: $TOCSIN_URL or http://127.0.0.1:9093)")
-    p.add_argument("--token-file", default=os.environ.get("TOCSIN_TOKEN_FILE"),
-                   help="a file holding the bearer token (default: $TOCSIN_TOKEN)")
-    p.add_argument("--org", default=os.environ.get("TOCSIN_ORG", ""), help="the organisation (X-Scope-OrgID)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds per request")
+    add_connection_arguments(p)
     sub = p.add_subparsers(dest="alerts_cmd", required=True)
     ls = sub.add_parser("list", help="active alerts with state and escalation level")
     ls.add_argument("--json", action="store_true", help="one JSON object a line")
@@ -92,51 +82,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- plumbing
 
 
-def _token(args: argparse.Namespace) -> str:
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as fh:
-                return fh.read().strip()
-        except OSError as exc:
-            raise CliError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from None
-    return os.environ.get("TOCSIN_TOKEN", "").strip()
-
-
-class _Api:
-    def __init__(self, args: argparse.Namespace) -> None:
-        headers = {}
-        token = _token(args)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        if args.org:
-            headers["X-Scope-OrgID"] = args.org
-        self.url = args.url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=args.timeout)
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self.client.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach Tocsin at {self.url}: {exc} (is it running? set --url or $TOCSIN_URL)") \
-                from None
-        if r.status_code in (401, 403):
-            raise CliError(f"{method} {path}: {r.status_code} {_message(r)} (check --token-file / $TOCSIN_TOKEN "
-                           "and --org)")
-        if r.status_code >= 400:
-            raise CliError(f"{method} {path}: {r.status_code} {_message(r)}")
-        return r.json() if r.content else None
-
-
-def _message(r: httpx.Response) -> str:
-    try:
-        doc = r.json()
-    except ValueError:
-        return r.text.strip()
-    if isinstance(doc, dict):
-        return str(doc.get("message") or doc.get("error") or doc)
-    return str(doc)
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).isoformat().replace("+00:00", "Z")
 
@@ -151,18 +96,18 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _push(api: _Api, alerts: list[dict[str, Any]]) -> None:
+def _push(api: ApiClient, alerts: list[dict[str, Any]]) -> None:
     api.call("POST", "/api/v2/alerts", json=alerts)
 
 
-def _alerts(api: _Api) -> list[dict[str, Any]]:
+def _alerts(api: ApiClient) -> list[dict[str, Any]]:
     return list(api.call("GET", "/api/v2/alerts") or [])
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def _list(api: _Api, args: argparse.Namespace) -> int:
+def _list(api: ApiClient, args: argparse.Namespace) -> int:
     alerts = _alerts(api)
     acks = api.call("GET", "/api/tocsin/acks") or []
     escalations = api.call("GET", "/api/tocsin/escalations") or []
@@ -198,7 +143,7 @@ def _list(api: _Api, args: argparse.Namespace) -> int:
     return 0
 
 
-def _ack(api: _Api, args: argparse.Namespace, remove: bool) -> int:
+def _ack(api: ApiClient, args: argparse.Namespace, remove: bool) -> int:
     targets = [bool(args.id), bool(args.matchers), bool(args.group)]
     if sum(targets) != 1:
         raise CliError("name exactly one of: an alert ID (fingerprint), --matchers, --group")
@@ -225,7 +170,7 @@ def _duration(text: str) -> float:
         raise CliError(f"--duration {text!r}: expected a number and a unit (s, m, h, d), e.g. 2h") from None
 
 
-def _resolve(api: _Api, args: argparse.Namespace) -> int:
+def _resolve(api: ApiClient, args: argparse.Namespace) -> int:
     found = [a for a in _alerts(api) if a["fingerprint"] == args.id]
     if not found:
         raise CliError(f"no active alert {args.id} (see `tocsin alerts list`)")
@@ -245,7 +190,7 @@ def _scenario(name: str, extra: list[str]) -> dict[str, Any]:
     return {"labels": {**s["labels"], **_labels(extra)}, "annotations": dict(s["annotations"])}
 
 
-def _fire(api: _Api, args: argparse.Namespace) -> int:
+def _fire(api: ApiClient, args: argparse.Namespace) -> int:
     alert = _scenario(args.scenario, args.labels)
     alert["startsAt"] = _iso(time.time())
     _push(api, [alert])
@@ -253,7 +198,7 @@ def _fire(api: _Api, args: argparse.Namespace) -> int:
     return 0
 
 
-def _escalation_test(api: _Api, args: argparse.Namespace) -> int:
+def _escalation_test(api: ApiClient, args: argparse.Namespace) -> int:
     if not 1 <= args.speed <= 3600:
         raise CliError("--speed: from 1 to 3600")
     policies = {p["name"]: p for p in api.call("GET", "/api/tocsin/escalation-policies") or []}
@@ -306,7 +251,7 @@ def _equality(text: str) -> tuple[str, str, str]:
     return text, "", ""
 
 
-def _storm_test(api: _Api, args: argparse.Namespace) -> int:
+def _storm_test(api: ApiClient, args: argparse.Namespace) -> int:
     if args.alerts < 1 or args.rate <= 0:
         raise CliError("--alerts must be at least 1 and --rate positive")
     run_id = uuid.uuid4().hex[:8]
@@ -349,7 +294,7 @@ def _storm_test(api: _Api, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tocsin alerts <command>``; the exit status."""
-    api = _Api(args)
+    api = ApiClient(args)
     commands = {
         "list": lambda: _list(api, args),
         "ack": lambda: _ack(api, args, remove=False),
@@ -366,14 +311,3 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         api.client.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.application.alerts_cli alerts ...`` (until ``tocsin`` wires it in)."""
-    parser = argparse.ArgumentParser(prog="tocsin")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,12 +16,13 @@ import os
 import signal
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 import msgspec
+import nats.errors
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,16 +31,15 @@ from starlette.responses import PlainTextResponse
 from contracts.partition import partition_of
 from pipeline.application.api.app import api_routes
 from pipeline.application.api.audit import AuditRecord, DenialAuditor
-from pipeline.application.api.auth import Authenticator, AuthMiddleware, auth_exception_handlers
-from pipeline.application.api.auth_config import AuthConfig
-from pipeline.application.api.auth_jwt import load_key_source
+from pipeline.application.api.auth.jwt import load_key_source
+from pipeline.application.api.auth.middleware import Authenticator, AuthMiddleware, auth_exception_handlers
 from pipeline.application.api.context import AUDIT_TTL, ApiContext
-from pipeline.application.api.errors import nesting_too_deep, stale_read
+from pipeline.application.api.errors import nats_unavailable, nesting_too_deep, stale_read
 from pipeline.application.api.ingest import ingest_routes
 from pipeline.application.api.ui import ui_routes
+from pipeline.application.config.auth import AuthConfig
 from pipeline.application.graph import (
     CHAIN,
-    DEFAULT_DEPLOYMENT,
     GRAPH,
     chain_core,
     filter_core,
@@ -51,6 +51,7 @@ from pipeline.application.graph import (
     stream_names,
 )
 from pipeline.application.http import ConnectionWatch, HttpServer, health_routes
+from pipeline.application.process_settings import Settings
 from pipeline.application.reload import Prepare, Reloader, ReloadError, follow_reloads, reload_routes
 from pipeline.application.settings import Loaded, load
 from pipeline.application.startup import check_listen, check_postgres, start_timeout, wait_for_nats
@@ -71,33 +72,21 @@ from stages.counter.core import CounterCore
 from stages.notifier.service import NotifierOptions, build_notifier
 from stages.source.service import SourceOptions, build_source
 
-__all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "route_prefix", "run_process"]
+__all__ = ["STAGE_NAMES", "Endpoints", "Service", "Settings", "exception_handlers", "route_prefix", "run_process"]
 
 log = logging.getLogger("tocsin")
 
 
 
-@dataclass
-class Settings:
-    storage_path: Path = Path("data")
-    nats_url: str | None = None
-    postgres_dsn: str | None = None
-    partitions: int = 16
-    listen: str = ":9093"
-    config_file: Path | None = None
-    tocsin_file: Path | None = None  # Tocsin's settings in a file of their own (--tocsin.config.file)
-    replica: str | None = None
-    stream_replicas: int = 1
-    member_ttl: float = 5.0
-    counter_delay: float = 0.5
-    external_url: str = ""  # --web.external-url (over tocsin.external_url)
-    route_prefix: str = ""  # --web.route-prefix: "" or "/path" (no trailing slash)
-    data_retention: float | None = None  # --data.retention: the router's notification log of deleted groups
-    alerts_gc_interval: float | None = None  # --alerts.gc-interval: how long a resolved alert stays listed
-    # --deployment: chained or separate (application.graph), recorded like P; TOCSIN_DEPLOYMENT sets the default
-    # (as it does for the CLI), so a whole test suite can run against either
-    deployment: str = field(default_factory=lambda: os.environ.get("TOCSIN_DEPLOYMENT") or DEFAULT_DEPLOYMENT)
-    loaded: Loaded = field(default_factory=lambda: load(None))
+# NATS errors that mean "no answer now": the API answers 503 (retry), not 500
+_NATS_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+                     nats.errors.OutboundBufferLimitError)
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """How the process's HTTP server answers what a handler raised: the API's error shapes."""
+    return {**auth_exception_handlers(), StaleRead: stale_read, RecursionError: nesting_too_deep,
+            **dict.fromkeys(_NATS_UNAVAILABLE, nats_unavailable)}
 
 
 class Service(Protocol):
@@ -321,7 +310,7 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
             await retry_transient("stream TOCSIN_AUDIT", functools.partial(
                 ensure_stream, js, AUDIT, replicas=settings.stream_replicas))
             ctx = ApiContext(nc, js, settings.partitions, settings.loaded)
-            ctx.streams = stream_names(settings.deployment)  # type: ignore[attr-defined]  # (reads: pipeline.application.graph)
+            ctx.streams = stream_names(settings.deployment)  # where the stages are read (pipeline.application.graph)
             reloader.add(lambda loaded: functools.partial(ctx.use, loaded))
             base_dir = str((settings.tocsin_file or settings.config_file or Path("alertmanager.yml")).parent)
             routes = api_routes(ctx) + ingest_routes(ctx, base_dir=base_dir) + ui_routes(ctx) + routes
@@ -331,8 +320,7 @@ async def run_process(settings: Settings, stage_names: list[str], *, handle_sign
                                          authenticator=authenticator,
                                          auditor=_denial_auditor(js, settings.partitions)))
         app = Starlette(routes=routes, middleware=middleware,
-                        exception_handlers={**auth_exception_handlers(), StaleRead: stale_read,
-                                            RecursionError: nesting_too_deep})
+                        exception_handlers=exception_handlers())
         app.middleware_stack = app.build_middleware_stack()  # now: a middleware that cannot start stops the start
         http = HttpServer(_Prefixed(app, settings.route_prefix) if settings.route_prefix else app, settings.listen)
         async with anyio.create_task_group() as tg:

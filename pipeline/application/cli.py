@@ -6,11 +6,12 @@ import argparse
 import difflib
 import functools
 import gc
+import importlib.util
 import json
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,29 @@ import nats.errors
 import nats.js.errors
 
 from contracts.partition import DEFAULT_PARTITIONS
-from pipeline.application import alerts_cli
+from pipeline.application import alerts_cli, dlq, rules_cli
+from pipeline.application.process_settings import DEFAULT_DEPLOYMENT
+from pipeline.application.settings import load
+from pipeline.application.startup import StartupError, leaf, one_line, start_timeout, wait_for_nats
+from pipeline.application.version import tocsin_version
+from pipeline.foundation.amconfig import (
+    ConfigError,
+    check_config_report,
+    compile_routes,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+from pipeline.foundation.amconfig.routes import render_matching_tree, render_routes_test, render_routes_tree
+from pipeline.foundation.embedded import redact_url
 from pipeline.foundation.logs import setup_logging
+from pipeline.foundation.runtime.jetstream import connect
+from stages.source.mapping import EmitArgsError, add_emit_arguments, emit_request_from_args
 
-__all__ = ["main"]
+__all__ = ["EVENT_LOOPS", "event_loop_options", "main"]
+
+# The commands that need the HTTP stack, the stages or the topology import them when they run
+# (not to dodge a cycle: `tocsin check-config` and `tocsin version` start in a third of the time).
 
 log = logging.getLogger("tocsin.cli")
 
@@ -46,13 +66,6 @@ _AM_REFUSED = {
     "--web.config.file": "TLS and basic auth of the web server are not read from a web config file; "
                          "use tocsin.auth and a TLS-terminating proxy (docs/deploy.md)",
 }
-
-def _version() -> str:
-    try:
-        return version("tocsin")
-    except PackageNotFoundError:
-        return "0+unknown"
-
 
 def _dsn_from_env() -> str | None:
     path = os.environ.get("TOCSIN_POSTGRES_DSN_FILE")
@@ -101,13 +114,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _default_deployment() -> str:
-    from pipeline.application.graph import DEFAULT_DEPLOYMENT
 
     return DEFAULT_DEPLOYMENT
 
 
 def _duration(text: str) -> float:
-    from pipeline.foundation.amconfig import parse_duration
 
     try:
         return parse_duration(text)
@@ -177,7 +188,6 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--verify.receivers", dest="verify", default="",
                       help="exit 1 unless the receivers are exactly these (comma-separated)")
     test.add_argument("labels", nargs="*", help="label=value ...")
-    from stages.source.mapping import add_emit_arguments
 
     emit = sub.add_parser("emit", help="insert one event row into the events table (demos, tests)")
     add_emit_arguments(emit)
@@ -201,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--dry-run", action="store_true", help="print the HTTP requests instead of sending them")
     probe.add_argument("--web.external-url", dest="external_url", default="http://localhost:9093")
     alerts_cli.add_parser(sub)
+    rules_cli.add_parser(sub)
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay or delete them")
     dlqsub = dlq.add_subparsers(dest="dlq_cmd", required=True)
     dlq_list = dlqsub.add_parser("list", help="every dead letter (one JSON object a line)")
@@ -222,7 +233,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _child_args(args: argparse.Namespace) -> list[str]:
     """The flags every stage process of ``--topology processes`` gets from the parent's."""
-    from pipeline.foundation.amconfig import format_duration
 
     out = ["--log.level", args.log_level, "--log.format", args.log_format, "--deployment", args.deployment]
     for flag, value in (("--web.external-url", args.external_url), ("--web.route-prefix", args.route_prefix),
@@ -237,8 +247,6 @@ def _child_args(args: argparse.Namespace) -> list[str]:
 
 def _test_receiver(args: argparse.Namespace) -> int:
     from pipeline.application.receiver_probe import parse_labels, probe_receiver
-    from pipeline.application.settings import load
-    from pipeline.foundation.amconfig import ConfigError
 
     try:
         labels = parse_labels(args.alert)
@@ -272,8 +280,6 @@ def _running_nats_url(args: argparse.Namespace) -> str:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from pipeline.application import dlq
-    from pipeline.foundation.runtime.jetstream import connect
 
     try:
         refs = [dlq.parse_ref(r) for r in getattr(args, "refs", [])]
@@ -283,7 +289,6 @@ def _dlq(args: argparse.Namespace) -> int:
     url = _running_nats_url(args)
 
     async def _run() -> int:
-        from pipeline.application.startup import StartupError, start_timeout, wait_for_nats
 
         try:
             await wait_for_nats(url, min(start_timeout(), 5.0))  # (connect would wait for ever)
@@ -319,8 +324,6 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _routes(args: argparse.Namespace) -> int:
-    from pipeline.foundation.amconfig import ConfigError, compile_routes, load_config
-    from pipeline.foundation.amconfig.routes import render_matching_tree, render_routes_test, render_routes_tree
 
     try:
         root = compile_routes(load_config(args.config_file))
@@ -382,7 +385,6 @@ def _not_running(args: argparse.Namespace) -> str:
 
 def _client_run(args: argparse.Namespace, what: str, fn: Any, *fn_args: Any) -> Any:
     """Run a client command against a server: one line when the server does not answer."""
-    from pipeline.application.startup import leaf
 
     try:
         return anyio.run(fn, *fn_args)
@@ -408,7 +410,6 @@ def _running_dsn(args: argparse.Namespace) -> str:
 
 def _settings(args: argparse.Namespace, default_listen: str) -> object:
     from pipeline.application.app import Settings, route_prefix
-    from pipeline.application.settings import load
 
     config_file = Path(args.config_file) if args.config_file else None
     tocsin_file = Path(args.tocsin_file) if args.tocsin_file else None
@@ -423,7 +424,6 @@ def _settings(args: argparse.Namespace, default_listen: str) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     """``tocsin``: a failure is one line on stderr (``tocsin: what failed; what to do``), exit 1."""
-    from pipeline.application.startup import leaf, one_line
 
     try:
         return _main(argv)
@@ -455,7 +455,7 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"tocsin: error: {error}", file=sys.stderr)
         return 2
     if args.cmd == "version":
-        print(f"tocsin {_version()}")
+        print(f"tocsin {tocsin_version()}")
         return 0
     if args.cmd == "routes":
         return _routes(args)
@@ -465,9 +465,10 @@ def _main(argv: list[str] | None = None) -> int:
         return _test_receiver(args)
     if args.cmd == "alerts":
         return alerts_cli.run(args)
+    if args.cmd == "rules":
+        return rules_cli.run(args)
     if args.cmd == "emit":
         from stages.source.emit import emit
-        from stages.source.mapping import EmitArgsError, emit_request_from_args
 
         try:
             request = emit_request_from_args(args)
@@ -483,8 +484,6 @@ def _main(argv: list[str] | None = None) -> int:
         print("migrated")
         return 0
     if args.cmd == "check-config":
-        from pipeline.application.settings import load
-        from pipeline.foundation.amconfig import check_config_report
 
         # the loader `tocsin up` uses: the tocsin section or sidecar file, the files it names
         ok, report = check_config_report(args.files, loader=lambda name: load(Path(name)).config)
@@ -492,8 +491,6 @@ def _main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     setup_logging(args.log_level, args.log_format)
     from pipeline.application.app import UP_STAGES, Endpoints, run_process
-    from pipeline.foundation.amconfig import ConfigError
-    from pipeline.foundation.embedded import redact_url
 
     try:
         if args.cmd == "run":
@@ -516,7 +513,7 @@ def _main(argv: list[str] | None = None) -> int:
                     listen=args.listen or ":9093", config_file=Path(args.config_file) if args.config_file else None,
                     with_source=args.with_source, child_args=_child_args(args), deployment=args.deployment,
                     task_status=task_status))
-                print(f"tocsin {_version()} ready (processes): API {topo.api_url}  "
+                print(f"tocsin {tocsin_version()} ready (processes): API {topo.api_url}  "
                       f"NATS {redact_url(topo.nats_url)}  {len(topo.children)} stage processes  data {topo.storage}",
                       flush=True)
 
@@ -535,16 +532,33 @@ def _main(argv: list[str] | None = None) -> int:
         async with anyio.create_task_group() as tg:
             ep: Endpoints = await tg.start(run_process, settings, stages)
             gc.freeze()
-            print(f"tocsin {_version()} ready: API {ep.api_url}  metrics {ep.metrics_url}  "
+            print(f"tocsin {tocsin_version()} ready: API {ep.api_url}  metrics {ep.metrics_url}  "
                   f"NATS {redact_url(ep.nats_url)}"
                   f"{'  Postgres ' + redact_url(ep.postgres_dsn) if ep.postgres_dsn else ''}  data {ep.storage_path}",
                   flush=True)
 
     try:
-        anyio.run(_main)
+        anyio.run(_main, backend_options=event_loop_options(stages, os.environ))
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def event_loop_options(stages: list[str], env: Mapping[str, str]) -> dict[str, bool]:
+    """anyio's asyncio backend options: uvloop for a process that runs the notifier alone, where it
+    measured faster (webhooks/s; `python -m loadtest.loop_bench`), the default loop elsewhere (no
+    gain for the stages). TOCSIN_EVENT_LOOP=uvloop|asyncio forces one for any process."""
+    loop = env.get("TOCSIN_EVENT_LOOP") or ("uvloop" if stages == ["notifier"] and _has_uvloop() else "asyncio")
+    if loop not in EVENT_LOOPS:
+        raise SystemExit(f"tocsin: TOCSIN_EVENT_LOOP={loop!r}: use one of {', '.join(EVENT_LOOPS)}, or unset it")
+    return {"use_uvloop": loop == "uvloop"}
+
+
+def _has_uvloop() -> bool:
+    return sys.platform != "win32" and importlib.util.find_spec("uvloop") is not None
 
 
 if __name__ == "__main__":

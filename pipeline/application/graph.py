@@ -29,15 +29,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from contracts.messages import AckCommand, AlertChange, Event, GroupFlush, PushedAlerts, SendRequest, SilenceCommand
+from contracts.messages import (
+    AckCommand,
+    AlertChange,
+    Event,
+    GroupFlush,
+    PushedAlerts,
+    RuleCommand,
+    SendRequest,
+    SilenceCommand,
+)
+from pipeline.application.process_settings import CHAINED, DEFAULT_DEPLOYMENT, DEPLOYMENTS, SEPARATE, Settings
 from pipeline.foundation.runtime.chain import ChainCore, ChainLayout, ChainMember
 from pipeline.foundation.runtime.partition import Input, StageSpec
 from pipeline.foundation.runtime.subjects import StreamNames
-
-if TYPE_CHECKING:
-    from pipeline.application.app import Settings
+from stages.filter.config import filter_config, filter_options
+from stages.filter.core import FilterCore
+from stages.filter.state import GroupState
+from stages.filter.ticks import LastFlush
+from stages.router.config import RouteTable
+from stages.router.core import RouterCore
+from stages.rules.core import RulesCore
+from stages.rules.effective import load_rules
 
 __all__ = [
     "CHAIN",
@@ -60,17 +75,10 @@ __all__ = [
     "topology_stages",
 ]
 
-CHAINED: Final = "chained"
-SEPARATE: Final = "separate"
-DEPLOYMENTS: Final = (CHAINED, SEPARATE)
-DEFAULT_DEPLOYMENT: Final = CHAINED
 CHAIN: Final = "chain"  # the stage name of the chain in the chained deployment
 
 
 def rules_core(settings: Settings) -> Any:
-    from stages.rules.core import RulesCore
-    from stages.rules.rules import load_rules
-
     section = settings.loaded.tocsin.rules
     retention = {} if settings.alerts_gc_interval is None else {"retention": settings.alerts_gc_interval}
     return RulesCore(load_rules(section) if section else None,
@@ -78,18 +86,12 @@ def rules_core(settings: Settings) -> Any:
 
 
 def router_core(settings: Settings) -> Any:
-    from stages.router.config import RouteTable
-    from stages.router.core import RouterCore
-
     table = RouteTable.from_config(settings.loaded.config, settings.loaded.orgs)
     retention = {} if settings.data_retention is None else {"retention": settings.data_retention}
     return RouterCore(table, since=time.time(), **retention)
 
 
 def filter_core(settings: Settings) -> Any:
-    from stages.filter.config import filter_config, filter_options
-    from stages.filter.core import FilterCore
-
     options = filter_options(settings.loaded.tocsin.filter)
     config = filter_config(settings.loaded.config, options)
     orgs = {org: filter_config(c, options) for org, c in settings.loaded.orgs.items()}
@@ -119,9 +121,6 @@ class FilterInChain:
     @staticmethod
     def _tick(value: Any) -> tuple[float, float] | None:
         """(tick, graced deadline) of a value whose timer is a re-evaluation."""
-        from stages.filter.state import GroupState
-        from stages.filter.ticks import LastFlush
-
         last = value.last if isinstance(value, GroupState) else value if isinstance(value, LastFlush) else None
         due = None if last is None else last.due_at
         if last is None or last.next is None or due is None or due != value.due_at:
@@ -176,8 +175,8 @@ class StageDecl:
 #: The stateful stages, in pipeline order. Streams no stage writes (``events``: the source and
 #: the API; ``commands``: the API) are the graph's inputs.
 GRAPH: Final[tuple[StageDecl, ...]] = (
-    StageDecl("rules", (InputDecl("events", (Event, PushedAlerts)),), "alerts", (AlertChange,), rules_core,
-              output_ttl=_history_ttl),
+    StageDecl("rules", (InputDecl("events", (Event, PushedAlerts, RuleCommand)),), "alerts", (AlertChange,),
+              rules_core, output_ttl=_history_ttl),
     StageDecl("router", (InputDecl("alerts", (AlertChange,)),), "groups", (GroupFlush,), router_core, kept=False),
     StageDecl("filter", (InputDecl("groups", (GroupFlush,)), InputDecl("alerts", (AlertChange,)),
                          InputDecl("commands", (SilenceCommand, AckCommand))), "sends", (SendRequest,), filter_core,

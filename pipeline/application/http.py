@@ -23,18 +23,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from pipeline.application.startup import StartupError, parse_listen_address
 from pipeline.foundation.runtime.metrics import REGISTRY
 
-__all__ = ["ConnectionWatch", "HttpServer", "connection_problem", "health_routes", "parse_listen_address"]
-
-
-def parse_listen_address(addr: str) -> tuple[str, int]:
-    """Alertmanager's ``--web.listen-address`` form: ``:9093``, ``0.0.0.0:9093``, ``[::1]:9093``."""
-    host, _, port = addr.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"invalid listen address {addr!r}: expected host:port or :port")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+__all__ = ["ConnectionWatch", "HttpServer", "connection_problem", "health_routes"]
 
 
 def connection_problem(state: str, down_since: float | None, now: float, grace: float) -> str | None:
@@ -135,8 +127,6 @@ class HttpServer:
             self.sock.bind((host, port))
         except OSError as exc:  # (one line, not a traceback: pipeline.application.startup)
             self.sock.close()
-            from pipeline.application.startup import StartupError
-
             raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}; stop what uses it or give "
                                "another --web.listen-address") from None
         self.host = host

@@ -22,7 +22,9 @@ from contracts.messages import Integration, SendRequest
 from pipeline.foundation.amconfig import Config, compile_routes, group_labels
 from pipeline.foundation.amconfig.receivers import delivered_integrations
 from pipeline.foundation.amconfig.values import Secret
-from stages.notifier.delivery import HttpResponse, HttpSender, Sender, attempt
+from pipeline.foundation.http1 import HttpResponse
+from stages.notifier.delivery import Sender, attempt
+from stages.notifier.http import HttpSender
 from stages.notifier.senders import build_senders
 
 __all__ = ["Probe", "RecordedRequest", "RecordingClient", "parse_labels", "probe_receiver", "synthetic_request"]

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pipeline.application.api.auth import require
+from pipeline.application.api.auth.middleware import require
 from pipeline.application.settings import Loaded
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.runtime.metrics import REGISTRY

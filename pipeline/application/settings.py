@@ -16,16 +16,21 @@ import msgspec
 import yaml
 
 from contracts.ids import check_org
-from pipeline.application.api.auth_config import AuthConfig
-from pipeline.application.api.auth_jwt import KeySource, load_key_source
-from pipeline.application.api.auth_static import TokenTable, parse_static_tokens
-from pipeline.application.api.ingest_config import IngestConfig
-from pipeline.application.api.limits import LimitsConfig
+from pipeline.application.config.auth import AuthConfig
+from pipeline.application.config.ingest import IngestConfig
+from pipeline.application.config.jwt_keys import KeySource, load_key_files
+from pipeline.application.config.limits import LimitsConfig
+from pipeline.application.config.static_tokens import TokenTable, parse_static_tokens
 from pipeline.foundation.amconfig import Config, ConfigError, load_config, load_config_text
 from pipeline.foundation.amconfig.decode import Decoder, compose
 from pipeline.foundation.amconfig.load import compose_section
 from pipeline.foundation.amconfig.model import PromDuration
+from stages.filter.config import filter_options
+from stages.filter.escalation import escalation_policies
+from stages.notifier.config import check_fallbacks, load_notifier_config
 from stages.notifier.templates import TEMPLATE_CHECK
+from stages.rules.effective import load_rules
+from stages.source.config import load_source_config
 
 __all__ = ["DEFAULT_CONFIG", "SIDECAR_NAME", "Loaded", "TocsinSection", "load", "load_text", "sidecar_of"]
 
@@ -120,7 +125,7 @@ def _auth_files(section: TocsinSection, node: Any, filename: str,
         jwt_node = _child(auth_node, "jwt")
         name = "jwks_file" if jwt.jwks_file else "secret_file"
         try:
-            keys = load_key_source(jwt, base_dir=str(base_dir))
+            keys = load_key_files(jwt, base_dir=str(base_dir))
         except ConfigError as exc:
             line = _line_of(jwt_node, name)
             errors.extend(f"{filename}:{line}: tocsin.auth.jwt.{name}: {e}" for e in exc.errors)
@@ -131,12 +136,6 @@ def _auth_files(section: TocsinSection, node: Any, filename: str,
 
 def _check_stage_sections(section: TocsinSection, config: Config, node: Any, filename: str) -> list[str]:
     """Each stage validates its own section; errors name the file, the line and the section."""
-    from stages.filter.config import filter_options
-    from stages.filter.escalation import escalation_policies
-    from stages.notifier.config import load_notifier_config
-    from stages.rules.rules import load_rules
-    from stages.source.config import load_source_config
-
     checks: list[tuple[str, Any]] = [
         ("rules", lambda: load_rules(section.rules) if section.rules is not None else None),
         ("filter", lambda: filter_options(section.filter)),
@@ -155,8 +154,6 @@ def _check_stage_sections(section: TocsinSection, config: Config, node: Any, fil
 
 def _fallbacks(notifier: Any, config: Config) -> None:
     """Fallbacks naming unknown receivers or forming a cycle: a configuration error with its line."""
-    from stages.notifier.config import check_fallbacks
-
     problems = check_fallbacks(notifier, [r.name for r in config.receivers])
     if problems:
         raise ValueError("; ".join(problems))

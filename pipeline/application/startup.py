@@ -17,11 +17,13 @@ import time
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 
 from pipeline.foundation.embedded import redact_url
+from stages.source.replication import wal_level_problem
 
 __all__ = ["START_TIMEOUT_ENV", "StartupError", "check_listen", "check_postgres", "leaf", "one_line",
-           "start_timeout", "wait_for_nats"]
+           "parse_listen_address", "start_timeout", "wait_for_nats"]
 
 START_TIMEOUT_ENV = "TOCSIN_START_TIMEOUT"
 
@@ -38,10 +40,17 @@ def start_timeout() -> float:
         raise StartupError(f"{START_TIMEOUT_ENV}={value!r} is not a number of seconds") from None
 
 
+def parse_listen_address(addr: str) -> tuple[str, int]:
+    """Alertmanager's ``--web.listen-address`` form: ``:9093``, ``0.0.0.0:9093``, ``[::1]:9093``."""
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"invalid listen address {addr!r}: expected host:port or :port")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
 def check_listen(listen: str) -> None:
     """The HTTP listen address is free (checked before the embedded servers start, not after)."""
-    from pipeline.application.http import parse_listen_address
-
     host, port = parse_listen_address(listen)
     if port == 0:
         return
@@ -93,10 +102,6 @@ async def wait_for_nats(url: str, timeout: float) -> None:
 
 async def check_postgres(dsn: str, timeout: float, *, logical: bool) -> None:
     """Postgres answers within ``timeout`` seconds (with ``wal_level = logical`` when ``logical``)."""
-    import asyncpg
-
-    from stages.source.replication import wal_level_problem
-
     give_up = time.monotonic() + timeout
     while True:
         try:

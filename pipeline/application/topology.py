@@ -33,8 +33,6 @@ __all__ = ["Child", "Topology", "run_topology"]
 
 log = logging.getLogger("tocsin.topology")
 
-STAGES = ("rules", "router", "filter", "notifier")  # the separate deployment's (graph.topology_stages)
-
 
 @dataclass
 class Child:

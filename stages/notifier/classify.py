@@ -1,4 +1,4 @@
-"""Whether a failed send is worth retrying, why it failed, and how long to wait (pure).
+"""How an attempt ended, whether a failed send is worth retrying, why it failed, and how long to wait (pure).
 
 The reason labels are Alertmanager's (``notify.Reason``), as on its
 ``alertmanager_notifications_failed_total{reason=...}``: ``clientError``, ``serverError``,
@@ -17,6 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import Literal, NamedTuple
 
 __all__ = [
+    "OK",
+    "Outcome",
     "Reason",
     "TransportError",
     "Verdict",
@@ -27,6 +29,8 @@ __all__ = [
     "is_success",
     "next_delay",
     "parse_retry_after",
+    "permanent",
+    "transport_outcome",
 ]
 
 Reason = Literal[
@@ -47,6 +51,32 @@ class Verdict(NamedTuple):
 
 
 _OK = Verdict(ok=True, retryable=False, reason="")
+
+
+class Outcome(NamedTuple):
+    """How one attempt ended. ``error`` is safe to log and store (no secrets)."""
+
+    verdict: Verdict
+    error: str = ""
+    status: int = 0
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+
+OK = Outcome(_OK)
+
+
+def permanent(error: str) -> Outcome:
+    """A failure not worth retrying (a configuration or request that cannot work)."""
+    return Outcome(Verdict(ok=False, retryable=False, reason="other"), error)
+
+
+def transport_outcome(kind: TransportError, error: str) -> Outcome:
+    """A request that got no response (see :func:`classify_transport`)."""
+    return Outcome(classify_transport(kind), error)
 
 
 def is_success(status: int) -> bool:

@@ -32,11 +32,11 @@ replica can be trusted.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import functools
 import hashlib
 import json
 from collections import deque
-from typing import Literal
 
 import msgspec
 import nats.errors
@@ -46,76 +46,24 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from contracts.messages import SendRequest
 from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.subjects import StreamNames, token
 
+from .records import AttemptRecord, LedgerRecord
+
 __all__ = [
-    "FINAL_STATES",
     "LEDGER",
-    "AttemptRecord",
-    "Decision",
     "Ledger",
-    "LedgerRecord",
-    "State",
+    "LedgerError",
     "attempts",
     "attempts_subject",
-    "decide",
     "ensure_ledger",
-    "integration_name",
     "send_subject",
 ]
 
 LEDGER = StreamNames("ledger")
-State = Literal["sending", "sent", "failed", "fallback"]
-FINAL_STATES: frozenset[str] = frozenset({"sent", "failed", "fallback"})
-Decision = Literal["new", "resume", "done"]
 _WRONG_LAST_SEQUENCE = 10071
 _ROLLUP = {"Nats-Rollup": "sub"}
-
-
-class LedgerRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The state of one send (one integration of one receiver for one flush)."""
-
-    id: str
-    state: State
-    at: float  # when this record was written
-    org: str
-    receiver: str
-    integration: str  # e.g. "webhook[0]"
-    group_key: str
-    fingerprints: list[str] = []
-    attempts: int = 0
-    last_error: str = ""
-    reason: str = ""  # Alertmanager's failure reason label of the last failure
-    spent: float = 0.0  # seconds of the retry budget used (attempts and backoff waits)
-    first_at: float = 0.0  # when the first attempt started
-    idempotency_key: str = ""
-    fallback: str = ""  # the receiver the notification was handed to (state "fallback")
-    giving_up: bool = False  # retrying has ended; the fallback hand-off and dead letter follow
-    permanent: bool = False  # ... because of a permanent failure (else the budget ran out)
-
-
-class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One attempt (``sent`` / ``failed``) or the end of retrying (``gave_up``) of a send."""
-
-    send_id: str
-    status: Literal["sent", "failed", "gave_up"]
-    at: float
-    org: str
-    receiver: str
-    integration: str
-    group_key: str
-    attempt: int = 0
-    error: str = ""
-    reason: str = ""
-    status_code: int = 0
-    duration: float = 0.0
-    fingerprints: list[str] = []
-    flush_seq: int = 0
-    fallback: str = ""
-    # fields whose template failed and were sent with their default (the notification went out)
-    template_errors: list[str] = []
 
 
 class _PubAck(msgspec.Struct):
@@ -126,10 +74,6 @@ class _PubAck(msgspec.Struct):
 _ack_decoder = msgspec.json.Decoder(_PubAck)
 _record_decoder = msgspec.json.Decoder(LedgerRecord)
 _attempt_decoder = msgspec.json.Decoder(AttemptRecord)
-
-
-def integration_name(req: SendRequest) -> str:
-    return f"{req.integration.kind}[{req.integration.index}]"
 
 
 @functools.lru_cache(maxsize=4096)  # a send's subject is needed for its claim and again for its end
@@ -144,16 +88,6 @@ def _group_token(group_key: str) -> str:
 @functools.lru_cache(maxsize=4096)  # a group is notified again and again: hash its key once
 def attempts_subject(org: str, group_key: str) -> str:
     return f"{LEDGER.prefix}.attempts.{token(org)}.{_group_token(group_key)}"
-
-
-def decide(record: LedgerRecord | None) -> Decision:
-    """What a worker does with a request given its ledger record: send it as new, send it
-    again with the same key (a worker died or deferred it mid-retry), or only acknowledge it."""
-    if record is None:
-        return "new"
-    if record.state in FINAL_STATES:
-        return "done"
-    return "resume"
 
 
 async def ensure_ledger(js: JetStreamContext, *, replicas: int = 1, max_age: float = 7 * 86400.0) -> None:
@@ -307,8 +241,6 @@ async def attempts(js: JetStreamContext, org: str, *, group_key: str | None = No
         raise ValueError("give a group_key or a fingerprint")
     subject = attempts_subject(org, group_key) if group_key is not None else f"{LEDGER.prefix}.attempts.{token(org)}.>"
     if since is not None:
-        import datetime as _dt
-
         start = _dt.datetime.fromtimestamp(since, _dt.UTC).isoformat().replace("+00:00", "Z")
         policy = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
     else:

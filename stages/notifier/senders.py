@@ -17,7 +17,9 @@ from typing import Any
 from pipeline.foundation.amconfig.model import Config, EmailConfig, SlackConfig, WebhookConfig
 from pipeline.foundation.amconfig.receivers import delivered_integrations
 
-from .delivery import Clients, EmailSender, PagerdutySender, Sender, SenderKey, SlackSender, WebhookSender
+from .core import SenderKey
+from .delivery import EmailSender, PagerdutySender, Sender, SlackSender, WebhookSender
+from .http import Clients
 from .integrations import INTEGRATIONS
 from .secrets import SecretReader
 from .templates import TemplateSet, default_templates

@@ -1,44 +1,38 @@
 """Notifier workers: deliver send requests with retries, pacing, fallback and the ledger.
 
 Every worker binds the one durable pull consumer ``notifier`` on ``TOCSIN_SENDS``
-(``tocsin.sends.out.>``, explicit acks), so any replica takes any request. A worker keeps at
-most ``concurrency`` requests in flight; each goes:
+(``tocsin.sends.out.>``, explicit acks) through the runtime's work-queue consumer
+(``pipeline.foundation.runtime.workqueue``), so any replica takes any request; a worker
+keeps at most ``concurrency`` requests in flight. The decisions are ``core``'s; this module
+reads the ledger, asks the gates, makes the attempts and executes what ``core`` decides.
+Each request goes:
 
 1. decode (a bad message is dead-lettered on ``tocsin.sends.dlq.notifier.<unique>``, then acked);
 2. ``select_alerts`` (nothing to send: acked);
 3. a redelivered request reads its ledger record from the stream leader: final means acked
-   without sending;
-4. the endpoint's gates: an open circuit (or a long rate-limit wait) returns the request
-   with a delayed nak, before anything is written, and its budget is not spent;
-5. the ledger record ``sending`` is written (compare-and-set on the sequence of the record
-   the decision was taken on: a stale read cannot lead to a send), then attempts are made,
-   each logged; retryable failures wait (backoff with full jitter, or ``Retry-After``)
-   while in-progress acks keep the message; the breaker learns from every attempt; the
-   records written after a failed attempt are compare-and-sets on the previous one, so a
-   worker that lost the send to another (it outlived its ack wait) stops, settling nothing;
-6. success: ledger ``sent``, ack. Permanent failure or exhausted budget: the notification is
-   published to the fallback receiver's integrations (if configured) as new send requests,
-   the failure is dead-lettered, the ledger says ``fallback`` or ``failed``, ack.
+   without sending (``core.admit``);
+4. the endpoint's gates (``core.gate``): an open circuit (or a long rate-limit wait) returns
+   the request with a delayed nak, before anything is written, and its budget is not spent;
+5. the ledger record ``sending`` is written (``core.claim``: a compare-and-set on the
+   sequence of the record the decision was taken on, so a stale read cannot lead to a send),
+   then attempts are made, each logged; after each, ``core.after_attempt`` says sent, retry
+   after a delay (backoff with full jitter, or ``Retry-After``; in-progress acks keep the
+   message meanwhile) or give up; the breaker learns from every attempt; the records
+   written after a failed attempt are compare-and-sets on the previous one, so a worker
+   that lost the send to another (it outlived its ack wait) stops, settling nothing;
+6. success: ledger ``sent``, ack. Permanent failure or exhausted budget (``core.give_up``):
+   the notification is published to the fallback receiver's integrations (if configured) as
+   new send requests, the failure is dead-lettered, the ledger says ``fallback`` or
+   ``failed``, ack.
 
-Concurrency is a fixed pool of ``concurrency`` tasks in the worker's task group. Requests
-come from raw pull requests on one subscription of the worker (nats-py's ``fetch`` costs a
-task, a timer and a random id per message): a pull loop asks for as many requests as fit in
-``concurrency`` plus a prefetch of half as many, in batches, each pull expiring after
-``fetch_timeout``; the subscription's callback hands each request to an idle task or queues
-it, and a task that finishes takes the next queued one without waiting. A worker never
-crashes on one message: an unexpected error naks it with a delay.
-Run one alone with ``python -m stages.notifier.worker --nats-url URL --config.file FILE``.
+Run it with ``tocsin run notifier --nats-url URL --config.file FILE``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import random
-import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,28 +43,28 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.messages import DeadLetter, Integration, SendRequest, decode_as, encode
+from contracts.messages import DeadLetter, SendRequest, decode_as, encode
 from pipeline.foundation.amconfig.model import Config
-from pipeline.foundation.logs import setup_logging
 from pipeline.foundation.runtime.jetstream import ensure_stream
-from pipeline.foundation.runtime.metrics import REGISTRY
-from pipeline.foundation.runtime.pull import asked_after_status
+from pipeline.foundation.runtime.metrics import REGISTRY, metric_set
 from pipeline.foundation.runtime.subjects import StreamNames
-from pipeline.foundation.telemetry import annotate, child_span, payload_attributes, setup_tracing, step_span
+from pipeline.foundation.runtime.workqueue import WorkQueue, ensure_work_consumer, num_delivered, settle, stream_seq
+from pipeline.foundation.telemetry import annotate, child_span, payload_attributes, step_span
 
-from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket, retry_delay
-from .classify import Verdict, classify_transport
+from . import core
+from .breaker import CircuitBreaker, Gates, RetryBudget, TokenBucket
+from .classify import Outcome
 from .config import NotifierConfig
-from .delivery import Outcome, Sender, SenderKey, attempt
-from .ledger import AttemptRecord, Ledger, LedgerRecord, decide, ensure_ledger, integration_name
-from .payloads import idempotency_key, select_alerts
+from .core import SenderKey
+from .delivery import Sender, attempt
+from .ledger import Ledger, ensure_ledger
+from .payloads import select_alerts
 from .payloads.common import RENDER_ERRORS
+from .records import LedgerRecord, integration_name
 from .senders import Senders
-from .templates import TEMPLATE_CHECK
 
 __all__ = [
     "CONSUMER",
@@ -79,8 +73,6 @@ __all__ = [
     "SENDS_FILTER",
     "NotifierMetrics",
     "Worker",
-    "fallback_request",
-    "main",
     "notifier_metrics",
 ]
 
@@ -137,53 +129,42 @@ class NotifierMetrics:
     in_flight: Gauge
 
 
-_metrics: NotifierMetrics | None = None
-
-
-def notifier_metrics() -> NotifierMetrics:
+def _notifier_metrics(r: CollectorRegistry) -> NotifierMetrics:
     """The process's notifier metrics (Alertmanager's names with ``tocsin_``), created once."""
-    global _metrics
-    if _metrics is None:
-        r = REGISTRY
-        _metrics = NotifierMetrics(
-            notifications=_Twin(Counter, "notifications", "The total number of attempted notifications.",
-                                ["integration"]),
-            failed=_Twin(Counter, "notifications_failed", "The total number of failed notifications.",
-                         ["integration", "reason"]),
-            requests=_Twin(Counter, "notification_requests", "The total number of attempted notification requests.",
-                           ["integration"]),
-            requests_failed=_Twin(Counter, "notification_requests_failed",
-                                  "The total number of failed notification requests.", ["integration"]),
-            latency=_Twin(Histogram, "notification_latency_seconds", "The latency of notifications in seconds.",
-                          ["integration"], buckets=_LAT),
-            delay=Histogram("tocsin_notification_delay_seconds", "From the group flush that made a notification "
-                            "(its event time) to its delivery: the pipeline's own delay, configured waits excluded",
-                            ["integration"], buckets=_LAT, registry=r),
-            dead_letters=Counter("tocsin_notifier_dead_letters", "Send requests dead-lettered", ["cause"],
-                                 registry=r),
-            skipped=Counter("tocsin_notifier_skipped", "Send requests acknowledged without sending", ["why"],
-                            registry=r),
-            deferred=Counter("tocsin_notifier_deferred", "Send requests returned for later by an open circuit "
-                             "or the rate limit", ["integration", "cause"], registry=r),
-            fallbacks=Counter("tocsin_notifier_fallbacks", "Notifications handed to a fallback receiver",
-                              ["receiver"], registry=r),
-            in_flight=Gauge("tocsin_notifier_in_flight", "Send requests being worked on", registry=r),
-        )
-    return _metrics
+    return NotifierMetrics(
+        notifications=_Twin(Counter, "notifications", "The total number of attempted notifications.",
+                            ["integration"]),
+        failed=_Twin(Counter, "notifications_failed", "The total number of failed notifications.",
+                     ["integration", "reason"]),
+        requests=_Twin(Counter, "notification_requests", "The total number of attempted notification requests.",
+                       ["integration"]),
+        requests_failed=_Twin(Counter, "notification_requests_failed",
+                              "The total number of failed notification requests.", ["integration"]),
+        latency=_Twin(Histogram, "notification_latency_seconds", "The latency of notifications in seconds.",
+                      ["integration"], buckets=_LAT),
+        delay=Histogram("tocsin_notification_delay_seconds", "From the group flush that made a notification "
+                        "(its event time) to its delivery: the pipeline's own delay, configured waits excluded",
+                        ["integration"], buckets=_LAT, registry=r),
+        dead_letters=Counter("tocsin_notifier_dead_letters", "Send requests dead-lettered", ["cause"],
+                             registry=r),
+        skipped=Counter("tocsin_notifier_skipped", "Send requests acknowledged without sending", ["why"],
+                        registry=r),
+        deferred=Counter("tocsin_notifier_deferred", "Send requests returned for later by an open circuit "
+                         "or the rate limit", ["integration", "cause"], registry=r),
+        fallbacks=Counter("tocsin_notifier_fallbacks", "Notifications handed to a fallback receiver",
+                          ["receiver"], registry=r),
+        in_flight=Gauge("tocsin_notifier_in_flight", "Send requests being worked on", registry=r),
+    )
 
 
-def fallback_request(req: SendRequest, receiver: str, kind: str, index: int) -> SendRequest:
-    """The send request handing ``req`` to one integration of the fallback ``receiver``
-    (a new send with its own deterministic id, ledger record and idempotency key)."""
-    return msgspec.structs.replace(req, id=f"{req.id}/fallback/{receiver}/{kind}/{index}", receiver=receiver,
-                                   integration=Integration(kind=kind, index=index))
+notifier_metrics = metric_set(_notifier_metrics)
 
 
 class _Defer(Exception):
-    """Return the request to the stream for ``delay`` seconds."""
+    """Return the request to the stream (``core.Defer``): raised from deep in a send, settled by the handler."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, decision: core.Defer) -> None:
+        self.delay = decision.delay
 
 
 class _Superseded(Exception):
@@ -191,7 +172,7 @@ class _Superseded(Exception):
 
 
 class Worker:
-    """One notifier worker process's consumer loop (see the module doc)."""
+    """One notifier worker process's send loop (see the module doc)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, *, config: Config, settings: NotifierConfig,
                  senders: Senders, clock: Callable[[], float] = time.time,
@@ -205,7 +186,6 @@ class Worker:
         self.clock = clock
         self.rand = rand
         self.stream_replicas = stream_replicas
-        self.fetch_timeout = fetch_timeout
         self.ledger = Ledger(nc, js)
         self.metrics = notifier_metrics()
         retry = settings.retry
@@ -216,24 +196,15 @@ class Worker:
             make_breaker=lambda: CircuitBreaker(threshold=settings.breaker.failures, cooldown=settings.breaker.cooldown,
                                                 probe_timeout=max(60.0, settings.timeout * 2)),
             make_bucket=self._bucket)
-        self.in_flight: dict[int, tuple[Msg, float]] = {}  # by id(msg): fetched, not settled
-        self.ready = False
-        self._fetch_scope = anyio.CancelScope()
-        self._handlers_scope = anyio.CancelScope()
-        self._stopping = False
-        self._fetch_done = anyio.Event()
-        concurrency = settings.concurrency
-        self._limit = concurrency + max(1, concurrency // 2)  # held at most: in flight plus prefetched
-        self._batch_min = max(1, min(32, concurrency // 4))
-        self._asked = 0  # requests asked for by pulls that have not ended
-        self._pulled_at = 0.0  # monotonic time of the last pull
-        self._pull_wake = asyncio.Event()
-        self._pause_pulls = False
-        self._queue: deque[Msg] = deque()  # fetched, waiting for a task
-        self._idle: deque[asyncio.Future[Msg | None]] = deque()  # tasks waiting for a request
-        self._closed = False
+        # the consumer's own settings (concurrency, ack_wait) take effect at a restart
+        self.queue = WorkQueue(nc, SENDS.stream, CONSUMER, self._handle, concurrency=settings.concurrency,
+                               ack_wait=settings.ack_wait, fetch_timeout=fetch_timeout, clock=clock)
         self._children: dict[str, tuple[Any, Any]] = {}
-        self.metrics.in_flight.set_function(lambda: len(self.in_flight))
+        self.metrics.in_flight.set_function(lambda: len(self.queue.in_flight))
+
+    @property
+    def ready(self) -> bool:
+        return self.queue.ready
 
     def _bucket(self, key: Any) -> TokenBucket:
         limit = self.settings.rate_limit_for(key[0])
@@ -244,187 +215,28 @@ class Worker:
     async def setup(self) -> None:
         await ensure_stream(self.js, SENDS, replicas=self.stream_replicas)
         await ensure_ledger(self.js, replicas=self.stream_replicas, max_age=self.settings.ledger_max_age)
-        cfg = ConsumerConfig(durable_name=CONSUMER, filter_subject=SENDS_FILTER, ack_policy=AckPolicy.EXPLICIT,
-                             deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait, max_deliver=-1,
-                             max_ack_pending=self.settings.max_ack_pending, max_waiting=512)
-        await self.js.add_consumer(SENDS.stream, cfg)
+        await ensure_work_consumer(self.js, SENDS.stream, CONSUMER, filter_subject=SENDS_FILTER,
+                                   ack_wait=self.settings.ack_wait, max_ack_pending=self.settings.max_ack_pending)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.setup()
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, cb=self._on_delivery)
-        try:
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(self._heartbeat)
-                with self._handlers_scope:
-                    async with anyio.create_task_group() as pool:
-                        # a fixed pool of `concurrency` tasks: no task to create per request
-                        for _ in range(self.settings.concurrency):
-                            pool.start_soon(self._serve)
-                        self.ready = True
-                        task_status.started()
-                        with self._fetch_scope:
-                            try:
-                                await self._pull_loop(inbox)
-                            finally:
-                                self._fetch_done.set()
-                        self._close_queue()  # drained: the pool ends once the fetched requests are done
-                outer.cancel_scope.cancel()
-        finally:
-            self.ready = False
-            with anyio.CancelScope(shield=True):
-                try:
-                    await sub.unsubscribe()
-                except Exception:
-                    pass
+        await self.queue.run(task_status=task_status)
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Stop taking requests; let those in flight finish for up to ``timeout``, then nak them.
-
-        The pull loop waits for its open pulls to end (at most ``fetch_timeout``) rather than
-        being cancelled: a pull left open at the server would swallow requests naked
-        meanwhile, and they would wait out the ack wait instead of going to another worker.
-        """
-        self._stopping = True
-        self.ready = False
-        self._pull_wake.set()
-        with anyio.move_on_after(self.fetch_timeout + 1.0):
-            await self._fetch_done.wait()
-        self._fetch_scope.cancel()
-        with anyio.move_on_after(timeout):
-            while self.in_flight:
-                await anyio.sleep(0.05)
-        self._handlers_scope.cancel()
-        with anyio.move_on_after(3.0):  # the cancelled handlers record their attempt and nak
-            while self.in_flight:
-                await anyio.sleep(0.02)
-        for msg, _ in list(self.in_flight.values()):  # fetched but never started
-            await self._settle(msg.nak())
-        self.in_flight.clear()
-
-    async def _pull_loop(self, inbox: str) -> None:
-        """Keep pulls open for as many requests as fit (see the module doc), until stopped."""
-        api = f"$JS.API.CONSUMER.MSG.NEXT.{SENDS.stream}.{CONSUMER}"
-        expires = int(self.fetch_timeout * 1e9)  # nanoseconds
-        while not self._stopping:
-            self._pull_wake.clear()
-            now = time.monotonic()
-            if self._asked and now - self._pulled_at > self.fetch_timeout + 1.0:
-                self._asked = 0  # every pull has expired by now; the answers saying so were lost (a reconnect)
-            want = self._limit - len(self.in_flight) - self._asked
-            if want >= self._batch_min or (want > 0 and not self._asked):
-                try:
-                    await self.nc.publish(api, b'{"batch":%d,"expires":%d}' % (want, expires), reply=inbox)
-                except Exception as exc:  # reconnecting...: try again shortly
-                    log.warning("pull failed: %s: %s", type(exc).__name__, exc)
-                    await anyio.sleep(0.5)
-                    continue
-                self._asked += want
-                self._pulled_at = now
-            with anyio.move_on_after(self.fetch_timeout):
-                await self._pull_wake.wait()
-            if self._pause_pulls:  # the consumer refused a pull: do not ask again at once
-                self._pause_pulls = False
-                await anyio.sleep(0.5)
-        # let the open pulls end (their last requests go to the tasks still running)
-        with anyio.move_on_after(max(0.0, self._pulled_at + self.fetch_timeout + 0.5 - time.monotonic())):
-            while self._asked > 0:
-                self._pull_wake.clear()
-                await self._pull_wake.wait()
-
-    async def _on_delivery(self, msg: Msg) -> None:
-        """The subscription's callback: a request, or a status ending a pull."""
-        if not msg.reply:
-            self._on_status(msg)
-            return
-        if self._asked > 0:
-            self._asked -= 1
-        self.in_flight[id(msg)] = (msg, self.clock())
-        idle = self._idle
-        while idle:
-            waiter = idle.popleft()
-            if not waiter.done():
-                waiter.set_result(msg)
-                return
-        self._queue.append(msg)
-
-    def _on_status(self, msg: Msg) -> None:
-        asked = asked_after_status(msg, self._asked)
-        if asked is None:  # a heartbeat
-            return
-        self._asked = asked
-        headers = msg.headers or {}
-        status = headers.get("Status", "")
-        if status not in ("404", "408"):
-            log.warning("pull ended with status %s %s", status, headers.get("Description", ""))
-            self._pause_pulls = True
-        self._pull_wake.set()
-
-    def _close_queue(self) -> None:
-        self._closed = True
-        while self._idle:
-            waiter = self._idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        while True:
-            if queue:
-                msg = queue.popleft()
-            elif self._closed:
-                return
-            else:
-                waiter: asyncio.Future[Msg | None] = loop.create_future()
-                self._idle.append(waiter)
-                got = await waiter
-                if got is None:
-                    return
-                msg = got
-            await self._handle(msg)
-
-    async def _heartbeat(self) -> None:
-        """In-progress acks for requests held longer than a quarter of ``ack_wait``."""
-        every = max(1.0, self.settings.ack_wait / 4)
-        while True:
-            await anyio.sleep(every)
-            now = self.clock()
-            for m, started in list(self.in_flight.values()):
-                if now - started >= every:
-                    try:
-                        await m.in_progress()
-                    except Exception as exc:
-                        log.debug("in-progress ack failed: %s", exc)
+        """Stop taking requests; let those in flight finish for up to ``timeout``, then return them."""
+        await self.queue.drain(timeout)
 
     async def _handle(self, msg: Msg) -> None:
+        """One request, settled here; an unexpected error is the work queue's (a delayed nak)."""
         try:
             with step_span("notifier send", msg.headers, {"messaging.destination.name": msg.subject,
                                                           "messaging.consumer.group.name": "notifier"}):
                 await self._process(msg)
         except _Defer as d:
-            await self._settle(msg.nak(delay=d.delay))
+            await settle(msg.nak(delay=d.delay))
         except _Superseded:
             log.warning("send request at stream sequence %s: another worker took it over; left to it",
-                        _stream_seq(msg))
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._settle(msg.nak())  # drained: another worker takes it now
-            raise
-        except Exception:
-            log.exception("send request at stream sequence %s failed; returned for retry", _stream_seq(msg))
-            await self._settle(msg.nak(delay=5.0))
-        finally:
-            self.in_flight.pop(id(msg), None)
-            if self._limit - len(self.in_flight) - self._asked >= self._batch_min:
-                self._pull_wake.set()
-
-    @staticmethod
-    async def _settle(aw: Any) -> None:
-        try:
-            await aw
-        except Exception as exc:
-            log.warning("ack/nak failed: %s", exc)
+                        stream_seq(msg))
 
     # ------------------------------------------------------------------ one request
 
@@ -447,16 +259,15 @@ class Worker:
             return
         selected = select_alerts(req, sender.send_resolved)
         if selected is None:
-            self.metrics.skipped.labels("nothing_to_send").inc()
-            await msg.ack()
+            await self._skip(msg, core.Skip("nothing_to_send"))
             return
 
         found: tuple[int, LedgerRecord] | None = None
-        if _num_delivered(msg) > 1:  # from the leader: a lagging replica could say "sending" for "sent"
+        if num_delivered(msg) > 1:  # from the leader: a lagging replica could say "sending" for "sent"
             found = await self.ledger.read_latest(req.id)
-            if found is not None and decide(found[1]) == "done":
-                self.metrics.skipped.labels("already_done").inc()
-                await msg.ack()
+            skip = core.admit(found[1] if found is not None else None)
+            if skip is not None:
+                await self._skip(msg, skip)
                 return
 
         await self._gate(key)
@@ -465,60 +276,47 @@ class Worker:
         except BaseException:
             self.gates.breaker(key).release(self.clock())
             raise
-        if claimed is None:
+        if isinstance(claimed, core.Skip):
             self.gates.breaker(key).release(self.clock())
-            self.metrics.skipped.labels("already_done").inc()
-            await msg.ack()
+            await self._skip(msg, claimed)
             return
         seq, record = claimed
-        if record.giving_up:  # a worker died handing the failure over: finish that, send nothing
+        unfinished = core.resume_give_up(record)
+        if unfinished is not None:  # a worker died handing the failure over: finish that, send nothing
             self.gates.breaker(key).release(self.clock())
-            verdict = Verdict(ok=False, retryable=not record.permanent, reason=record.reason)  # type: ignore[arg-type]
-            await self._give_up(msg, selected, record, seq, Outcome(verdict, record.last_error))
+            await self._give_up(msg, selected, record, seq, unfinished)
             return
         await self._deliver(msg, selected, sender, record, seq)
+
+    async def _skip(self, msg: Msg, skip: core.Skip) -> None:
+        self.metrics.skipped.labels(skip.why).inc()
+        await msg.ack()
 
     async def _gate(self, key: SenderKey) -> None:
         """Wait for the endpoint's breaker and rate limit; raise :class:`_Defer` for long waits."""
         while True:
             wait, cause = self.gates.wait(key, self.clock())
-            if wait <= 0:
+            decision = core.gate(wait, cause, max_wait_in_process=self.settings.max_wait_in_process,
+                                 rand=self.rand())
+            if isinstance(decision, core.Go):
                 return
-            if cause == "breaker" or wait > self.settings.max_wait_in_process:
-                self.metrics.deferred.labels(key[1], cause).inc()
-                # spread the returns a little so a reopened endpoint is not hit by all at once
-                raise _Defer(wait + self.rand() * min(wait, 1.0))
-            await anyio.sleep(wait)
+            if isinstance(decision, core.Defer):
+                self.metrics.deferred.labels(key[1], decision.cause).inc()
+                raise _Defer(decision)
+            await anyio.sleep(decision.seconds)
 
     async def _claim(self, req: SendRequest, found: tuple[int, LedgerRecord] | None,
-                     now: float) -> tuple[int, LedgerRecord] | None:
-        """Write ``sending`` before the first attempt; None when the send is already final.
-
-        Every claim is a compare-and-set on the sequence of the record it was decided on, so
-        a decision taken on a stale read fails here instead of sending.
-        """
-        if found is None:
-            record = LedgerRecord(id=req.id, state="sending", at=now, org=req.org, receiver=req.receiver,
-                                  integration=integration_name(req), group_key=req.group_key,
-                                  fingerprints=[a.fingerprint for a in req.alerts], first_at=now,
-                                  idempotency_key=idempotency_key(req))
-            seq = await self.ledger.write(record, expect=0)
+                     now: float) -> tuple[int, LedgerRecord] | core.Skip:
+        """Write ``sending`` before the first attempt (``core.claim``); ``Skip`` when the send is final."""
+        decision: core.Claim | core.Skip | core.Defer = core.claim(req, found, now)
+        while isinstance(decision, core.Claim):
+            seq = await self.ledger.write(decision.record, expect=decision.expect)
             if seq is not None:
-                return seq, record
-            found = await self.ledger.read_latest(req.id)
-            if found is None:
-                raise _Defer(1.0)
-        prev_seq, prev = found
-        if decide(prev) == "done":
-            return None
-        record = msgspec.structs.replace(prev, at=now)
-        seq = await self.ledger.write(record, expect=prev_seq)
-        if seq is None:  # written since: finished meanwhile, or another worker holds it; look again later
-            latest = await self.ledger.read_latest(req.id)
-            if latest is not None and decide(latest[1]) == "done":
-                return None
-            raise _Defer(5.0)
-        return seq, record
+                return seq, decision.record
+            decision = core.claim_lost(req, decision, await self.ledger.read_latest(req.id), now)
+        if isinstance(decision, core.Defer):
+            raise _Defer(decision)
+        return decision
 
     async def _rewrite(self, record: LedgerRecord, seq: int) -> int:
         """Write the next record of a send this worker holds (claimed at ``seq``); its new sequence."""
@@ -562,14 +360,12 @@ class Worker:
                 # stopped (drained) mid-attempt: record it, so the attempt count stays true
                 self.gates.breaker(key).release(self.clock())
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    cut = Outcome(classify_transport("canceled"), "canceled: the worker stopped during the attempt")
                     now = self.clock()
+                    cut, counted = core.cut_attempt(record, now)
                     self._observe(kind, cut, time.perf_counter() - t0)
-                    await self.ledger.log(self._attempt_record(req, record, record.attempts + 1, cut, now,
-                                                               time.perf_counter() - t0))
-                    await self.ledger.write(msgspec.structs.replace(
-                        record, attempts=record.attempts + 1, last_error=cut.error, reason=cut.verdict.reason, at=now),
-                        expect=seq)
+                    await self.ledger.log(core.attempt_record(req, record, counted.attempts, cut, now,
+                                                              time.perf_counter() - t0))
+                    await self.ledger.write(counted, expect=seq)
                 raise
             except BaseException:
                 self.gates.breaker(key).release(self.clock())
@@ -580,37 +376,32 @@ class Worker:
             now = self.clock()
             self._observe(kind, outcome, duration)
             breaker = self.gates.breaker(key)
-            if outcome.ok or not outcome.verdict.retryable:
-                breaker.success(now)  # the endpoint answered; a permanent refusal is about the request
-            else:
+            if core.endpoint_failed(outcome):
                 breaker.failure(now)
-            attempts = record.attempts + 1
-            spent = record.spent + duration
-            await self.ledger.log(self._attempt_record(req, record, attempts, outcome, now, duration, render_errors))
-            if outcome.ok:
+            else:
+                breaker.success(now)
+            await self.ledger.log(core.attempt_record(req, record, record.attempts + 1, outcome, now, duration,
+                                                      render_errors))
+            decision = core.after_attempt(record, outcome, self.budget, now=now, duration=duration,
+                                          rand=self.rand())
+            if isinstance(decision, core.Sent):
                 self.metrics.delay.labels(kind).observe(max(0.0, now - req.created_at))
-                final = msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now)
-                await self.ledger.write_unconfirmed(final)
+                await self.ledger.write_unconfirmed(decision.record)
                 await msg.ack()
                 log.info("Notify success", extra={"receiver": req.receiver, "integration": record.integration,
                                                   "group_key": req.group_key, "send_id": req.id, "status": "sent",
-                                                  "attempts": attempts})
+                                                  "attempts": decision.record.attempts})
                 return
-            record = msgspec.structs.replace(record, attempts=attempts, spent=spent, last_error=outcome.error,
-                                             reason=outcome.verdict.reason, at=now)
-            delay = retry_delay(self.budget, outcome.verdict, attempts=attempts, spent=spent, rand=self.rand(),
-                                retry_after=outcome.retry_after)
-            if delay is None:
-                record = msgspec.structs.replace(record, giving_up=True, permanent=not outcome.verdict.retryable)
-                seq = await self._rewrite(record, seq)  # a crash from here on redoes the hand-off, not the attempts
-                await self._give_up(msg, req, record, seq, outcome)
+            if isinstance(decision, core.GiveUp):
+                seq = await self._rewrite(decision.record, seq)  # a crash from here on redoes the hand-off
+                await self._give_up(msg, req, decision.record, seq, outcome)
                 return
+            record = decision.record
             log.info("send %s to %s/%s failed (%s), retry %d in %.2fs", req.id, req.receiver, kind,
-                     outcome.error, attempts, delay)
-            annotate({"tocsin.attempts": attempts}, event=f"retry in {delay:.2f}s")
-            record = msgspec.structs.replace(record, spent=spent + delay)
+                     outcome.error, record.attempts, decision.delay)
+            annotate({"tocsin.attempts": record.attempts}, event=f"retry in {decision.delay:.2f}s")
             seq = await self._rewrite(record, seq)
-            await anyio.sleep(delay)
+            await anyio.sleep(decision.delay)
 
     def _observe(self, kind: str, outcome: Outcome, duration: float) -> None:
         """One attempt (a request to the integration)."""
@@ -623,127 +414,33 @@ class Worker:
         if not outcome.ok:
             self.metrics.requests_failed.labels(kind).inc()
 
-    @staticmethod
-    def _attempt_record(req: SendRequest, record: LedgerRecord, attempt_no: int, outcome: Outcome, now: float,
-                        duration: float, template_errors: list[str] | None = None) -> AttemptRecord:
-        return AttemptRecord(send_id=req.id, status="sent" if outcome.ok else "failed", at=now, org=req.org,
-                             receiver=req.receiver, integration=record.integration, group_key=req.group_key,
-                             attempt=attempt_no, error=outcome.error, reason=outcome.verdict.reason,
-                             status_code=outcome.status, duration=duration, fingerprints=record.fingerprints,
-                             flush_seq=req.flush_seq, template_errors=list(template_errors or ()))
-
     async def _give_up(self, msg: Msg, req: SendRequest, record: LedgerRecord, seq: int, outcome: Outcome) -> None:
-        """Hand the notification to the fallback receiver, dead-letter the failure, record it.
-
-        Publishing first (deduplicated by message id and by the fallback sends' own ledger)
-        and recording last makes a crash in between redo the hand-off, never skip it.
-        """
+        """Execute ``core.give_up``: publish the fallback sends, dead-letter, log, record, ack."""
         now = self.clock()
         fallback = self.settings.fallbacks.get(req.receiver, "")
         targets = self.senders.for_receiver(fallback, req.org) if fallback else []
         if fallback and not targets:
             log.error("fallback receiver %r of %r has no deliverable integration", fallback, req.receiver)
+        plan = core.give_up(req, record, outcome, fallback=fallback, targets=[t.key for t in targets], now=now)
         p = SENDS.partition_of_subject(msg.subject) if msg.subject.startswith(f"{SENDS.prefix}.out.") else 0
-        for target in targets:
-            fb = fallback_request(req, target.key[0], target.key[1], target.key[2])
+        for fb in plan.requests:
             await self.js.publish(SENDS.out(p, "fallback", fb.id), encode(fb), headers={"Nats-Msg-Id": fb.id})
-        if targets:
+        if plan.requests:
             self.metrics.fallbacks.labels(fallback).inc()
-        exhausted = outcome.verdict.retryable
         self.metrics.failed.labels(req.integration.kind, outcome.verdict.reason or "other").inc()
-        why = (f"gave up after {record.attempts} attempt(s) ({'retry budget exhausted' if exhausted else 'permanent'})"
-               f": {outcome.error}")
-        reason = f"{req.receiver}/{record.integration}: {why}"
-        if targets:
-            reason += f"; handed to fallback receiver {fallback!r}"
-        await self._dead_letter(msg, reason, now, cause="exhausted" if exhausted else "permanent", send_id=req.id)
-        state = "fallback" if targets else "failed"
-        final = msgspec.structs.replace(record, state=state, at=now, fallback=fallback if targets else "")
-        await self.ledger.log(AttemptRecord(send_id=req.id, status="gave_up", at=now, org=req.org,
-                                            receiver=req.receiver, integration=record.integration,
-                                            group_key=req.group_key, attempt=record.attempts, error=why,
-                                            reason=outcome.verdict.reason, fingerprints=record.fingerprints,
-                                            flush_seq=req.flush_seq, fallback=fallback if targets else ""))
-        await self._rewrite(final, seq)
-        log.warning("Notify failed: %s", reason, extra={
+        await self._dead_letter(msg, plan.reason, now, cause=plan.cause, send_id=req.id)
+        await self.ledger.log(plan.entry)
+        await self._rewrite(plan.record, seq)
+        log.warning("Notify failed: %s", plan.reason, extra={
             "receiver": req.receiver, "integration": record.integration, "group_key": req.group_key,
-            "send_id": req.id, "status": state, "code": outcome.status, "attempts": record.attempts})
+            "send_id": req.id, "status": plan.record.state, "code": outcome.status, "attempts": record.attempts})
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, reason: str, now: float, *, cause: str, send_id: str = "") -> None:
-        seq = _stream_seq(msg)
+        seq = stream_seq(msg)
         headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
         dl = DeadLetter(stage="notifier", reason=reason, subject=msg.subject, stream_seq=seq, payload=msg.data,
                         headers=headers, at=now, key=send_id)
         msg_id = f"notifier-dlq:{send_id}" if send_id else f"notifier-dlq:seq:{seq}"
         await self.js.publish(SENDS.dlq("notifier", msg_id), encode(dl), headers={"Nats-Msg-Id": msg_id})
         self.metrics.dead_letters.labels(cause).inc()
-
-
-def _ack_tokens(msg: Msg) -> list[str]:
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
-    # with <domain>.<account hash> after ACK (and maybe a random token last): 11 or 12 tokens
-    tokens = (msg.reply or "").split(".")
-    return tokens[2:] if len(tokens) == 9 else tokens[4:] if len(tokens) >= 11 else []
-
-
-def _stream_seq(msg: Msg) -> int:
-    tokens = _ack_tokens(msg)
-    return int(tokens[3]) if tokens and tokens[3].isdigit() else 0
-
-
-def _num_delivered(msg: Msg) -> int:
-    """How many times the request was delivered (cheaper than ``msg.metadata``, which parses everything)."""
-    tokens = _ack_tokens(msg)
-    return int(tokens[2]) if tokens and tokens[2].isdigit() else 1
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m stages.notifier.worker",
-                                 description="Run one notifier worker against an external NATS.")
-    ap.add_argument("--nats-url", required=True)
-    ap.add_argument("--config.file", dest="config_file", required=True, help="alertmanager.yml")
-    ap.add_argument("--external-url", default="", help="externalURL of templates and webhooks")
-    ap.add_argument("--stream-replicas", type=int, default=1)
-    ap.add_argument("--drain-timeout", type=float, default=10.0)
-    ap.add_argument("--log-level", default="info")
-    return ap.parse_args(argv)
-
-
-async def _amain(args: argparse.Namespace) -> None:
-    from pipeline.foundation.amconfig import load_config
-    from pipeline.foundation.runtime.jetstream import connect
-
-    from .service import NotifierOptions, build_notifier
-
-    config = load_config(args.config_file, templates=TEMPLATE_CHECK)
-    nc = await connect(args.nats_url, name="tocsin-notifier")
-    try:
-        options = NotifierOptions(external_url=args.external_url, stream_replicas=args.stream_replicas)
-        service = build_notifier(nc, nc.jetstream(), config, options)
-        async with anyio.create_task_group() as tg:
-            await tg.start(service.run)
-            log.info("notifier worker ready")
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
-            with anyio.CancelScope(shield=True):
-                await service.drain(args.drain_timeout)
-            tg.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await nc.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = _parse(argv)
-    setup_logging(args.log_level)
-    setup_tracing(service_name="tocsin-notifier")
-    anyio.run(_amain, args)
-
-
-if __name__ == "__main__":
-    main()

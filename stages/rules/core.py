@@ -1,7 +1,8 @@
 """The pure core of the rules stage: per-organisation alert state from events and pushes.
 
-Inputs are ``contracts.Event`` (event rules, :mod:`stages.rules.rules`) and
-``contracts.PushedAlerts`` (Alertmanager's merge semantics, :mod:`stages.rules.alerts`).
+Inputs are ``contracts.Event`` (event rules: templates and rules, :mod:`stages.rules.effective`),
+``contracts.PushedAlerts`` (Alertmanager's merge semantics, :mod:`stages.rules.alerts`) and
+``contracts.RuleCommand`` (an organisation's templates and rules changed through the API).
 Every announced change of an alert is one ``AlertChange`` output: ``fired`` (it became
 active), ``resolved`` (it ended), ``updated`` (something visible changed: startsAt, endsAt,
 annotations, generatorURL). A pending alert (``for``) is not visible; an identical re-push
@@ -13,6 +14,9 @@ State keys (many organisations share a partition; every key starts with the org'
   its changes go out on the subject suffix ``<org token>.<fingerprint>`` (:func:`alert_subject`);
 - ``res/<org>/<kind>/<name>`` -> :class:`~stages.rules.state.ResourceIndex`, the event
   alerts of one resource by rule group.
+- ``rules/<org>`` -> :class:`~stages.rules.state.RuleDefs`, the organisation's own templates and
+  rules (the ``api`` layer of :mod:`stages.rules.effective`), changed by ``RuleCommand`` inputs:
+  every event after a command in the input stream is judged by the rules it left, none before.
 
 Timers: a value's ``deadline`` (pending ``for`` ends, an alert's end or ``keep_firing_for``
 ends, the retention of a resolved alert ends). The runtime calls :meth:`RulesCore.fire`
@@ -37,59 +41,36 @@ presenting a firing alert. Event alerts carry None until resolved.
 
 from __future__ import annotations
 
-import base64
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import msgspec
 
 from contracts.labels import fingerprint
-from contracts.messages import AlertChange, Cause, Event, PushedAlerts
+from contracts.messages import AlertChange, Cause, Event, PushedAlerts, RuleCommand
 from pipeline.foundation.runtime.step import Out, Reject, Step
+from pipeline.foundation.runtime.subjects import token
 from stages.rules.alerts import InvalidAlert, Posted, is_resolved, prepare, put
-from stages.rules.rules import (
-    DEFAULT_RULES,
-    CompiledRules,
-    FireAction,
-    Params,
-    ResolveAction,
-    RuleSet,
-    compile_rules,
-    event_annotations,
-    event_labels,
-    event_value,
-)
+from stages.rules.defs import DefinitionError, Rule, Template, convert_definition
+from stages.rules.effective import Catalog, FireAction, Params, ResolveAction, RuleBook, match_labels
+from stages.rules.rules import Layer, RuleSet, event_value
 from stages.rules.state import (
     FIRING,
     PENDING,
     RESOLVED,
     AlertState,
     ResourceIndex,
+    RuleDefs,
     StateValue,
     Status,
     to_alert,
 )
 
-__all__ = ["RulesCore", "alert_key", "alert_subject", "resource_key", "subject_token"]
+__all__ = ["RulesCore", "alert_key", "alert_subject", "defs_key", "resource_key"]
 
-_SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Change = Literal["fired", "updated", "resolved"]
 _replace = msgspec.structs.replace
-
-
-def subject_token(org: str) -> str:
-    """A NATS-subject-safe, injective token for an organisation (or any text).
-
-    The text itself when it is 1 to 64 characters of ``[A-Za-z0-9_-]``; otherwise ``~``
-    followed by the unpadded base64url of its UTF-8 bytes. ``~`` never occurs in the first
-    form nor in base64url, so two different texts never share a token. This is the same
-    scheme as ``pipeline.foundation.runtime.subjects.token``.
-    """
-    if _SAFE.fullmatch(org):
-        return org
-    return "~" + base64.urlsafe_b64encode(org.encode()).decode().rstrip("=")
 
 
 def alert_key(org: str, fp: str) -> str:
@@ -99,7 +80,12 @@ def alert_key(org: str, fp: str) -> str:
 
 def alert_subject(org: str, fp: str) -> str:
     """Output subject suffix of an alert's changes: its history is ``out.*.<org token>.<fp>``."""
-    return f"{subject_token(org)}.{fp}"
+    return f"{token(org)}.{fp}"
+
+
+def defs_key(org: str) -> str:
+    """State key of an organisation's own templates and rules (:class:`~stages.rules.state.RuleDefs`)."""
+    return f"rules/{org}"
 
 
 def resource_key(org: str, kind: str, name: str) -> str:
@@ -166,7 +152,8 @@ class _Txn:
 class RulesCore:
     """StageCore of the rules stage.
 
-    ``rules``: the event rules (default :data:`~stages.rules.rules.DEFAULT_RULES`);
+    ``rules``: the file's event rules (``tocsin.rules``), which extend the built-in ones
+    (:mod:`stages.rules.effective`); each organisation's own come in as ``RuleCommand`` inputs;
     ``resolve_timeout``: seconds a pushed alert without endsAt stays firing (Alertmanager's
     ``global.resolve_timeout``); ``retention``: seconds a resolved alert stays in state.
     """
@@ -180,7 +167,7 @@ class RulesCore:
             raise ValueError("resolve_timeout must be a non-negative number of seconds")
         if not (math.isfinite(retention) and retention >= 0):
             raise ValueError("retention must be a non-negative number of seconds")
-        self.rules: CompiledRules = compile_rules(DEFAULT_RULES if rules is None else rules)
+        self.catalog = Catalog(rules)
         self.resolve_timeout = resolve_timeout
         self.retention = retention
 
@@ -191,7 +178,46 @@ class RulesCore:
             return self._event(state, inp, now)
         if isinstance(inp, PushedAlerts):
             return self._push(state, inp, now)
-        raise Reject(f"the rules stage takes events and pushed alerts, not {type(inp).__name__}")
+        if isinstance(inp, RuleCommand):
+            return self._rule_command(state, inp)
+        raise Reject(f"the rules stage takes events, pushed alerts and rule commands, not {type(inp).__name__}")
+
+    def book(self, state: Mapping[str, StateValue], org: str) -> RuleBook:
+        """The event rules ``org`` sees now: built-in, file, and its own (from ``state``)."""
+        defs = state.get(defs_key(org))
+        if not isinstance(defs, RuleDefs):
+            return self.catalog.base
+        return self.catalog.book(org, Layer(source="api", templates=defs.templates, rules=defs.rules), defs)
+
+    # ------------------------------------------------------------------ rule changes
+
+    def _rule_command(self, state: Mapping[str, StateValue], cmd: RuleCommand) -> Step[StateValue]:
+        """A template or rule of the organisation put or deleted: in force from the next input on.
+
+        The API validated it against the organisation's set; a command that another one
+        (a concurrent write) made inconsistent is still stored, and the book ignores what it
+        cannot use (an unknown template, a reason fired twice) deterministically."""
+        key = defs_key(cmd.org)
+        cur = state.get(key)
+        defs = cur if isinstance(cur, RuleDefs) else RuleDefs()
+        templates, rules, applied = dict(defs.templates), dict(defs.rules), dict(defs.applied)
+        target: dict[str, Template] | dict[str, Rule] = templates if cmd.kind == "template" else rules
+        ref = f"{cmd.kind}/{cmd.name}"
+        if cmd.action == "delete":
+            target.pop(cmd.name, None)
+            applied.pop(ref, None)
+        else:
+            try:
+                value = convert_definition(cmd.kind, cmd.spec)
+            except DefinitionError as exc:
+                raise Reject(f"rule command {cmd.request_id or cmd.name}: {cmd.kind} {cmd.name}: {exc}") from None
+            if value.name != cmd.name:
+                raise Reject(f"rule command {cmd.request_id}: names {cmd.name} but its {cmd.kind} is {value.name}")
+            target[cmd.name] = value  # type: ignore[assignment]
+            applied[ref] = cmd.request_id
+        new = RuleDefs(templates=dict(sorted(templates.items())), rules=dict(sorted(rules.items())),
+                       applied=dict(sorted(applied.items())))
+        return Step(changes={key: new if (templates or rules) else None})
 
     def fire(self, state: Mapping[str, StateValue], key: str, now: float) -> Step[StateValue]:
         txn = _Txn(state, {})
@@ -273,9 +299,10 @@ class RulesCore:
     # ------------------------------------------------------------------ events
 
     def _event(self, state: Mapping[str, StateValue], ev: Event, now: float) -> Step[StateValue]:
-        if ev.op not in self.rules.ops:
+        book = self.book(state, ev.org)
+        if ev.op not in book.ops:
             return Step()
-        action = self.rules.action(ev.reason)
+        action = book.action(ev.reason)
         if action is None:
             return Step()
         if not math.isfinite(ev.occurred_at):
@@ -284,18 +311,23 @@ class RulesCore:
         cause = Cause(kind="event", id=ev.id, at=ev.occurred_at)
         rkey = resource_key(ev.org, ev.resource_kind, ev.resource_name)
         if isinstance(action, FireAction):
-            rule = action.rule
-            labels = event_labels(ev, rule, self.rules.field_labels)
-            params = self.rules.params(rule, ev.org, labels, ev.fields)
-            if rule.value_field and params.threshold is not None:
+            entry = action.entry
+            base = match_labels(ev, book.field_labels)
+            rules = book.applying(entry, ev.org, base, ev.fields)
+            if not rules:
+                return Step()  # no rule applies the template to this resource
+            params = book.params(entry, rules)
+            value = None
+            if params.value_field and params.threshold is not None:
                 try:
-                    value = event_value(ev, rule.value_field)
+                    value = event_value(ev, params.value_field)
                 except ValueError as exc:
                     raise Reject(str(exc)) from None
-                if value <= params.threshold:
+                if not params.fires(value):
                     self._resolve_groups(txn, ev.org, rkey, [action.group], ev.occurred_at, now, cause, False)
                     return txn.step()
-            self._fire_event(txn, ev, action.group, rkey, labels, params, now, cause)
+            labels, annotations = book.render(entry, ev, base, params, value)
+            self._fire_event(txn, ev, action.group, rkey, labels, annotations, params, now, cause)
         elif isinstance(action, ResolveAction):
             self._resolve_groups(txn, ev.org, rkey, action.groups, ev.occurred_at, now, cause, False)
         else:
@@ -327,6 +359,7 @@ class RulesCore:
         group: str,
         rkey: str,
         labels: dict[str, str],
+        annotations: dict[str, str],
         params: Params,
         now: float,
         cause: Cause,
@@ -339,7 +372,6 @@ class RulesCore:
         active, pending = self._slot(txn, org, rkey, group)
         other_active = active if active is not None and active.fingerprint != fp else None
         other_pending = pending if pending is not None and pending.fingerprint != fp else None
-        annotations = event_annotations(ev)
 
         if cur is not None and cur.status == FIRING:  # fired again: the same occurrence
             self._replace_others(txn, other_active, other_pending, t, now, cause)
@@ -461,7 +493,10 @@ class RulesCore:
                 posted = prepare(pushed, now, self.resolve_timeout)
             except InvalidAlert as exc:
                 raise Reject(f"push {inp.request_id}: alert {i}: {exc}") from None
-            items.append((posted.labels.get("org_id") or inp.org, posted))
+            # The push's org, never the org_id label: the edge (parse_push) split the request
+            # by that label and published each part to its org's partition, where the history
+            # and audit reads look for it; an alert keyed under another org would be stranded.
+            items.append((inp.org, posted))
         txn = _Txn(state, inp.trace)
         cause = Cause(kind="push", id=inp.request_id, at=inp.received_at)
         for org, posted in items:

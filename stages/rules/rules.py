@@ -1,19 +1,28 @@
-"""Event rules as configuration, and the default rule set.
+"""Event rules in the configuration file (``tocsin.rules``), and the built-in device rules.
 
-An event (one committed row of an events table) is matched by its ``reason`` to one of:
+The file form holds the same templates and rules as the API (:mod:`stages.rules.defs`), plus
+the settings of every event rule: which row changes count as events (``ops``), event fields
+mapped to labels (``field_labels``) and the reasons that resolve every alert of a resource
+(``resolve_all``)::
 
-- a *fire rule* of a :class:`RuleGroup`: the event fires that rule's alert for its resource.
-  The fire rules of one group are mutually exclusive per resource: when another rule of the
-  group fires, the group's current alert is resolved and the new one fires;
-- a *resolve reason* of one or more groups: resolves the group's alert of the resource;
-- a *resolve-all reason*: resolves every alert of the resource (and cancels pending ones).
+    templates:
+      - name: cpu-high
+        fire: [DeviceCPUUsage]
+        resolve: [DeviceCPUNormal]
+        params: {value_field: cpu_percent, threshold: 90, severity: warning}
+        annotations: {summary: "CPU at {{ .Fields.cpu_percent }}% on {{ .ResourceName }}"}
+    rules:
+      - {name: cpu-production, template: cpu-high, scope: {matchers: ['environment="production"']},
+         params: {threshold: 80, for: 5m}}
 
-A fire rule may compare a number carried by the event (``value_field``, e.g.
-``cpu_percent``) with a ``threshold``: above fires, at or below resolves the group. It may
-hold the alert pending for ``for`` seconds before it fires, and delay a resolve by
-``keep_firing_for`` seconds. These three parameters take per-resource-group or
-per-organisation values through ``overrides``: the first override that matches the event
-and sets a parameter gives its value, else the rule's own value applies::
+The file *extends* the built-in templates and rules and overrides those of the same name;
+``builtin: false`` leaves the built-in ones out (what a ``tocsin.rules`` section did before
+templates existed).
+
+The older form, ``groups`` of fire rules with ``overrides``, keeps working: each fire rule
+becomes a template named after its reason (so it overrides the built-in template of that
+reason), one rule for every organisation, and one rule per override, ordered as the
+overrides were (the first override that matches and sets a parameter gives its value)::
 
     groups:
       - name: cpu_usage
@@ -25,15 +34,6 @@ and sets a parameter gives its value, else the rule's own value applies::
             overrides:
               - {org: acme, threshold: 70}
               - {match: {environment: production}, threshold: 80, for: 300}
-              - {match: {environment: development}, threshold: 95}
-
-``match`` compares label values of the alert (including ``field_labels``) and, for names
-that are not labels, the event's ``fields``. Durations are seconds.
-
-Alert labels: ``alertname`` (the reason), ``org_id``, ``resource``, ``resource_kind``,
-``severity`` (the rule's, else the event's), plus ``field_labels`` (label name -> event
-field). Empty values are dropped, as Alertmanager does. Annotation: ``summary`` = the
-event's message.
 
 :data:`DEFAULT_RULES` reproduces the alert table of the device-management platform the
 reference ``events`` table comes from (its alert exporter): connectivity, application
@@ -46,40 +46,42 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET
 
 from contracts.messages import Event
+from stages.rules.defs import (
+    RESERVED_LABELS,
+    DefinitionError,
+    ParamValues,
+    Rule,
+    Scope,
+    Template,
+    check_template,
+    convert_definition,
+    equal_matcher,
+)
 
 __all__ = [
     "DEFAULT_RULES",
     "RESERVED_LABELS",
-    "Action",
-    "CompiledRules",
-    "FireAction",
     "FireRule",
+    "Layer",
     "Override",
-    "Params",
-    "ResolveAction",
-    "ResolveAllAction",
     "RuleGroup",
     "RuleSet",
     "RulesConfigError",
-    "compile_rules",
-    "event_annotations",
-    "event_labels",
+    "builtin_layer",
     "event_value",
+    "file_layer",
+    "legacy_layer",
     "load_rules",
 ]
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Op = Literal["insert", "update", "delete"]
-
-#: labels every event alert gets from the event itself; field_labels cannot override them
-RESERVED_LABELS = frozenset({"alertname", "org_id", "resource", "resource_kind", "severity"})
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -143,9 +145,13 @@ class RuleGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class RuleSet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """All event rules of a deployment."""
+    """The ``tocsin.rules`` section: templates and rules (and older ``groups``), and the settings
+    of every event rule."""
 
-    groups: list[RuleGroup] = []
+    templates: list[Template] = []
+    rules: list[Rule] = []
+    builtin: bool = True  # false: without the built-in templates and rules
+    groups: list[RuleGroup] = []  # the older form (see the module)
     resolve_all: list[str] = []  # reasons that resolve every alert of the resource
     field_labels: dict[str, str] = {}  # label name -> event field name
     ops: list[Op] = msgspec.field(default_factory=lambda: ["insert"])  # row changes that count as events
@@ -185,17 +191,47 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 raise ValueError(f"field_labels: {label!r} is not a valid label name")
             if not field:
                 raise ValueError(f"field_labels: label {label} maps an empty field name")
+        for kind, items in (("templates", self.templates), ("rules", self.rules)):
+            names = [x.name for x in items]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{kind}: {twice[0]} is defined twice")
+        legacy = {r.reason for g in self.groups for r in g.fire}
+        clash = sorted(legacy & {t.name for t in self.templates})
+        if clash:
+            raise ValueError(f"templates: {clash[0]} is also a fire reason of groups (whose templates are named "
+                             "after their reasons); keep one")
 
 
 def load_rules(obj: Any) -> RuleSet:
-    """A :class:`RuleSet` from parsed YAML/JSON (a dict); unknown keys are errors."""
+    """A :class:`RuleSet` from parsed YAML/JSON (a dict), every template and rule validated, and
+    checked as a whole with the built-in ones (:func:`stages.rules.effective.check_file` does
+    that; this checks each on its own). Unknown keys are errors."""
+    if not isinstance(obj, dict):
+        raise RulesConfigError("invalid event rules: expected a mapping (templates:, rules:, ...)")
     try:
-        return msgspec.convert(obj, RuleSet)
+        plain = {k: v for k, v in obj.items() if k not in ("templates", "rules")}
+        rules = msgspec.convert(plain, RuleSet)
     except msgspec.ValidationError as exc:
         hint = ""
         if "got `str`" in str(exc) and ("for`" in str(exc) or "keep_firing_for`" in str(exc)):
             hint = " (durations are numbers of seconds)"
         raise RulesConfigError(f"invalid event rules: {exc}{hint}") from None
+    converted: dict[str, list[Any]] = {"templates": [], "rules": []}
+    for kind in ("templates", "rules"):
+        items = obj.get(kind) or []
+        if not isinstance(items, list):
+            raise RulesConfigError(f"invalid event rules: {kind} is a list")
+        for i, item in enumerate(items):
+            try:
+                converted[kind].append(convert_definition("template" if kind == "templates" else "rule", item))
+            except DefinitionError as exc:
+                raise RulesConfigError(f"invalid event rules: {kind}[{i}]"
+                                       f"{'.' + exc.field if exc.field else ''}: {exc.message}") from None
+    try:
+        return msgspec.structs.replace(rules, templates=converted["templates"], rules=converted["rules"])
+    except ValueError as exc:
+        raise RulesConfigError(f"invalid event rules: {exc}") from None
 
 
 def _group(name: str, fires: list[tuple[str, str]], resolve: str) -> RuleGroup:
@@ -222,124 +258,58 @@ DEFAULT_RULES = RuleSet(
 )
 
 
-# ---------------------------------------------------------------------------- compiled form
+# ---------------------------------------------------------------------------- as layers
 
 
-@dataclass(frozen=True, slots=True)
-class Params:
-    """A fire rule's parameters for one event."""
+class Layer(msgspec.Struct, frozen=True, kw_only=True):
+    """The templates and rules of one source (``builtin``, ``file``, or one org's ``api``)."""
 
-    threshold: float | None
-    for_: float
-    keep_firing_for: float
-
-
-@dataclass(frozen=True, slots=True)
-class FireAction:
-    group: str
-    rule: FireRule
+    source: str
+    templates: dict[str, Template] = {}
+    rules: dict[str, Rule] = {}
+    resolve_all: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveAction:
-    groups: tuple[str, ...]
+def legacy_layer(groups: list[RuleGroup], source: str, resolve_all: list[str] | tuple[str, ...] = ()) -> Layer:
+    """The older ``groups`` as templates named after their reasons, each with one rule for every
+    organisation and one per override (``<reason>:override<n>``), in their order (priority)."""
+    templates: dict[str, Template] = {}
+    rules: dict[str, Rule] = {}
+    for g in groups:
+        for r in g.fire:
+            params = ParamValues(
+                threshold=r.threshold if r.value_field else UNSET, value_field=r.value_field or UNSET,
+                for_=r.for_ or UNSET, keep_firing_for=r.keep_firing_for or UNSET, severity=r.severity or UNSET)
+            templates[r.reason] = Template(name=r.reason, fire=[r.reason], resolve=list(g.resolve), group=g.name,
+                                           params=params)
+            rules[r.reason] = Rule(name=r.reason, template=r.reason)
+            n = len(r.overrides)
+            for i, o in enumerate(r.overrides):
+                name = f"{r.reason}:override{i + 1}"
+                rules[name] = Rule(
+                    name=name, template=r.reason, priority=n - i,
+                    scope=Scope(org=o.org or "", matchers=[equal_matcher(k, v) for k, v in o.match.items()]),
+                    params=ParamValues(threshold=UNSET if o.threshold is None else o.threshold,
+                                       for_=UNSET if o.for_ is None else o.for_,
+                                       keep_firing_for=UNSET if o.keep_firing_for is None else o.keep_firing_for))
+    return Layer(source=source, templates=templates, rules=rules, resolve_all=tuple(resolve_all))
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveAllAction:
-    pass
+def builtin_layer() -> Layer:
+    """The built-in device rules (:data:`DEFAULT_RULES`) as templates and rules."""
+    return _BUILTIN
 
 
-Action = FireAction | ResolveAction | ResolveAllAction
-
-
-class CompiledRules:
-    """A :class:`RuleSet` indexed by reason."""
-
-    __slots__ = ("actions", "field_labels", "ops", "rules")
-
-    def __init__(self, rules: RuleSet) -> None:
-        self.rules = rules
-        self.field_labels = dict(rules.field_labels)
-        self.ops = frozenset(rules.ops)
-        resolves: dict[str, list[str]] = {}
-        actions: dict[str, Action] = {}
-        for g in rules.groups:
-            for rule in g.fire:
-                actions[rule.reason] = FireAction(g.name, rule)
-            for reason in g.resolve:
-                resolves.setdefault(reason, []).append(g.name)
-        for reason, groups in resolves.items():
-            actions[reason] = ResolveAction(tuple(groups))
-        for reason in rules.resolve_all:
-            actions[reason] = ResolveAllAction()
-        self.actions = actions
-
-    def action(self, reason: str) -> Action | None:
-        return self.actions.get(reason)
-
-    def params(self, rule: FireRule, org: str, labels: Mapping[str, str], fields: Mapping[str, Any]) -> Params:
-        """The rule's parameters for an event of ``org`` whose alert has ``labels``."""
-        threshold, for_, keep = rule.threshold, rule.for_, rule.keep_firing_for
-        got_threshold = got_for = got_keep = False
-        for o in rule.overrides:
-            if not _matches(o, org, labels, fields):
-                continue
-            if o.threshold is not None and not got_threshold:
-                threshold, got_threshold = o.threshold, True
-            if o.for_ is not None and not got_for:
-                for_, got_for = o.for_, True
-            if o.keep_firing_for is not None and not got_keep:
-                keep, got_keep = o.keep_firing_for, True
-        return Params(threshold=threshold, for_=for_, keep_firing_for=keep)
-
-
-def compile_rules(rules: RuleSet) -> CompiledRules:
-    return CompiledRules(rules)
-
-
-def _matches(o: Override, org: str, labels: Mapping[str, str], fields: Mapping[str, Any]) -> bool:
-    if o.org is not None and o.org != org:
-        return False
-    for name, want in o.match.items():
-        if name in labels:
-            got: str | None = labels[name]
-        else:
-            got = _label_value(fields.get(name))
-        if got != want:
-            return False
-    return True
-
-
-def _label_value(value: Any) -> str | None:
-    """An event field as a label value: text as is, numbers and booleans as JSON writes them."""
-    if value is None or isinstance(value, dict | list):
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def file_layer(rules: RuleSet) -> Layer:
+    """The file's templates and rules (its older groups converted first, so that a template of
+    the same name in ``templates`` would be an error: :class:`RuleSet` checks that)."""
+    legacy = legacy_layer(rules.groups, "file")
+    templates = {**legacy.templates, **{t.name: check_template(t) for t in rules.templates}}
+    return Layer(source="file", templates=templates, rules={**legacy.rules, **{r.name: r for r in rules.rules}},
+                 resolve_all=tuple(rules.resolve_all))
 
 
 # ---------------------------------------------------------------------------- events to alerts
-
-
-def event_labels(ev: Event, rule: FireRule, field_labels: Mapping[str, str]) -> dict[str, str]:
-    """The alert's label set (its identity) for an event that fires ``rule``."""
-    labels: dict[str, str] = {}
-    for label, field in field_labels.items():
-        value = _label_value(ev.fields.get(field))
-        if value:
-            labels[label] = value
-    labels["alertname"] = ev.reason
-    labels["org_id"] = ev.org
-    labels["resource"] = ev.resource_name
-    labels["resource_kind"] = ev.resource_kind
-    labels["severity"] = rule.severity or ev.severity
-    return {k: v for k, v in labels.items() if v}
-
-
-def event_annotations(ev: Event) -> dict[str, str]:
-    return {"summary": ev.message}
 
 
 def event_value(ev: Event, field: str) -> float:
@@ -354,3 +324,6 @@ def event_value(ev: Event, field: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"event {ev.id}: field {field!r} is not a finite number")
     return number
+
+
+_BUILTIN = legacy_layer(DEFAULT_RULES.groups, "builtin", DEFAULT_RULES.resolve_all)

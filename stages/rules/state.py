@@ -13,6 +13,7 @@ from typing import Final, Literal
 import msgspec
 
 from contracts.messages import Alert
+from stages.rules.defs import Rule, Template
 
 __all__ = [
     "FIRING",
@@ -20,6 +21,7 @@ __all__ = [
     "RESOLVED",
     "AlertState",
     "ResourceIndex",
+    "RuleDefs",
     "StateValue",
     "Status",
     "to_alert",
@@ -32,7 +34,7 @@ RESOLVED: Final = "resolved"  # kept until ``deadline`` (the retention period) s
 
 
 class AlertState(msgspec.Struct, array_like=True, gc=False, frozen=True, tag="a"):
-    """One alert of one organisation, keyed by ``subject_token(org) + "." + fingerprint``.
+    """One alert of one organisation, keyed by ``subjects.token(org) + "." + fingerprint``.
 
     ``status`` is what was last announced downstream (``fired``/``resolved``), which can lag
     behind ``ends_at`` until the timer at ``deadline`` runs; the core settles due timers
@@ -73,7 +75,19 @@ class ResourceIndex(msgspec.Struct, array_like=True, gc=False, frozen=True, tag=
     pending: dict[str, str] = {}
 
 
-StateValue = AlertState | ResourceIndex
+class RuleDefs(msgspec.Struct, array_like=True, frozen=True, tag="d"):
+    """One organisation's own templates and rules (the ``api`` layer), keyed ``rules/<org>``:
+    applied in input order from ``RuleCommand`` messages, so every event after a change sees it.
+
+    ``applied``: ``<kind>/<name>`` -> the request id of the command that last put it (the API
+    waits for it, to answer once the change is in force)."""
+
+    templates: dict[str, Template] = {}
+    rules: dict[str, Rule] = {}
+    applied: dict[str, str] = {}
+
+
+StateValue = AlertState | ResourceIndex | RuleDefs
 
 
 def to_alert(s: AlertState) -> Alert:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from pipeline.foundation.runtime.jetstream import MAX_BATCH
+from pipeline.foundation.runtime.wire import MAX_BATCH
 from stages.source.mapping import TableMapping
 
 __all__ = ["SourceConfig", "SourceConfigError", "load_source_config"]

@@ -26,6 +26,7 @@ import psycopg
 from psycopg import pq
 
 from stages.source.mapping import TableMapping, quote_ident
+from stages.source.migrate import publication_sql
 from stages.source.pgoutput import PG_EPOCH, format_lsn, parse_lsn
 
 __all__ = [
@@ -311,8 +312,6 @@ _OP_FLAG = {"insert": "pubinsert", "update": "pubupdate", "delete": "pubdelete"}
 async def ensure_publication(conn: _Conn, publication: str, tables: Sequence[TableMapping], *,
                              create: bool) -> None:
     """Create the publication when missing (and allowed); check it covers every table and op."""
-    from stages.source.migrate import publication_sql
-
     exists = await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", publication)
     if not exists:
         if not create:

@@ -28,8 +28,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from pipeline.foundation.runtime.jetstream import ensure_stream, publish_atomic
+from pipeline.foundation.runtime.subjects import EVENTS
 from stages.source.config import SourceConfig, load_source_config
+from stages.source.core import TraceFn
 from stages.source.mapping import validate_mapping
+from stages.source.metrics import source_metrics
 from stages.source.migrate import apply_schema
 from stages.source.pgoutput import Column
 from stages.source.replication import (
@@ -41,7 +44,7 @@ from stages.source.replication import (
     table_columns,
     try_lock,
 )
-from stages.source.runner import EVENTS, PublishFn, SourceSession, TraceFn, source_metrics
+from stages.source.session import PublishFn, SourceSession
 
 __all__ = ["SourceOptions", "SourceService", "build_source", "setup_postgres"]
 

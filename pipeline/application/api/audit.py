@@ -21,8 +21,8 @@ from typing import Final
 import msgspec
 from prometheus_client import Counter
 
-from pipeline.application.api.auth_identity import Identity
 from pipeline.application.api.limits import Bucket, take
+from pipeline.application.config.identity import Identity
 from pipeline.foundation.runtime.metrics import REGISTRY
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""What every API handler needs: NATS, the partition count, the configuration."""
+"""What every API handler needs: NATS, the partition count, the configuration, the stages' streams."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from starlette.requests import Request
 
-from pipeline.application.api.auth import identity_of, orgs_of, request_id_of, require
-from pipeline.application.api.auth_errors import BadRequest
-from pipeline.application.api.auth_identity import AllOrgs
-from pipeline.application.api.limits import LimitsConfig
+from contracts.partition import partition_of
+from pipeline.application.api.audit import audit_record
+from pipeline.application.api.auth.errors import BadRequest
+from pipeline.application.api.auth.middleware import identity_of, orgs_of, request_id_of, require
+from pipeline.application.api.status_config import marshal_config
+from pipeline.application.config.identity import AllOrgs
+from pipeline.application.config.limits import LimitsConfig
 from pipeline.application.settings import Loaded
 from pipeline.foundation.amconfig import RouteNode, compile_routes
+from pipeline.foundation.runtime.subjects import AUDIT, StreamNames, token
+from stages.filter.views import FilterConfig, status_config
 
 __all__ = ["AUDIT_TTL", "ApiContext"]
 
@@ -30,6 +35,9 @@ class ApiContext:
     partitions: int
     loaded: Loaded
     started_at: float = field(default_factory=time.time)
+    # Where the stages' state and outputs are, by output name, in the process's deployment (set by
+    # pipeline.application.app.run_process from pipeline.application.graph); None: the separate streams.
+    streams: dict[str, StreamNames] | None = None
 
     def __post_init__(self) -> None:
         self.use(self.loaded)
@@ -39,12 +47,17 @@ class ApiContext:
         self.loaded = loaded
         self.routes = compile_routes(loaded.config)
         self.org_routes = {org: compile_routes(c) for org, c in loaded.orgs.items()}
-        self._filter_configs: dict[str, object] = {}
+        self._filter_configs: dict[str, FilterConfig] = {}
+        self._config_yaml: dict[int, str] = {}  # by id(config): every config is held by self.loaded
+
+    def stream(self, name: str) -> StreamNames:
+        """The names of stage output ``name`` (``alerts``, ``groups``, ``sends``) in this deployment."""
+        return (self.streams or {}).get(name) or StreamNames(name)
 
     @property
     def limits(self) -> LimitsConfig:
         """The ``tocsin: limits:`` section, or its defaults when there is none (they protect
-        the pipeline: see ``pipeline.application.api.limits``)."""
+        the pipeline: see ``pipeline.application.config.limits``)."""
         return self.loaded.tocsin.limits or _DEFAULT_LIMITS
 
     @property
@@ -86,21 +99,21 @@ class ApiContext:
     async def audit(self, request: Request, org: str, action: str, target: str,
                     details: dict[str, object] | None = None) -> None:
         """Record a write (who, which organisation, what, when) in TOCSIN_AUDIT."""
-        from contracts.partition import partition_of
-        from pipeline.application.api.audit import audit_record
-        from pipeline.foundation.runtime.subjects import StreamNames, token
-
-        names = StreamNames("audit")
         rec = audit_record(identity_of(request), org=org, action=action, now=time.time(),
                            request_id=request_id_of(request), target=target, details=details)
-        subject = names.out(partition_of(org, self.partitions), token(org))
+        subject = AUDIT.out(partition_of(org, self.partitions), token(org))
         await self.js.publish(subject, msgspec.json.encode(rec), headers={"Nats-TTL": str(AUDIT_TTL)})
 
-    def filter_config(self, org: str) -> object:
-        """The filter's compiled configuration (inhibit rules, intervals) of ``org``, for alert statuses."""
+    def filter_config(self, org: str) -> FilterConfig:
+        """The filter's compiled configuration (inhibit rules, intervals, escalation policies) of
+        ``org``, for alert statuses and acknowledgements."""
         if org not in self._filter_configs:
-            from stages.filter.config import filter_config, filter_options
-
-            config = self.loaded.config_for(org)
-            self._filter_configs[org] = filter_config(config, filter_options(self.loaded.tocsin.filter))
+            self._filter_configs[org] = status_config(self.loaded.config_for(org), self.loaded.tocsin.filter)
         return self._filter_configs[org]
+
+    def config_yaml(self, org: str) -> str:
+        """The organisation's configuration re-marshalled (no comments, secrets hidden), once per load."""
+        config = self.loaded.config_for(org)
+        if id(config) not in self._config_yaml:
+            self._config_yaml[id(config)] = marshal_config(config)
+        return self._config_yaml[id(config)]

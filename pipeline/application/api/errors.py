@@ -17,6 +17,7 @@ __all__ = [
     "PARSE",
     "REQUIRED",
     "bad_request",
+    "nats_unavailable",
     "nesting_too_deep",
     "not_found",
     "parse_error",
@@ -60,3 +61,10 @@ async def nesting_too_deep(_: Request, exc: Exception) -> Response:
     """400 for a ``RecursionError`` a handler hit parsing what it was sent: the edge refuses
     bodies nesting deeper than ``MAX_JSON_DEPTH``, this is the backstop for anything else."""
     return parse_error("request nests too deeply to parse")
+
+
+async def nats_unavailable(_: Request, exc: Exception) -> Response:
+    """503 when NATS did not answer (a timeout, no responders, the connection closed): nothing
+    was decided, so the client retries (a write carries an id, so a retry never doubles it)."""
+    return JSONResponse(f"NATS unavailable, retry: {type(exc).__name__}", status_code=503,
+                        headers={"Retry-After": "1"})

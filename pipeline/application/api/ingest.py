@@ -1,7 +1,7 @@
 """``POST /api/tocsin/ingest/<source>``: alerts from AWS SNS (CloudWatch alarms), Grafana's
 webhook contact point and generic JSON webhooks, through the push path into EVENTS.
 
-Each source of ``tocsin: ingest: sources:`` (``pipeline.application.api.ingest_config``) is one path. A
+Each source of ``tocsin: ingest: sources:`` (``pipeline.application.config.ingest``) is one path. A
 request goes through, in order:
 
 1. the source (404 when none has that name) and its body limit (413);
@@ -44,14 +44,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from contracts import PushedAlerts, encode
+from contracts import PushedAlerts
 from contracts.ids import check_org
-from contracts.partition import partition_of
-from pipeline.application.api.auth import FailureLimiter
-from pipeline.application.api.auth_errors import ApiError, BadRequest, Forbidden, Unauthenticated, Unavailable
-from pipeline.application.api.auth_identity import ALL, Identity
+from pipeline.application.api.alerts import publish_push
+from pipeline.application.api.auth.errors import ApiError, BadRequest, Forbidden, Unauthenticated, Unavailable
+from pipeline.application.api.auth.middleware import FailureLimiter
 from pipeline.application.api.context import ApiContext
-from pipeline.application.api.ingest_config import IngestConfig, IngestSource
 from pipeline.application.api.ingest_map import PayloadError, map_generic, map_grafana
 from pipeline.application.api.ingest_sns import (
     CertCache,
@@ -65,10 +63,12 @@ from pipeline.application.api.ingest_sns import (
 )
 from pipeline.application.api.json_depth import MAX_JSON_DEPTH, too_deep
 from pipeline.application.api.limits import RateLimited, RateLimiter, TooLarge
-from pipeline.application.api.push import PushError, parse_push, split_push
+from pipeline.application.api.push import PushError, parse_push
+from pipeline.application.config.identity import ALL, Identity
+from pipeline.application.config.ingest import IngestConfig, IngestSource
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.runtime.deadletter import MIN_BUDGET, build_dead_letter
-from pipeline.foundation.runtime.subjects import EVENTS, token
+from pipeline.foundation.runtime.subjects import EVENTS
 from pipeline.foundation.telemetry import producer_span
 
 __all__ = ["DLQ_PARTITION", "IngestRuntime", "ingest_routes", "load_token"]
@@ -76,8 +76,6 @@ __all__ = ["DLQ_PARTITION", "IngestRuntime", "ingest_routes", "load_token"]
 log = logging.getLogger("tocsin.ingest")
 
 DLQ_PARTITION = "ingest"  # dead letters: tocsin.events.dlq.ingest.<unique>
-_MAX_ALERTS_PER_MESSAGE = 200  # as pipeline.application.api.app
-_PUSH_OVERHEAD = 4096
 _NO_SOURCES = IngestConfig()
 
 
@@ -348,14 +346,7 @@ class _Ingest:
         tp = producer_span("POST /api/tocsin/ingest/{source}", request.headers.get("traceparent"), {
             "http.request.method": "POST", "http.route": "/api/tocsin/ingest/{source}", "messaging.system": "nats"})
         for push in pushes:
-            p = partition_of(push.org, ctx.partitions)
-            parts = split_push(push, max_alerts=_MAX_ALERTS_PER_MESSAGE,
-                               max_bytes=(ctx.nc.max_payload or 1 << 20) // 2 - _PUSH_OVERHEAD)
-            for i, part in enumerate(parts):
-                headers = {"Nats-Msg-Id": f"ingest:{src.name}:{request_id}:{token(push.org)}:{i}"}
-                if tp:
-                    headers["traceparent"] = tp
-                await ctx.js.publish(EVENTS.out(p, "alerts"), encode(part), headers=headers)
+            await publish_push(ctx, push, tp, id_prefix=f"ingest:{src.name}")
             await ctx.audit(request, push.org, "alerts.ingest", request_id,
                             {"source": src.name, "alerts": len(push.alerts)})
         count = sum(len(p.alerts) for p in pushes)

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from pipeline.application.api.convert import rfc3339
-from pipeline.application.api.ingest_config import IngestMapping
-from pipeline.application.api.ingest_expr import (
+from pipeline.application.config.ingest import IngestMapping
+from pipeline.application.config.ingest_expr import (
     Unmappable,
     as_text,
     evaluate,

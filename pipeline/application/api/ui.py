@@ -8,7 +8,8 @@ assets are package data (``pipeline/application/api/ui_assets``), public like ``
 With an ``ApiContext`` two reads the Alertmanager API lacks are added (read permission):
 ``GET /api/tocsin/ui/routes`` (the caller's route tree and receivers with their integrations,
 for the status view) and ``POST /api/tocsin/ui/groupkeys`` (the groups an alert's labels fall
-in, with their group keys: what a group acknowledgement names).
+in, with their group keys: what a group acknowledgement names). The alerts view's page of
+groups, ``GET /api/tocsin/ui/groups``, is served beside Alertmanager's read in ``groups.py``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ A read first waits up to ``READ_WAIT`` seconds for the rules stage to reach the 
 can see, so in normal operation a read after a write sees the alert processed, with its
 real status (as in Alertmanager); only when the rules stage lags or is down do accepted
 alerts show as ``unprocessed`` instead of missing. They are shown as the rules stage will
-store them (the times filled in and merged as Alertmanager does, ``stages.rules.alerts``),
+store them (the times filled in and merged as Alertmanager does: the rules stage's view
+``stages.rules.views.unprocessed_alerts``),
 and ``unprocessed=false`` leaves them out. At most ``MAX_PENDING`` pushes per partition are
 read, so a long backlog costs a read a bounded time.
 """
@@ -22,7 +23,7 @@ read, so a long backlog costs a read a bounded time.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import anyio
 import msgspec
@@ -30,16 +31,13 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from contracts import Alert, PushedAlerts, decode
-from contracts.labels import fingerprint
+from contracts import PushedAlerts, decode
 from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.partition import Progress
 from pipeline.foundation.runtime.subjects import EVENTS, StreamNames
-from stages.rules.alerts import InvalidAlert, Posted, prepare, put
 
-__all__ = ["MAX_PENDING", "READ_WAIT", "Backlog", "pending_pushes", "unprocessed_alerts", "wait_for_rules"]
+__all__ = ["MAX_PENDING", "READ_WAIT", "Backlog", "pending_pushes", "wait_for_rules"]
 
-ALERTS = StreamNames("alerts")
 RULES_INPUT = "events"  # the rules stage's input name in its progress record
 READ_WAIT = 2.0
 MAX_PENDING = 1000
@@ -65,7 +63,7 @@ async def _last(js: JetStreamContext, stream: str, subject: str) -> tuple[int, b
         return None
 
 
-async def _consumed(js: JetStreamContext, p: int, alerts: StreamNames = ALERTS) -> int:
+async def _consumed(js: JetStreamContext, p: int, alerts: StreamNames) -> int:
     raw = await _last(js, alerts.stream, alerts.progress(p))
     return _progress.decode(raw[1]).inputs.get(RULES_INPUT, 0) if raw is not None and raw[1] else 0
 
@@ -76,9 +74,10 @@ async def _last_push(js: JetStreamContext, p: int) -> int:
 
 
 async def wait_for_rules(js: JetStreamContext, partitions: Iterable[int], timeout: float = READ_WAIT, *,
-                         alerts: StreamNames = ALERTS) -> list[Backlog]:
+                         alerts: StreamNames) -> list[Backlog]:
     """Wait (up to ``timeout``) until the rules stage consumed every push now in EVENTS for
-    ``partitions``; the backlogs left when it did not."""
+    ``partitions`` (its progress is in ``alerts``, the rules stage's output stream in this
+    deployment); the backlogs left when it did not."""
     lasts = {p: await _last_push(js, p) for p in sorted(set(partitions))}
     backlogs = {p: Backlog(p, 0, last) for p, last in lasts.items() if last}
     give_up = time.monotonic() + timeout
@@ -113,28 +112,3 @@ async def pending_pushes(js: JetStreamContext, backlog: Backlog,
             out.append((raw.time.timestamp() if raw.time else msg.received_at, msg))
         seq = raw.seq + 1
     return out
-
-
-def unprocessed_alerts(pushes: Sequence[tuple[float, PushedAlerts]], org: str, processed: set[str],
-                       resolve_timeout: float, now: float) -> list[Alert]:
-    """The alerts of ``org`` the pending ``pushes`` (each with its stream time) will create, as
-    the rules stage will store them, leaving out fingerprints in ``processed`` (known firing
-    alerts) and alerts resolved at ``now``; ordered by fingerprint."""
-    merged: dict[str, Posted] = {}
-    for at, push in pushes:
-        if push.org != org:
-            continue
-        for pushed in push.alerts:
-            try:
-                posted = prepare(pushed, at, resolve_timeout)
-            except InvalidAlert:
-                continue  # the rules stage will refuse it too
-            fp = fingerprint(posted.labels)
-            if fp not in processed:
-                merged[fp] = put(merged.get(fp), posted, at)
-    return [
-        Alert(fingerprint=fp, org=org, labels=dict(p.labels), annotations=dict(p.annotations), starts_at=p.starts_at,
-              ends_at=p.ends_at, generator_url=p.generator_url, updated_at=p.updated_at)
-        for fp, p in sorted(merged.items())
-        if p.ends_at is None or p.ends_at > now
-    ]

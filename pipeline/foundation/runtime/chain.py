@@ -1,7 +1,7 @@
 """A chain: the pure cores of consecutive same-partitioned stages composed into one core.
 
 The brief's §4b. A :class:`ChainCore` is an ordinary :class:`~pipeline.foundation.runtime.step.StageCore`
-for the runtime (:class:`~pipeline.foundation.runtime.partition.PartitionWorker`), so the hop-B protocol is
+for the runtime (:class:`~pipeline.foundation.runtime.machine.PartitionMachine`), so the hop-B protocol is
 the chain's: one fenced atomic batch commits the progress, the changed state keys of every
 member, the outputs anything outside the chain reads, and dead letters.
 

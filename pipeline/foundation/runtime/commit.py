@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 
-from pipeline.foundation.runtime.jetstream import MAX_BATCH, MAX_BATCH_BYTES, BatchError, BatchMsg, publish_atomic
+from pipeline.foundation.runtime.jetstream import BatchError, publish_atomic
+from pipeline.foundation.runtime.wire import MAX_BATCH, MAX_BATCH_BYTES, BatchMsg
 
 __all__ = ["CommitUnknown", "GroupCommitter"]
 

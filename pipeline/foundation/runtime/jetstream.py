@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -22,14 +21,17 @@ from nats.js.errors import NotFoundError
 from pipeline.foundation.runtime.natsauth import connect_options
 from pipeline.foundation.runtime.natsclient import Client
 from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.wire import (
+    MAX_BATCH,
+    MAX_SUBJECT,
+    UNSAFE_CHARS,
+    BatchMsg,
+    malformed,
+    oversized,
+)
 
 __all__ = [
-    "BATCH_HEADER_ROOM",
-    "MAX_BATCH",
-    "MAX_BATCH_BYTES",
-    "MAX_SUBJECT",
     "BatchError",
-    "BatchMsg",
     "DeploymentMismatch",
     "PartitionCountMismatch",
     "TooLarge",
@@ -40,28 +42,17 @@ __all__ = [
     "ensure_stream",
     "hpub_frame",
     "last_message",
-    "message_size",
     "one_per_subject",
-    "plan_chunks",
     "publish_atomic",
     "retry_transient",
-    "unpublishable",
 ]
 
 log = logging.getLogger("tocsin.jetstream")
 
-MAX_BATCH = 1000  # the server's atomic batch limit (messages per batch)
 FENCE_ERROR = 10071  # "wrong last sequence": the expected-last-subject-sequence check failed
 DUPLICATE_IN_BATCH = 10201
 INCOMPLETE_BATCH = 10176  # the server dropped the batch before its commit: nothing of it was stored
 BATCH_ATTEMPTS = 3  # sends of a batch the server reports incomplete
-# Bytes of one atomic commit of the stages. The server takes larger batches (100 MiB was seen to
-# pass), but a batch is staged in its memory until the commit: commits are split to stay under this.
-MAX_BATCH_BYTES = 32 * 1024 * 1024
-BATCH_HEADER_ROOM = 128  # the Nats-Batch-* headers publish_atomic adds to a message
-# A subject longer than this would overflow the server's 4 KiB control line (HPUB, the reply
-# inbox and sizes take the rest): the server would close the connection every stage shares.
-MAX_SUBJECT = 3840
 
 
 T = TypeVar("T")
@@ -96,13 +87,6 @@ async def connect(url: str, name: str = "tocsin") -> NATS:
                      reconnect_time_wait=0.5,  # type: ignore[arg-type]
                      connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024)
     return nc
-
-
-@dataclass(frozen=True, slots=True)
-class BatchMsg:
-    subject: str
-    payload: bytes
-    headers: dict[str, str] | None = None
 
 
 class BatchError(Exception):
@@ -147,66 +131,15 @@ class TooLarge(Unpublishable, nats.errors.MaxPayloadError):
         return Exception.__str__(self)
 
 
-def message_size(headers: dict[str, str] | None, payload: bytes) -> int:
-    """What the server counts against ``max_payload``: the header block and the payload."""
-    if not headers:
-        return len(payload)
-    return 12 + len(payload) + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-
-
-def unpublishable(m: BatchMsg, max_payload: int) -> str:
-    """Why ``m`` cannot be part of an atomic batch (its size, its subject, a header), or ""."""
-    return _malformed(m) or _oversized(m, max_payload)
-
-
-def _malformed(m: BatchMsg) -> str:
-    if not m.subject or not _UNSAFE.isdisjoint(m.subject):
-        return f"invalid subject {m.subject[:200]!r}"
-    if m.headers and any("\r" in t or "\n" in t for kv in m.headers.items() for t in kv):
-        return f"a header of the message to {m.subject[:200]} holds a line break"
-    return ""
-
-
-def _oversized(m: BatchMsg, max_payload: int) -> str:
-    if len(m.subject) > MAX_SUBJECT:
-        return (f"the subject {m.subject[:80]}... is {len(m.subject)} characters, over the limit of "
-                f"{MAX_SUBJECT} (the server's 4 KiB control line)")
-    size = message_size(m.headers, m.payload) + BATCH_HEADER_ROOM
-    if size > max_payload:
-        return (f"a message of {size} bytes to {m.subject[:200]} is over the server's max_payload of "
-                f"{max_payload} bytes")
-    return ""
-
-
-def plan_chunks(sizes: Sequence[int], max_msgs: int, max_bytes: int) -> list[tuple[int, int]]:
-    """Split messages of ``sizes`` (in order) into consecutive [start, end) chunks of at most
-    ``max_msgs`` messages and ``max_bytes`` bytes (a message larger than that alone)."""
-    if max_msgs < 1:
-        raise ValueError("max_msgs must be at least 1")
-    if len(sizes) <= max_msgs and sum(sizes) <= max_bytes:
-        return [(0, len(sizes))] if sizes else []
-    chunks: list[tuple[int, int]] = []
-    start, total = 0, 0
-    for i, size in enumerate(sizes):
-        if i > start and (i - start >= max_msgs or total + size > max_bytes):
-            chunks.append((start, i))
-            start, total = i, 0
-        total += size
-    if start < len(sizes):
-        chunks.append((start, len(sizes)))
-    return chunks
-
-
 def _check(m: BatchMsg, max_payload: int) -> None:
     """Refuse a message the server would refuse or close the connection for (a message over
     max_payload, a subject over the control line, a line break)."""
-    if problem := _malformed(m):
+    if problem := malformed(m):
         raise Unpublishable(problem)
-    if problem := _oversized(m, max_payload):
+    if problem := oversized(m, max_payload):
         raise TooLarge(problem)
 
 
-_UNSAFE = frozenset(" \t\r\n")  # characters that would end a subject or a header line early
 
 
 def hpub_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
@@ -215,7 +148,7 @@ def hpub_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
     Subjects and headers here are Tocsin's own, but a header value may carry user text (a
     group key): a line break would split the frame, so it is refused, not cleaned.
     """
-    if not subject or not _UNSAFE.isdisjoint(subject):
+    if not subject or not UNSAFE_CHARS.isdisjoint(subject):
         raise ValueError(f"invalid subject {subject!r}")
     text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
     if text.count("\r") != len(headers) or text.count("\n") != len(headers):

@@ -13,10 +13,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from pipeline.foundation.runtime.jetstream import last_message
+from pipeline.foundation.runtime.wire import DELETED
 
-__all__ = ["DELETED", "StaleRead", "read_last_per_subject", "read_messages", "read_partition_state"]
+__all__ = ["StaleRead", "read_last_per_subject", "read_messages", "read_partition_state"]
 
-DELETED = "Tocsin-Deleted"  # header of a state tombstone
 _IDLE = 10.0  # seconds a read may go without a message before it is abandoned
 
 
@@ -37,7 +37,7 @@ def _stream_seq(msg: Msg) -> int:
 
 
 async def read_messages(js: JetStreamContext, stream: str, subject: str | Sequence[str], *,
-                        last_per_subject: bool = False,
+                        last_per_subject: bool = False, start_seq: int | None = None,
                         batch: int = 10_000, fresh: tuple[str, int] | None = None) -> AsyncIterator[Msg]:
     """Every message of ``subject`` (or of several subjects; or only the last per subject), in stream
     order; then stop.
@@ -50,14 +50,17 @@ async def read_messages(js: JetStreamContext, stream: str, subject: str | Sequen
     ``subject`` must not match) is at stream sequence ``seq`` or later. The marker is read
     along (not yielded) and :class:`StaleRead` is raised at the end if the serving replica
     had not got that far: what was yielded may then be stale and must be thrown away.
+    ``start_seq``: only the messages from that stream sequence on (not with ``last_per_subject``).
     """
     subjects = [subject] if isinstance(subject, str) else list(subject)  # (several must not overlap)
     if fresh is not None:
         subjects.append(fresh[0])
     filters = {"filter_subject": subjects[0]} if len(subjects) == 1 else {"filter_subjects": subjects}
-    cfg = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL,
-                         ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
-                         **filters)  # type: ignore[arg-type]
+    policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
+    if start_seq is not None:
+        policy, filters["opt_start_seq"] = DeliverPolicy.BY_START_SEQUENCE, start_seq  # type: ignore[assignment]
+    cfg = ConsumerConfig(deliver_policy=policy, ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+                         num_replicas=1, **filters)  # type: ignore[arg-type]
     marker_seq = 0
     try:
         info = await js.add_consumer(stream, cfg)

@@ -65,7 +65,7 @@ class StageCore(Protocol[V, I_contra]):
     value_type: Any
 
     def step(self, state: Mapping[str, V], inp: I_contra, now: float) -> Step[V]:
-        """Apply one input. ``now`` is the input's event time (see ``partition.event_time``)."""
+        """Apply one input. ``now`` is the input's event time (see ``machine.event_time``)."""
         ...
 
     def fire(self, state: Mapping[str, V], key: str, now: float) -> Step[V]:

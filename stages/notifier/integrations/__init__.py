@@ -1,6 +1,6 @@
 """Integrations beyond the first four, one module per kind (``notify/<kind>/`` in Alertmanager).
 
-Each module defines its sender (an ``HttpSender`` of ``stages.notifier.delivery``) and a
+Each module defines its sender (an ``HttpSender`` of ``stages.notifier.http``) and a
 factory; this package maps the kind to it. A factory takes the integration's loaded
 configuration, ``client=`` (the HTTP client of its ``http_config``) and the senders' common
 keywords (``key``, ``timeout``, ``secrets``, ``templates``, ``external_url``).

@@ -13,7 +13,7 @@ from typing import Any
 
 from contracts.messages import SendRequest
 
-from ..delivery import HttpSender
+from ..http import HttpSender
 from ..payloads import Fields
 from ..templates import Data, build_data
 

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from ..delivery import USER_AGENT, HttpResponse, HttpSender, auth_headers
+from pipeline.foundation.http1 import HttpResponse
+
+from ..http import USER_AGENT, HttpSender, auth_headers
 from ..secrets import SecretError
 from ..templates import Data
 

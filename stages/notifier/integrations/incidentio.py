@@ -18,7 +18,9 @@ import msgspec
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import IncidentioConfig
 
-from ..delivery import USER_AGENT, HttpSender, Outcome, Sender, auth_headers, http_outcome, permanent
+from ..classify import Outcome, permanent
+from ..delivery import Sender
+from ..http import USER_AGENT, HttpSender, auth_headers, http_outcome
 from ..payloads.common import idempotency_key
 from ..payloads.pagerduty import pagerduty_dedup_key
 from ..payloads.webhook import webhook_payload

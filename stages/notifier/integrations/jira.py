@@ -28,9 +28,11 @@ import msgspec
 
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import JiraConfig, JiraField
+from pipeline.foundation.http1 import HttpResponse
 
-from ..classify import Verdict
-from ..delivery import USER_AGENT, HttpResponse, HttpSender, Outcome, Sender, auth_headers, http_outcome, permanent
+from ..classify import Outcome, Verdict, permanent
+from ..delivery import Sender
+from ..http import USER_AGENT, HttpSender, auth_headers, http_outcome
 from ..payloads.common import Fields, truncate_runes
 from ..payloads.pagerduty import pagerduty_dedup_key
 from ..templates import Data, TemplateSet, build_data

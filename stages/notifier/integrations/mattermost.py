@@ -16,7 +16,9 @@ import msgspec
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import MattermostAttachment, MattermostConfig, MattermostField
 
-from ..delivery import Outcome, Sender, http_outcome
+from ..classify import Outcome
+from ..delivery import Sender
+from ..http import http_outcome
 from ..payloads import Fields, truncate_runes
 from ..templates import Data, TemplateSet
 from ._chat import ChatSender, log, render

@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import PushoverConfig
 
-from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
+from ..classify import Outcome, permanent
+from ..delivery import Sender
+from ..http import HttpSender, http_outcome
 from ..payloads.common import Fields, truncate_runes
 from ..templates import Data, TemplateSet, build_data
 from ._incident import render_secret, request

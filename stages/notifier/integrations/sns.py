@@ -19,8 +19,9 @@ from typing import Any
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import SnsConfig
 
-from ..classify import Verdict, classify_status, parse_retry_after
-from ..delivery import USER_AGENT, HttpSender, Outcome, Sender, auth_headers
+from ..classify import Outcome, Verdict, classify_status, parse_retry_after
+from ..delivery import Sender
+from ..http import USER_AGENT, HttpSender, auth_headers
 from ..payloads.common import Fields, sha256_hex
 from ..payloads.pagerduty import pagerduty_dedup_key
 from ..secrets import SecretError

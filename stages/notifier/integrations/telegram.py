@@ -21,8 +21,8 @@ import msgspec
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import TelegramConfig
 
-from ..classify import Verdict, classify_status
-from ..delivery import Outcome, Sender
+from ..classify import Outcome, Verdict, classify_status
+from ..delivery import Sender
 from ..payloads import Fields, truncate_runes
 from ..secrets import SecretError
 from ..templates import Data, TemplateSet

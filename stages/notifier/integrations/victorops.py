@@ -17,7 +17,9 @@ import msgspec
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import VictorOpsConfig
 
-from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
+from ..classify import Outcome, permanent
+from ..delivery import Sender
+from ..http import HttpSender, http_outcome
 from ..payloads.common import Fields, truncate_runes
 from ..payloads.pagerduty import pagerduty_dedup_key
 from ..templates import Data, TemplateSet, build_data

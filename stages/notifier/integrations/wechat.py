@@ -20,8 +20,9 @@ import msgspec
 from contracts.messages import SendRequest
 from pipeline.foundation.amconfig.model import WechatConfig
 
-from ..classify import Verdict
-from ..delivery import HttpSender, Outcome, Sender, http_outcome, permanent
+from ..classify import Outcome, Verdict, permanent
+from ..delivery import Sender
+from ..http import HttpSender, http_outcome
 from ..payloads.common import Fields
 from ..templates import Data, TemplateSet, build_data
 from ._incident import join_url, render_secret, request

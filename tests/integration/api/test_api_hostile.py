@@ -19,8 +19,8 @@ import msgspec
 import pytest
 import yaml
 
-from pipeline.application.api.auth_config import AuthConfig, StaticConfig
 from pipeline.application.app import Settings
+from pipeline.application.config.auth import AuthConfig, StaticConfig
 from pipeline.application.settings import load, load_text
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.embedded import NatsServer, start_nats

@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 
-from pipeline.application.api.auth import auth_exception_handlers
+from pipeline.application.api.auth.middleware import auth_exception_handlers
 from pipeline.application.api.context import ApiContext
 from pipeline.application.api.ingest import ingest_routes
-from pipeline.application.api.ingest_config import IngestConfig
 from pipeline.application.app import Settings
+from pipeline.application.config.ingest import IngestConfig
 from pipeline.application.dlq import list_dead_letters
 from pipeline.application.settings import load_text
 from pipeline.foundation.amconfig.decode import Decoder, compose

@@ -1,9 +1,11 @@
-"""Conformance of the API with Tocsin's OpenAPI document of Alertmanager's API v2, by schemathesis.
+"""Conformance of the API with Tocsin's OpenAPI document of Alertmanager's API v2 and of its event
+rules as data (tag rules, under /api/tocsin), by schemathesis.
 
 A real nats-server and the rules, router, filter and api stages run in a background thread
 (schemathesis' pytest tests are synchronous, so the event loop serving the API cannot be the
 test's own). The organisation is seeded with alerts that are active, silenced, inhibited and
-muted by a time interval, so reads answer with every shape the document describes. Then
+muted by a time interval, so reads answer with every shape the document describes, and with
+a template and a rule (the one the document's examples name, kept by a rule using it). Then
 every operation gets generated requests (valid ones and, for the request body and the
 parameters, invalid ones) as an admin, and every answer must be documented: no 5xx, a
 documented status code, content type, headers and body.
@@ -94,6 +96,15 @@ SEED_ALERTS: list[dict[str, Any]] = [
 ]
 
 
+SEED_RULES: list[tuple[str, dict[str, Any]]] = [
+    ("templates", {"name": "cpu-high", "fire": ["DeviceCPUUsage"], "resolve": ["DeviceCPUNormal"],
+                   "params": {"value_field": "cpu_percent", "threshold": 90, "severity": "warning"}}),
+    # (its threshold keeps the template's value_field: a replacement without one is refused)
+    ("rules", {"name": "cpu-seed", "template": "cpu-high", "scope": {"matchers": ['environment="staging"']},
+               "params": {"threshold": 85}}),
+]
+
+
 @dataclass
 class Seeded:
     url: str
@@ -115,6 +126,9 @@ async def _seed(url: str) -> Seeded:
             assert r.status_code == 200, r.text
             silences[r.json()["silenceID"]] = state
         assert (await api.delete(f"/api/v2/silence/{r.json()['silenceID']}")).status_code == 200
+        for kind, definition in SEED_RULES:  # a template the generated rules name, kept by a rule using it
+            r = await api.post(f"/api/tocsin/{kind}", json=definition)
+            assert r.status_code == 201, r.text
         deadline = time.monotonic() + 60
         while True:  # every alert grouped, and the muted group flushed (its record knows the interval)
             groups = (await api.get("/api/v2/alerts/groups")).json()
@@ -174,8 +188,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         yield seeded
 
 
-# Tocsin's own endpoints (tag tocsin, served under /api/tocsin) are checked in test_api_escalation.py
+# Tocsin's own endpoints (tag tocsin, served under /api/tocsin) are checked in test_api_escalation.py,
+# but for event rules as data (tag rules: resources with every shape of request), fuzzed here too
 schema = schemathesis.openapi.from_path(str(OPENAPI)).exclude(tag="tocsin")
+rules_schema = schemathesis.openapi.from_path(str(OPENAPI)).include(tag="rules")
 
 
 @schema.parametrize()
@@ -183,6 +199,73 @@ schema = schemathesis.openapi.from_path(str(OPENAPI)).exclude(tag="tocsin")
           phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, seeded: Seeded) -> None:
     case.call_and_validate(base_url=f"{seeded.url}/api/v2", headers=AUTH, checks=CHECKS, timeout=30)
+
+
+@rules_schema.parametrize()
+@settings(max_examples=40, deadline=None, database=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+def test_rules_api_conforms_to_its_openapi_document(case: schemathesis.Case, seeded: Seeded) -> None:
+    case.call_and_validate(base_url=f"{seeded.url}/api/tocsin", headers=AUTH, checks=CHECKS, timeout=30)
+
+
+def test_rules_lifecycle_conforms(seeded: Seeded) -> None:
+    """Generated names and bodies rarely meet a stored definition: one template and rule go
+    through every answer of the rules API (created, conflicts, stale versions, effective, deleted)."""
+
+    def call(path: str, method: str, status: int, **kw: Any) -> Any:
+        case = rules_schema[path][method].Case(**kw)
+        r = case.call_and_validate(base_url=f"{seeded.url}/api/tocsin", headers=AUTH, checks=CHECKS, timeout=30)
+        assert r.status_code == status, (method, path, kw, r.text)
+        return r
+
+    template = {"name": "lifecycle-cpu", "fire": ["LifecycleCPU"], "resolve": ["LifecycleCPUOk"],
+                "params": {"value_field": "cpu_percent", "threshold": 90, "for": "1m"},
+                "labels": {"team": "{{ .Fields.team }}"}}
+    rule = {"name": "lifecycle-prod", "template": "lifecycle-cpu", "scope": {"matchers": ['environment="production"']},
+            "params": {"threshold": 80, "for": "5m"}}
+    one_template = {"path_parameters": {"name": "lifecycle-cpu"}}
+    one_rule = {"path_parameters": {"name": "lifecycle-prod"}}
+    created = call("/templates", "POST", 201, body=template)
+    assert created.json()["applied"] is True and created.json()["definition"]["params"]["for"] == 60
+    call("/templates", "POST", 409, body=template)
+    version = call("/templates/{name}", "GET", 200, **one_template).headers["etag"][0]
+    assert version == created.headers["etag"][0]
+    call("/rules", "POST", 201, body=rule)
+    assert call("/rules", "POST", 422, body={"name": "x", "template": "nowhere"}).json()["field"] == "template"
+    call("/templates/{name}", "PUT", 412, body=template, headers={"If-Match": '"1"'}, **one_template)
+    call("/templates/{name}", "PUT", 412, body=template, headers={"If-None-Match": "*"}, **one_template)
+    call("/templates/{name}", "PUT", 400, body=template, headers={"If-Match": "soon"}, **one_template)
+    replaced = call("/templates/{name}", "PUT", 200, body=template, headers={"If-Match": version}, **one_template)
+    assert replaced.headers["etag"][0] != version
+    eff = call("/rules/effective", "GET", 200, query={"labels": ["environment=production,zone=a"]}).json()
+    assert [r["rule"] for r in eff["rules"] if r["template"] == "lifecycle-cpu"] == ["lifecycle-prod"]
+    assert call("/rules/effective", "GET", 400, query={"labels": ["environment"]})
+    assert "lifecycle-prod" in [r["name"] for r in call("/rules", "GET", 200, query={"source": "api"}).json()]
+    assert call("/templates", "GET", 200).json()
+    call("/templates/{name}", "DELETE", 409, **one_template)  # a rule uses it
+    call("/templates/{name}", "DELETE", 409, path_parameters={"name": "DeviceDisconnected"})  # built in
+    assert "etag" not in call("/templates/{name}", "GET", 200, path_parameters={"name": "DeviceDisconnected"}).headers
+    call("/rules/{name}", "DELETE", 412, headers={"If-Match": '"1"'}, **one_rule)
+    call("/rules/{name}", "DELETE", 200, **one_rule)
+    call("/rules/{name}", "GET", 404, **one_rule)
+    call("/rules/{name}", "DELETE", 404, **one_rule)
+    call("/templates/{name}", "DELETE", 200, **one_template)
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("PUT", "/api/tocsin/templates/abc%0A", {"fire": ["Newline"]}),
+    ("POST", "/api/tocsin/templates", {"name": "abc\n", "fire": ["Newline"]}),
+    ("POST", "/api/tocsin/rules", {"name": "abc\n", "template": "cpu-high"}),
+    ("PUT", "/api/tocsin/rules/abc%0A", {"template": "cpu-high"}),
+    ("GET", "/api/tocsin/rules/effective?org=acme%0A", None),
+    ("POST", "/api/tocsin/templates", {"name": "nl", "fire": ["Newline"], "labels": {"team\n": "x"}}),
+], ids=["put-template", "post-template", "post-rule", "put-rule", "effective-org", "label-name"])
+def test_rules_hostile_input_is_refused(seeded: Seeded, method: str, path: str, body: Any) -> None:
+    """Names and organisations that Python's ``$`` lets through with a trailing newline (which
+    would end up in a Location header) are refused, never stored."""
+    with httpx.Client(base_url=seeded.url, headers=AUTH, timeout=30) as client:
+        r = client.request(method, path, json=body)
+        assert r.status_code in (400, 403, 404, 422), r.text
 
 
 def test_known_silences_conform(seeded: Seeded) -> None:

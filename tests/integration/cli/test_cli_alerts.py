@@ -77,7 +77,7 @@ async def env(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[tuple[st
 
 async def cli(url: str, *args: str, token_file: Path | None = None, env: dict[str, str] | None = None
               ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pipeline.application.alerts_cli", "alerts", "--url", url]
+    cmd = [sys.executable, "-m", "pipeline.application.cli", "alerts", "--url", url]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
     return await anyio.to_thread.run_sync(lambda: subprocess.run(

@@ -15,10 +15,12 @@ import yaml
 
 __all__ = [
     "CHART",
+    "DEFAULT_DEPLOYMENT",
     "MISSING_NATS",
     "RELEASE",
     "NAMESPACE",
     "STAGES",
+    "STAGES_OF",
     "Rendered",
     "ci_values",
     "container",
@@ -30,7 +32,11 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy" / "helm" / "tocsin"
-STAGES = ("source", "rules", "router", "filter", "notifier", "api")
+# The stages of each deployment (values `deployment`), in pipeline order; STAGES: all of them.
+STAGES_OF = {"chained": ("source", "chain", "notifier", "api"),
+             "separate": ("source", "rules", "router", "filter", "notifier", "api")}
+DEFAULT_DEPLOYMENT = "chained"
+STAGES = ("source", "rules", "router", "filter", "chain", "notifier", "api")
 RELEASE = "tocsin"
 NAMESPACE = "monitoring"
 # helm lint's finding while the optional NATS subchart has not been fetched.

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.deploy.chart import ci_values, container, env_of, load_values, render
+from tests.integration.deploy.chart import STAGES_OF, ci_values, container, env_of, load_values, render
 
 helm_python = pytest.importorskip("helm_python", reason="chart tests need helm-python-sdk (the test extra)")
 
 CREDS = {"credentialsSecret": {"name": "nats-auth"}}
 
 
-def _env_list(values: dict[str, Any], stage: str = "rules") -> list[dict[str, Any]]:
+def _env_list(values: dict[str, Any], stage: str = "chain") -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = container(render(values).stage_objects("Deployment")[stage])["env"]
     return env
 
@@ -28,7 +28,7 @@ def _env_list(values: dict[str, Any], stage: str = "rules") -> list[dict[str, An
     ({"enabled": True, **CREDS}, "nats://$(TOCSIN_NATS_USER):$(TOCSIN_NATS_PASSWORD)@tocsin-nats.monitoring.svc:4222"),
 ], ids=["external", "external-tls", "subchart"])
 def test_nats_credentials_come_from_the_secret(nats: dict[str, Any], url: str) -> None:
-    for stage in ("rules", "api", "notifier"):
+    for stage in ("chain", "api", "notifier"):
         env = _env_list({"nats": nats}, stage)
         names = [e["name"] for e in env]
         # Kubernetes expands $(VAR) only from entries listed before it.
@@ -42,13 +42,13 @@ def test_nats_credentials_come_from_the_secret(nats: dict[str, Any], url: str) -
 
 def test_secret_keys_are_configurable() -> None:
     env = env_of(container(render({"nats": {"credentialsSecret": {
-        "name": "n", "userKey": "username", "passwordKey": "pw"}}}).stage_objects("Deployment")["filter"]))
+        "name": "n", "userKey": "username", "passwordKey": "pw"}}}).stage_objects("Deployment")["chain"]))
     assert env["TOCSIN_NATS_USER"]["valueFrom"]["secretKeyRef"] == {"name": "n", "key": "username"}
     assert env["TOCSIN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "n", "key": "pw"}
 
 
 def test_without_credentials_no_user_variables() -> None:
-    env = env_of(container(render().stage_objects("Deployment")["rules"]))
+    env = env_of(container(render().stage_objects("Deployment")["chain"]))
     assert "TOCSIN_NATS_USER" not in env and "TOCSIN_NATS_PASSWORD" not in env
     assert env["TOCSIN_NATS_URL"]["value"] == "nats://nats:4222"
 
@@ -62,7 +62,7 @@ def test_nats_tls_files_are_mounted_on_every_stage(tls: dict[str, str], files: d
     deployments = render({"nats": {"url": "tls://nats:4222", "tlsSecret": tls},
                           "stages": {"source": {"enabled": True}},
                           "postgres": {"existingSecret": "pg"}}).stage_objects("Deployment")
-    assert len(deployments) == 6
+    assert set(deployments) == set(STAGES_OF["chained"])
     for stage, d in deployments.items():
         volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
         secret = volumes["nats-tls"]["secret"]

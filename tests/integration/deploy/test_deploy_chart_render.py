@@ -1,5 +1,6 @@
-"""The Helm chart rendered by real Helm for its default values and every ci/*-values.yaml: lint,
-Kubernetes schemas (offline, kubernetes-validate), and what each object must say per case."""
+"""The Helm chart rendered by real Helm for its default values (in both deployments, chained and
+separate) and every ci/*-values.yaml: lint, Kubernetes schemas (offline, kubernetes-validate), and
+what each object must say per case."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.integration.deploy.chart import (
     MISSING_NATS,
     NAMESPACE,
     RELEASE,
-    STAGES,
+    STAGES_OF,
     Rendered,
     ci_values,
     container,
@@ -30,7 +31,8 @@ from tests.integration.deploy.chart import (
 helm_python = pytest.importorskip("helm_python", reason="chart tests need helm-python-sdk (the test extra)")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="chart tests need kubernetes-validate")
 
-ALL = frozenset(STAGES)
+CHAINED = frozenset(STAGES_OF["chained"])
+SEPARATE = frozenset(STAGES_OF["separate"])
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas shipped.
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -44,7 +46,9 @@ class Expect:
     fullname: str
     replicas: dict[str, int | None]  # enabled stages; None: the HPA owns the count
     hpa: dict[str, tuple[int, int]] = field(default_factory=dict)
-    pdb: frozenset[str] = ALL
+    pdb: frozenset[str] = CHAINED
+    deployment: str = "chained"  # what every pod gets as --deployment
+    overrides: dict[str, Any] = field(default_factory=dict)  # set on top of the values (helm --set)
     partitions: int = 16
     stream_replicas: int = 1
     nats: str = "nats://nats:4222"  # the URL, or "secret:<name>/<key>"
@@ -55,29 +59,43 @@ class Expect:
     test_pod: bool = True
 
     def load(self) -> dict[str, Any] | None:
-        return None if self.values is None else load_values(CHART / "ci" / self.values)
+        values = None if self.values is None else load_values(CHART / "ci" / self.values)
+        return {**(values or {}), **self.overrides} if self.overrides else values
+
+    @property
+    def id(self) -> str:
+        name = self.values.removesuffix("-values.yaml") if self.values else "defaults"
+        return "-".join([name, *(f"{k}={v}" for k, v in self.overrides.items())])
 
 
+THREE = {"chain": 2, "notifier": 2, "api": 2}
 FIVE = {"rules": 2, "router": 2, "filter": 2, "notifier": 2, "api": 2}
 CREDENTIALS = "$(TOCSIN_NATS_USER):$(TOCSIN_NATS_PASSWORD)"  # expanded by Kubernetes from nats.credentialsSecret
 CASES = [
-    Expect(None, "tocsin", dict(FIVE), pdb=ALL - {"source"}),
-    Expect("full-values.yaml", "tocsin",
-           {"source": 2, "rules": 4, "router": 3, "filter": 3, "notifier": None, "api": None},
+    Expect(None, "tocsin", dict(THREE), pdb=CHAINED - {"source"}),
+    Expect(None, "tocsin", dict(FIVE), pdb=SEPARATE - {"source"}, deployment="separate",
+           overrides={"deployment": "separate"}),
+    Expect("full-values.yaml", "tocsin", {"source": 2, "chain": 4, "notifier": None, "api": None},
            hpa={"notifier": (2, 12), "api": (3, 9)}, partitions=32, stream_replicas=3,
            nats=f"tls://{CREDENTIALS}@nats.messaging.svc:4222", postgres_secret=("tocsin-postgres-dsn", "dsn"),
            receiver_secret="tocsin-receivers", service_monitor=True),
-    Expect("existing-secrets-values.yaml", "alerting", {"source": 1, **FIVE},
-           pdb=frozenset({"rules", "router", "filter", "notifier"}), nats="secret:nats-credentials/url",
+    Expect("full-values.yaml", "tocsin",
+           {"source": 2, "rules": 7, "router": 2, "filter": 2, "notifier": None, "api": None},
+           hpa={"notifier": (2, 12), "api": (3, 9)}, pdb=SEPARATE, deployment="separate",
+           overrides={"deployment": "separate"}, partitions=32, stream_replicas=3,
+           nats=f"tls://{CREDENTIALS}@nats.messaging.svc:4222", postgres_secret=("tocsin-postgres-dsn", "dsn"),
+           receiver_secret="tocsin-receivers", service_monitor=True),
+    Expect("existing-secrets-values.yaml", "alerting", {"source": 1, **THREE},
+           pdb=frozenset({"chain", "notifier"}), nats="secret:nats-credentials/url",
            postgres_secret=("app-postgres", "replication-dsn"), receiver_secret="alerting-receivers",
            api_service=("alertmanager", "web")),
     Expect("nats-subchart-values.yaml", "tocsin", {**FIVE, "rules": 3, "router": 3, "filter": 3},
-           pdb=ALL - {"source"}, partitions=8, stream_replicas=3,
+           pdb=SEPARATE - {"source"}, deployment="separate", partitions=8, stream_replicas=3,
            nats=f"nats://{CREDENTIALS}@tocsin-nats.{NAMESPACE}.svc:4222"),
-    Expect("minimal-values.yaml", "tocsin", dict.fromkeys(("rules", "router", "filter", "notifier", "api"), 1),
+    Expect("minimal-values.yaml", "tocsin", dict.fromkeys(("chain", "notifier", "api"), 1),
            pdb=frozenset(), partitions=4, nats="nats://nats.messaging.svc:4222", test_pod=False),
 ]
-IDS = [c.values.removesuffix("-values.yaml") if c.values else "defaults" for c in CASES]
+IDS = [c.id for c in CASES]
 
 
 @pytest.fixture(params=CASES, ids=IDS)
@@ -86,13 +104,13 @@ def case(request: pytest.FixtureRequest) -> Expect:
     return expect
 
 
-_renders: dict[str | None, Rendered] = {}
+_renders: dict[str, Rendered] = {}
 
 
 def rendered(case: Expect) -> Rendered:
-    if case.values not in _renders:
-        _renders[case.values] = render(case.load())
-    return _renders[case.values]
+    if case.id not in _renders:
+        _renders[case.id] = render(case.load())
+    return _renders[case.id]
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -162,6 +180,7 @@ def test_config_map_holds_the_configuration_tocsin_loads(case: Expect) -> None:
 def test_one_deployment_per_enabled_stage_with_its_replicas(case: Expect) -> None:
     deployments = rendered(case).stage_objects("Deployment")
     assert set(deployments) == set(case.replicas)
+    assert set(deployments) <= set(STAGES_OF[case.deployment])
     for stage, replicas in case.replicas.items():
         d = deployments[stage]
         assert d["metadata"]["name"] == f"{case.fullname}-{stage}"
@@ -177,6 +196,7 @@ def test_stage_command_line_and_environment(case: Expect) -> None:
         assert args[:2] == ["run", stage]
         port = 9093 if stage == "api" else 9100
         for flag in (f"--partitions={case.partitions}", f"--stream-replicas={case.stream_replicas}",
+                     f"--deployment={case.deployment}",
                      f"--web.listen-address=:{port}", "--config.file=/etc/tocsin/config/alertmanager.yml",
                      "--storage.path=/var/lib/tocsin"):
             assert flag in args, (stage, flag)
@@ -383,6 +403,7 @@ def test_notes_tell_where_the_api_is(case: Expect) -> None:
     name, _ = case.api_service
     assert f"http://{name}.{NAMESPACE}.svc:9093" in notes
     assert f"Partitions: {case.partitions}" in notes
+    assert f"deployment={case.deployment}: " in notes
 
 
 def _checksums(r: Rendered) -> dict[str, str]:
@@ -393,7 +414,7 @@ def _checksums(r: Rendered) -> dict[str, str]:
 @pytest.mark.parametrize(("change", "rolls"), [
     ({"config": {"route": {"group_wait": "10s"}}}, True),
     ({"templateFiles": {"extra.tmpl": '{{ define "x" }}x{{ end }}'}}, True),
-    ({"stages": {"rules": {"replicas": 5}}}, False),
+    ({"stages": {"chain": {"replicas": 5}}}, False),
 ], ids=["route-change", "template-added", "replicas-only"])
 def test_configuration_change_rolls_the_pods(change: dict[str, Any], rolls: bool) -> None:
     before, after = _checksums(render()), _checksums(render(change))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.integration.deploy.chart import STAGES, container, env_of, render
+from tests.integration.deploy.chart import STAGES, STAGES_OF, container, env_of, render
 
 helm_python = pytest.importorskip("helm_python", reason="chart tests need helm-python-sdk (the test extra)")
 
@@ -88,25 +88,38 @@ def test_nats_url_and_stream_replicas(values: dict[str, Any], release: str, url:
 
 @settings(max_examples=25, deadline=None)
 @given(partitions=st.integers(1, 4096),
+       deployment=st.sampled_from([None, *STAGES_OF]),  # None: the default, chained
        replicas=st.fixed_dictionaries({s: st.integers(0, 50) for s in STAGES}),
        enabled=st.fixed_dictionaries({s: st.booleans() for s in STAGES}))
-def test_partitions_shared_and_replicas_per_stage(partitions: int, replicas: dict[str, int],
+def test_partitions_shared_and_replicas_per_stage(partitions: int, deployment: str | None, replicas: dict[str, int],
                                                   enabled: dict[str, bool]) -> None:
     stages = {s: {"replicas": replicas[s], "enabled": enabled[s]} for s in STAGES}
-    r = render({"partitions": partitions, "stages": stages, **({} if not enabled["source"] else
-                                                            {"postgres": SOURCE_ON["postgres"]})})
+    chosen = {} if deployment is None else {"deployment": deployment}
+    r = render({"partitions": partitions, "stages": stages, **chosen,
+                **({} if not enabled["source"] else {"postgres": SOURCE_ON["postgres"]})})
     deployments = r.stage_objects("Deployment")
-    assert set(deployments) == {s for s in STAGES if enabled[s]}
+    deployment = deployment or "chained"
+    # the deployment's stages only: the other's entries are ignored, enabled or not
+    assert set(deployments) == {s for s in STAGES_OF[deployment] if enabled[s]}
     for stage, d in deployments.items():
         assert d["spec"]["replicas"] == replicas[stage]
         assert f"--partitions={partitions}" in container(d)["args"]
+        assert f"--deployment={deployment}" in container(d)["args"]
+
+
+SEPARATE = {"deployment": "separate"}
 
 
 @pytest.mark.parametrize(("extra", "stage", "expect"), [
-    ({"extraEnv": [{"name": "OTEL_TRACES_EXPORTER", "value": "otlp"}]}, "rules", {"OTEL_TRACES_EXPORTER": "otlp"}),
-    ({"stages": {"router": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "router", {"X": "1"}),
-    ({"stages": {"router": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "filter", {}),
-], ids=["global-env", "stage-env", "stage-env-stays-in-its-stage"])
+    ({"extraEnv": [{"name": "OTEL_TRACES_EXPORTER", "value": "otlp"}]}, "chain", {"OTEL_TRACES_EXPORTER": "otlp"}),
+    ({"stages": {"chain": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "chain", {"X": "1"}),
+    ({"stages": {"chain": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "notifier", {}),
+    ({**SEPARATE, "extraEnv": [{"name": "OTEL_TRACES_EXPORTER", "value": "otlp"}]}, "rules",
+     {"OTEL_TRACES_EXPORTER": "otlp"}),
+    ({**SEPARATE, "stages": {"router": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "router", {"X": "1"}),
+    ({**SEPARATE, "stages": {"router": {"extraEnv": [{"name": "X", "value": "1"}]}}}, "filter", {}),
+], ids=["global-env", "stage-env", "stage-env-stays-in-its-stage", "separate-global-env", "separate-stage-env",
+        "separate-stage-env-stays-in-its-stage"])
 def test_extra_environment(extra: dict[str, Any], stage: str, expect: dict[str, str]) -> None:
     env = env_of(container(render(extra).stage_objects("Deployment")[stage]))
     got = {k: v.get("value") for k, v in env.items() if k not in ("TOCSIN_REPLICA", "TOCSIN_NATS_URL")}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +21,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from contracts.messages import Alert, DeadLetter, Integration, SendRequest, decode_as, encode
 from pipeline.foundation.amconfig import Config, load_config_text
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
-from stages.notifier.ledger import Ledger, LedgerRecord
+from stages.notifier.ledger import Ledger
+from stages.notifier.records import LedgerRecord
 from stages.notifier.service import NotifierOptions, NotifierService, build_notifier
-from stages.notifier.worker import DLQ_FILTER, SENDS
+from stages.notifier.worker import CONSUMER, DLQ_FILTER, SENDS
 
 __all__ = [
     "T0",
@@ -129,8 +132,6 @@ def jsonable(obj: object) -> object:
 
 async def wait_consumer_idle(js: JetStreamContext, timeout: float = 20.0) -> None:
     """Wait until the notifier consumer has delivered and seen acknowledged every request."""
-    from stages.notifier.worker import CONSUMER
-
     deadline = time.monotonic() + timeout
     while True:
         info = await js.consumer_info(SENDS.stream, CONSUMER)
@@ -145,20 +146,19 @@ LIVE_WORKERS: list[WorkerProcess] = []
 
 
 class WorkerProcess:
-    """``python -m stages.notifier.worker`` as a child process (killed at test teardown)."""
+    """``tocsin run notifier`` as a child process (killed at test teardown).
+
+    Its storage path (``endpoints.json``) is a directory next to ``log``."""
 
     def __init__(self, nats_url: str, config_file: str, log: str) -> None:
-        import sys
-
-        self.args = [sys.executable, "-m", "stages.notifier.worker", "--nats-url", nats_url,
-                     "--config.file", config_file, "--external-url", "http://tocsin.test:9093",
-                     "--log-level", "info"]
+        storage = f"{log}.data"
+        self.args = [sys.executable, "-m", "pipeline.application.cli", "run", "notifier", "--nats-url", nats_url,
+                     "--config.file", config_file, "--web.external-url", "http://tocsin.test:9093",
+                     "--log.level", "info", "--storage.path", storage]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        import os
-
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
                                          env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -20,7 +20,8 @@ import pytest
 from contracts.messages import SendRequest
 from pipeline.application.settings import load_text
 from pipeline.foundation.embedded import NatsServer
-from stages.notifier.delivery import Outcome, attempt
+from stages.notifier.classify import Outcome
+from stages.notifier.delivery import attempt
 from stages.notifier.integrations.telegram import TOO_LONG_HTML
 from stages.notifier.senders import Senders, build_senders
 

@@ -17,7 +17,8 @@ import pytest
 from contracts.messages import SendRequest
 from pipeline.application.settings import load_text
 from pipeline.foundation.embedded import NatsServer
-from stages.notifier.delivery import Outcome, Sender, attempt
+from stages.notifier.classify import Outcome
+from stages.notifier.delivery import Sender, attempt
 from stages.notifier.integrations.pushover import PushoverSender
 from stages.notifier.senders import Senders, build_senders
 

@@ -25,7 +25,8 @@ from botocore.credentials import Credentials
 from contracts.messages import SendRequest
 from pipeline.application.settings import load_text
 from pipeline.foundation.embedded import NatsServer
-from stages.notifier.delivery import Outcome, attempt
+from stages.notifier.classify import Outcome
+from stages.notifier.delivery import attempt
 from stages.notifier.senders import Senders, build_senders
 
 from .helpers import T0, alert, publish, running_notifier, send_request, wait_ledger

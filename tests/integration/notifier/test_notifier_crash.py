@@ -6,14 +6,16 @@ import asyncio
 import collections
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from stages.notifier.ledger import Ledger
+from stages.notifier.service import build_notifier
 from stages.notifier.worker import SENDS
 
-from .helpers import WorkerProcess, publish, send_request, wait_consumer_idle, wait_ledger
+from .helpers import WorkerProcess, am_config, publish, send_request, wait_consumer_idle, wait_ledger
 from .peers import HANG, HttpPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,12 +72,6 @@ tocsin:
 async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, http_peer: HttpPeer) -> None:
     """A draining worker naks what it could not finish: the next worker resends it without
     waiting for the ack wait (30 s here), with the same key."""
-    import anyio
-
-    from stages.notifier.service import build_notifier
-
-    from .helpers import am_config
-
     http_peer.reply("/hook", HANG)
     cfg = am_config(f"""
     route: {{receiver: team}}

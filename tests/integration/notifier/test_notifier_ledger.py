@@ -12,7 +12,8 @@ from contracts.messages import SendRequest, decode_as
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from pipeline.foundation.runtime.metrics import REGISTRY
-from stages.notifier.ledger import LEDGER, Ledger, LedgerRecord, attempts, ensure_ledger, send_subject
+from stages.notifier.ledger import LEDGER, Ledger, attempts, ensure_ledger, send_subject
+from stages.notifier.records import LedgerRecord
 from stages.notifier.worker import CONSUMER, SENDS, SENDS_FILTER
 
 from .helpers import (

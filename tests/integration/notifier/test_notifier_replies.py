@@ -11,7 +11,8 @@ from nats.aio.msg import Msg
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect
-from stages.notifier.ledger import Ledger, LedgerRecord, _Replies
+from stages.notifier.ledger import Ledger, _Replies
+from stages.notifier.records import LedgerRecord
 
 from .helpers import T0
 

@@ -6,6 +6,7 @@ import pytest
 
 from contracts.messages import SendRequest, decode_as, encode
 from pipeline.foundation.embedded import NatsServer
+from stages.notifier.core import fallback_request
 from stages.notifier.ledger import attempts
 
 from .helpers import am_config, dead_letters, publish, running_notifier, send_request, wait_ledger
@@ -162,7 +163,6 @@ async def test_budget_in_seconds_ends_retries(nats_server: NatsServer, http_peer
 
 
 def test_fallback_request_keeps_payload() -> None:
-    from stages.notifier.worker import fallback_request
 
     req = send_request("s-x", "team")
     fb = fallback_request(req, "backup", "email", 2)

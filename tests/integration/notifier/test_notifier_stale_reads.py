@@ -16,7 +16,8 @@ import pytest
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from pipeline.foundation.runtime.metrics import REGISTRY
-from stages.notifier.ledger import Ledger, LedgerRecord, ensure_ledger
+from stages.notifier.ledger import Ledger, ensure_ledger
+from stages.notifier.records import LedgerRecord
 from stages.notifier.worker import SENDS
 
 from .helpers import T0, am_config, publish, running_notifier, send_request, wait_consumer_idle, wait_ledger

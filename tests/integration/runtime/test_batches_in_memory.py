@@ -12,8 +12,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from pipeline.foundation.embedded import memory_dir, start_nats
-from pipeline.foundation.runtime.jetstream import BatchMsg, connect, ensure_stream, publish_atomic
+from pipeline.foundation.runtime.jetstream import connect, ensure_stream, publish_atomic
 from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.wire import BatchMsg
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(memory_dir() is None, reason="no writable tmpfs at /dev/shm on this machine")]

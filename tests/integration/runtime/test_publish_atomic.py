@@ -10,15 +10,9 @@ from nats.protocol import command as prot_command
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime import jetstream
-from pipeline.foundation.runtime.jetstream import (
-    BatchError,
-    BatchMsg,
-    connect,
-    ensure_stream,
-    hpub_frame,
-    publish_atomic,
-)
+from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_stream, hpub_frame, publish_atomic
 from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.wire import BatchMsg
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ import pytest
 from contracts.partition import partition_of
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.machine import CommitDraft
 from pipeline.foundation.runtime.metrics import stage_metrics
 from pipeline.foundation.runtime.partition import Input, PartitionWorker, Progress, StageSpec
 from pipeline.foundation.runtime.subjects import StreamNames
@@ -130,15 +131,13 @@ async def test_stale_owner_commit_is_rejected_by_the_fence(nats_server: NatsServ
     b = PartitionWorker(nc, js, spec, 3, "b", stage_metrics())
     await a._acquire()
     await b._acquire()
-    from pipeline.foundation.runtime.partition import _Commit
-
     before = (await js.stream_info(COUNTS.stream)).state.last_seq
     a.progress.inputs["events"] = 99
     with pytest.raises(BatchError) as err:
-        await a._commit(_Commit())
+        await a._commit(CommitDraft())
     assert err.value.fenced
     assert (await js.stream_info(COUNTS.stream)).state.last_seq == before
-    await b._commit(_Commit())  # the rightful owner still commits
+    await b._commit(CommitDraft())  # the rightful owner still commits
     assert (await js.stream_info(COUNTS.stream)).state.last_seq == before + 1
     progress = await js.get_last_msg(COUNTS.stream, COUNTS.progress(3), direct=True)
     assert msgspec.json.decode(progress.data, type=Progress).owner == "b"
@@ -208,7 +207,7 @@ async def test_a_timer_larger_than_a_batch_is_committed_in_parts(nats_server: Na
     w = PartitionWorker(nc, js, spec, 1, "a", stage_metrics())
     await w._acquire()
     w.state["k"] = time.time() - 1
-    w._track("k", w.state["k"])
+    w.machine.track("k", w.state["k"])
     await w._process([])
     outs = await read_all(nc, COUNTS, f"{COUNTS.prefix}.out.>")
     assert sorted(msgspec.json.decode(d)["count"] for _, d, _ in outs) == list(range(2500))

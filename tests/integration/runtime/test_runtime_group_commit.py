@@ -10,8 +10,9 @@ from nats.js.errors import NotFoundError
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.commit import GroupCommitter
-from pipeline.foundation.runtime.jetstream import BatchError, BatchMsg, connect, ensure_stream
+from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_stream
 from pipeline.foundation.runtime.subjects import StreamNames
+from pipeline.foundation.runtime.wire import BatchMsg
 
 pytestmark = pytest.mark.integration
 

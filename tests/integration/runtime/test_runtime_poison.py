@@ -263,7 +263,7 @@ async def test_an_oversized_state_value_is_a_dead_letter_and_its_neighbours_go_t
     assert dl.cause == "too_large" and "max_payload" in dl.reason and dl.stream_seq > 0
     assert sorted(w.state) == ["after", "before"]
     assert resets("amp2") == 2  # the batch, then the input alone
-    assert not w._isolate and not w._poison
+    assert not w.machine.isolate and not w.machine.poison
     # A new owner (a restart) goes on from there: no second dead letter, no reset.
     w = await run_amplifier(nc, "amp2", [ev(4, "later")], expected=4)
     assert sorted(c.key for c in await outputs(nc)) == ["after", "before", "later"]
@@ -301,5 +301,5 @@ async def test_state_larger_than_one_commit_is_redone_in_parts(nats_server: Nats
     w = await run_amplifier(nc, "amp4", events, expected=4, max_commit_bytes=256 * 1024)
     assert len(await outputs(nc)) == 4 and not await dead_letters(nc)
     assert resets("amp4") == 1 and sorted(w.state) == [f"r{i}" for i in range(4)]
-    assert not w._isolate and not w._poison  # back to whole batches once past the refused one
+    assert not w.machine.isolate and not w.machine.poison  # back to whole batches once past the refused one
     await nc.close()

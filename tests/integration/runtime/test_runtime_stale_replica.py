@@ -22,8 +22,9 @@ from nats.js.api import StreamConfig
 
 from pipeline.foundation.embedded import NatsServer, free_port, start_nats
 from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.machine import CommitDraft
 from pipeline.foundation.runtime.metrics import stage_metrics
-from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec
 from pipeline.foundation.runtime.reads import StaleRead, read_last_per_subject, read_partition_state
 from stages.counter.core import CounterCore, CounterValue
 
@@ -165,7 +166,7 @@ async def test_a_partition_acquired_while_a_node_catches_up_rebuilds_its_real_st
         async def commit_state(p: int, version: int) -> None:
             w = PartitionWorker(nc, js, spec, p, f"writer-{version}", stage_metrics())
             await retry(w._acquire)
-            await w._commit(_Commit(changes={f"org{p}/dev{k}": CounterValue(count=version * 1000 + k)
+            await w._commit(CommitDraft(changes={f"org{p}/dev{k}": CounterValue(count=version * 1000 + k)
                                              for k in range(KEYS)}))
             await w._unsubscribe()
 

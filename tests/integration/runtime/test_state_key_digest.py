@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream
+from pipeline.foundation.runtime.machine import CommitDraft
 from pipeline.foundation.runtime.metrics import stage_metrics
-from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec
 from pipeline.foundation.runtime.reads import read_messages
 from pipeline.foundation.runtime.step import Step
 from pipeline.foundation.runtime.subjects import KEY_HEADER, MAX_KEY_CHARS
@@ -39,7 +40,7 @@ async def test_long_keys_are_rebuilt_from_their_header(nats_server: NatsServer) 
     w = PartitionWorker(nc, js, spec, 0, "w1", stage_metrics())
     await w._acquire()
     changes = {LONG: CounterValue(count=1), MANY: CounterValue(count=2), SHORT: CounterValue(count=3)}
-    await w._commit(await w._add(_Commit(), Step(changes=changes), "test:0", 100.0))
+    await w._commit(w._add(CommitDraft(), Step(changes=changes), "test:0", 100.0))
     await w._unsubscribe()
     assert nc.is_connected  # no "maximum control line exceeded"
 

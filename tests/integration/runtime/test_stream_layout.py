@@ -13,8 +13,9 @@ from nats.js.api import StorageType, StreamConfig
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream, one_per_subject
+from pipeline.foundation.runtime.machine import CommitDraft
 from pipeline.foundation.runtime.metrics import stage_metrics
-from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec, _Commit
+from pipeline.foundation.runtime.partition import Input, PartitionWorker, StageSpec
 from pipeline.foundation.runtime.reads import read_messages
 from pipeline.foundation.runtime.step import Out, Step
 from stages.counter.core import Count, CounterCore, CounterValue
@@ -48,7 +49,7 @@ async def _commit_three_times(nc, js) -> PartitionWorker:
     for i in range(3):
         step = Step(changes={"k": CounterValue(count=i), "gone": CounterValue(count=9) if i < 2 else None},
                     outputs=[Out(payload=Count(key="k", count=i), subject="g")])
-        await w._commit(await w._add(_Commit(), step, f"test:{i}", 100.0 + i))
+        await w._commit(w._add(CommitDraft(), step, f"test:{i}", 100.0 + i))
     await w._unsubscribe()
     return w
 
@@ -62,7 +63,7 @@ async def test_state_replaces_itself_without_rollups_and_outputs_are_all_kept(na
     js = nc.jetstream()
     await ensure_stream(js, COUNTS)
     w = await _commit_three_times(nc, js)
-    assert w._replace == {}  # no Nats-Rollup header: the stream's limit does it
+    assert not w.machine.rollup  # no Nats-Rollup header: the stream's limit does it
     assert await _subjects(js, COUNTS.state(0, "k")) == [COUNTS.state(0, "k")]  # one message: the last
     assert len(set(await _subjects(js, COUNTS.out_filter(0)))) == 3  # three outputs, three subjects
     again = PartitionWorker(nc, js, w.spec, 0, "w2", stage_metrics())
@@ -85,7 +86,7 @@ async def test_a_stream_of_the_older_layout_keeps_its_outputs_and_rolls_up(nats_
     assert not await one_per_subject(js, COUNTS.stream)
     assert len(await _subjects(js, COUNTS.out(0, "old"))) == 2  # nothing trimmed
     w = await _commit_three_times(nc, js)
-    assert w._replace == {"Nats-Rollup": "sub"}
+    assert w.machine.rollup
     assert await _subjects(js, COUNTS.state(0, "k")) == [COUNTS.state(0, "k")]  # rolled up to the last
     assert len(await _subjects(js, COUNTS.out_filter(0))) == 5
     await nc.close()

@@ -19,8 +19,8 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.messages import DeadLetter, Event, decode
+from pipeline.foundation.runtime.subjects import EVENTS
 from stages.source.config import SourceConfig
-from stages.source.runner import EVENTS
 from stages.source.service import SourceService
 
 __all__ = [
@@ -110,13 +110,19 @@ async def active_replica(dsn: str) -> str | None:
 
 
 class SourceProcess:
-    """``python -m stages.source.runner`` as a child process (for SIGKILL tests)."""
+    """``tocsin run source`` as a child process (for SIGKILL tests); its source settings
+    (``status_interval``) in a Tocsin settings file of its own."""
 
     def __init__(self, nats_url: str, dsn: str, tmp: Path, replica: str, *, partitions: int = 4,
                  status_interval: float = 1.0) -> None:
-        self.args = [sys.executable, "-m", "stages.source.runner", "--nats-url", nats_url,
+        storage = tmp / f"source-{replica}"
+        storage.mkdir(parents=True, exist_ok=True)
+        settings = storage / "tocsin.yml"
+        settings.write_text(f"source:\n  status_interval: {status_interval!r}\n", encoding="utf-8")
+        self.args = [sys.executable, "-m", "pipeline.application.cli", "run", "source", "--nats-url", nats_url,
                      "--postgres-dsn", dsn, "--partitions", str(partitions), "--replica", replica,
-                     "--status-interval", str(status_interval), "--log-level", "info"]
+                     "--storage.path", str(storage), "--tocsin.config.file", str(settings),
+                     "--log.level", "info"]
         self.replica = replica
         self.log = tmp / f"source-{replica}.log"
         self.proc: subprocess.Popen[bytes] | None = None

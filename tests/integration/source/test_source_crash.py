@@ -3,6 +3,7 @@ and restarted at random moments; every row is in the stream exactly once, in com
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -65,7 +66,9 @@ async def test_source_sigkill_restarts_exactly_once_in_commit_order(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(insert_all)
-            while len(inserted) < TOTAL:
+            while len(inserted) < TOTAL or kills < 3:
+                # Kill a source that streams (a process start takes a second or more), at a random moment.
+                await wait_until(functools.partial(_streamed, source, kills + 1), 60, "the restarted source streaming")
                 await anyio.sleep(rng.uniform(0.3, 1.5))
                 source.kill()
                 kills += 1
@@ -81,6 +84,11 @@ async def test_source_sigkill_restarts_exactly_once_in_commit_order(
         source.stop()
         await conn.close()
         await nc.close()
+
+
+async def _streamed(source: SourceProcess, starts: int) -> bool:
+    """The source process has started streaming ``starts`` times (its log says so once per start)."""
+    return source.output().count("streaming slot") >= starts
 
 
 async def _count_is(nc: object, n: int) -> bool:

@@ -20,9 +20,10 @@ from contracts.messages import DeadLetter, Event
 from pipeline.foundation.embedded import MAX_PAYLOAD, NatsServer, PostgresServer
 from pipeline.foundation.runtime.jetstream import connect
 from pipeline.foundation.runtime.metrics import REGISTRY
+from stages.source.core import DLQ_SUBJECT
 from stages.source.emit import migrate
 from stages.source.pgoutput import parse_lsn
-from stages.source.runner import DLQ_SUBJECT, read_checkpoint
+from stages.source.session import read_checkpoint
 from tests.integration.source.source_helpers import Received, read_events, running_service, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,15 @@ from nats.aio.client import Client as NATS
 
 from contracts.messages import DeadLetter, Event
 from pipeline.foundation.embedded import NatsServer, PostgresServer, start_postgres
-from pipeline.foundation.runtime.jetstream import BatchMsg, connect, publish_atomic
+from pipeline.foundation.runtime.jetstream import connect, publish_atomic
+from pipeline.foundation.runtime.wire import BatchMsg
 from stages.source.config import SourceConfig
+from stages.source.core import DLQ_SUBJECT
 from stages.source.emit import migrate
 from stages.source.mapping import TableMapping
 from stages.source.replication import SetupError
-from stages.source.runner import DLQ_SUBJECT, read_checkpoint
 from stages.source.service import SourceService
+from stages.source.session import read_checkpoint
 from tests.integration.source.source_helpers import (
     count_events,
     insert_rows,

@@ -9,7 +9,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 
-from pipeline.application.api.auth_config import JwtConfig
+from pipeline.application.config.auth import JwtConfig
 
 ISSUER = "https://idp.test/"
 AUDIENCE = "tocsin"

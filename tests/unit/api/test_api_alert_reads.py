@@ -1,4 +1,4 @@
-"""Reads of alerts (api.app, api.unprocessed): query booleans as go-swagger binds
+"""Reads of alerts (api.query, api.unprocessed, stages.rules.views): query booleans as go-swagger binds
 them, Alertmanager's exclusion filter, and the alerts of pushes the rules stage has not applied."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from starlette.requests import Request
 
 from contracts import PushedAlert, PushedAlerts
 from contracts.labels import fingerprint
-from pipeline.application.api.app import query_bool, suppression_kept
 from pipeline.application.api.convert import alert_status
-from pipeline.application.api.unprocessed import Backlog, unprocessed_alerts
+from pipeline.application.api.query import query_bool, suppression_kept
+from pipeline.application.api.unprocessed import Backlog
+from stages.rules.views import unprocessed_alerts
 
 
 def request(query: str) -> Request:

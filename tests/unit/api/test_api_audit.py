@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.application.api.audit import AuditRecord, audit_record, decode_audit_record
-from pipeline.application.api.auth_identity import Identity
+from pipeline.application.config.identity import Identity
 
 ALICE = Identity("alice", frozenset({"acme"}), "responder", method="jwt")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.application.api.auth_config import DEFAULT_PUBLIC_PATHS, AuthConfig, JwtConfig, auth_config_problems
-from pipeline.application.api.limits import LimitsConfig
+from pipeline.application.config.auth import DEFAULT_PUBLIC_PATHS, AuthConfig, JwtConfig, auth_config_problems
+from pipeline.application.config.limits import LimitsConfig
 from pipeline.foundation.amconfig.decode import Decoder, compose
 
 

@@ -1,4 +1,4 @@
-"""Identities, permissions and organisation scoping (pipeline.application.api.auth_identity)."""
+"""Identities, permissions and organisation scoping (pipeline.application.config.identity)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.application.api.auth_errors import BadOrgHeader, Forbidden
-from pipeline.application.api.auth_identity import (
+from pipeline.application.api.auth.errors import BadOrgHeader, Forbidden
+from pipeline.application.api.auth.identity import resolve_orgs
+from pipeline.application.config.identity import (
     ALL,
     ANONYMOUS,
     PERMISSIONS,
     ROLES,
     Identity,
     highest_role,
-    resolve_orgs,
 )
 
 ONE = Identity("one", frozenset({"acme"}), "viewer")

@@ -1,4 +1,4 @@
-"""JWT verification (pipeline.application.api.auth_jwt): signature, kid, algorithm, issuer, audience, time, claims."""
+"""JWT verification (pipeline.application.api.auth.jwt): signature, kid, algorithm, issuer, audience, time, claims."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from api_auth_keys import (
 )
 from cryptography.hazmat.primitives import serialization
 
-from pipeline.application.api.auth_errors import ApiError, Forbidden, Unauthenticated, Unavailable, UnknownKey
-from pipeline.application.api.auth_identity import ALL
-from pipeline.application.api.auth_jwt import RemoteJwks, claim, keys_from_jwks, keys_from_secret, verify_jwt
+from pipeline.application.api.auth.errors import ApiError, Forbidden, Unauthenticated, Unavailable, UnknownKey
+from pipeline.application.api.auth.jwt import RemoteJwks, claim, verify_jwt
+from pipeline.application.config.identity import ALL
+from pipeline.application.config.jwt_keys import keys_from_jwks, keys_from_secret
 
 CONFIG = jwt_config()
 KEYS = keys_from_jwks(jwks(public_jwk("k1"), public_jwk("k2"), public_jwk("e1", "EC")), CONFIG.algorithms)

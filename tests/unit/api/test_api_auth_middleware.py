@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from pipeline.application.api.auth import (
+from pipeline.application.api.auth.middleware import (
     AuthConfig,
     Authenticator,
     AuthMiddleware,
@@ -25,10 +25,10 @@ from pipeline.application.api.auth import (
     request_id_of,
     require,
 )
-from pipeline.application.api.auth_config import MtlsConfig, StaticConfig
-from pipeline.application.api.auth_jwt import FileKeys, keys_from_jwks
-from pipeline.application.api.auth_static import parse_static_tokens, token_digest
-from pipeline.application.api.limits import LimitsConfig
+from pipeline.application.config.auth import MtlsConfig, StaticConfig
+from pipeline.application.config.jwt_keys import FileKeys, keys_from_jwks
+from pipeline.application.config.limits import LimitsConfig
+from pipeline.application.config.static_tokens import parse_static_tokens, token_digest
 
 TOKENS = f"""\
 - {{token: viewer-token, subject: viewer, orgs: [acme], role: viewer}}

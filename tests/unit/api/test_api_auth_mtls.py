@@ -1,4 +1,4 @@
-"""Client certificate subjects (pipeline.application.api.auth_mtls): DN parsing and identity mapping."""
+"""Client certificate subjects (pipeline.application.api.auth.mtls): DN parsing and identity mapping."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.application.api.auth_config import MtlsConfig
-from pipeline.application.api.auth_errors import Forbidden, Unauthenticated
-from pipeline.application.api.auth_identity import ALL
-from pipeline.application.api.auth_mtls import identity_from_client_cert, parse_dn
+from pipeline.application.api.auth.errors import Forbidden, Unauthenticated
+from pipeline.application.api.auth.mtls import identity_from_client_cert, parse_dn
+from pipeline.application.config.auth import MtlsConfig
+from pipeline.application.config.identity import ALL
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Static bearer tokens (pipeline.application.api.auth_static): the tokens file and lookups."""
+"""Static bearer tokens (pipeline.application.config.static_tokens): the tokens file and lookups."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.application.api.auth_identity import ALL
-from pipeline.application.api.auth_static import load_static_tokens, parse_static_tokens, token_digest
+from pipeline.application.config.identity import ALL
+from pipeline.application.config.static_tokens import load_static_tokens, parse_static_tokens, token_digest
 from pipeline.foundation.amconfig import ConfigError
 
 TOKENS_YAML = f"""\

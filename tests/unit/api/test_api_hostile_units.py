@@ -14,12 +14,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.application.api.app import MAX_ATTEMPTS_LIMIT, attempts_query
+from pipeline.application.api.attempts import MAX_ATTEMPTS_LIMIT, attempts_query
 from pipeline.application.api.audit import AuditRecord, Denial, DenialAuditor, denial_record
-from pipeline.application.api.auth import FailureLimiter
-from pipeline.application.api.auth_identity import Identity
+from pipeline.application.api.auth.middleware import FailureLimiter
 from pipeline.application.api.json_depth import MAX_JSON_DEPTH, json_depth, too_deep
 from pipeline.application.api.status_config import format_go_duration, marshal_config
+from pipeline.application.config.identity import Identity
 from pipeline.application.http import ConnectionWatch, connection_problem
 from pipeline.foundation.amconfig import load_config, load_config_text
 from pipeline.foundation.amconfig.values import Raw, Secret

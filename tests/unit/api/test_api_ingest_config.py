@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.application.api.ingest import IngestRuntime, load_token
-from pipeline.application.api.ingest_config import DEFAULT_SNS_HOSTS, IngestConfig
+from pipeline.application.config.ingest import DEFAULT_SNS_HOSTS, IngestConfig
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.amconfig.decode import Decoder, compose
 

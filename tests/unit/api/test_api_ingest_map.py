@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.application.api.ingest_config import IngestMapping
 from pipeline.application.api.ingest_map import (
     OPEN_END,
     PayloadError,
@@ -24,6 +23,7 @@ from pipeline.application.api.ingest_map import (
     to_time,
 )
 from pipeline.application.api.push import parse_push
+from pipeline.application.config.ingest import IngestMapping
 
 NOW = 1_800_000_000.0
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from pipeline.application.api.limits import (
     Bucket,
-    LimitsConfig,
     RateLimited,
     RateLimiter,
     TooLarge,
@@ -25,6 +24,7 @@ from pipeline.application.api.limits import (
     retry_after_header,
     take,
 )
+from pipeline.application.config.limits import LimitsConfig
 
 
 def test_a_bucket_allows_its_burst_then_one_per_interval() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from contracts import PushedAlert, PushedAlerts, encode
-from pipeline.application.api.limits import LimitsConfig
 from pipeline.application.api.push import PushError, is_request_uri, parse_push, parse_time, split_push
+from pipeline.application.config.limits import LimitsConfig
 
 
 def push(body: Any, org: str = "acme") -> tuple[list[Any], list[str]]:

@@ -11,11 +11,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from pipeline.application.api.auth import Authenticator, AuthMiddleware
-from pipeline.application.api.auth_config import AuthConfig, StaticConfig
-from pipeline.application.api.auth_static import parse_static_tokens
+from pipeline.application.api.auth.middleware import Authenticator, AuthMiddleware
 from pipeline.application.api.ui import ASSETS, route_tree, ui_routes
 from pipeline.application.app import _Prefixed
+from pipeline.application.config.auth import AuthConfig, StaticConfig
+from pipeline.application.config.static_tokens import parse_static_tokens
 from pipeline.application.settings import load_text
 from pipeline.foundation.amconfig import compile_routes
 

@@ -17,7 +17,7 @@ from contracts.ids import (
     check_id,
     check_org,
 )
-from pipeline.application.api.auth_identity import check_org_name
+from pipeline.application.config.identity import check_org_name
 from pipeline.foundation.runtime.subjects import MAX_TOKEN, token
 
 _TOKEN = re.compile(r"[A-Za-z0-9_~-]+")  # no ".", no white space, no wildcard

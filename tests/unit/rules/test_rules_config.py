@@ -6,16 +6,14 @@ from typing import Any
 
 import pytest
 
+from stages.rules.effective import Catalog, FireAction, ResolveAction, ResolveAllAction, RuleBook
 from stages.rules.rules import (
     DEFAULT_RULES,
-    FireAction,
     FireRule,
     Override,
-    ResolveAction,
-    ResolveAllAction,
+    RuleGroup,
     RulesConfigError,
-    RuleSet,
-    compile_rules,
+    legacy_layer,
     load_rules,
 )
 
@@ -50,11 +48,17 @@ def test_load_good_config() -> None:
     rules = load_rules(GOOD)
     rule = rules.groups[0].fire[0]
     assert rule.for_ == 30 and rule.keep_firing_for == 60 and rule.overrides[1].for_ == 0
-    c = compile_rules(rules)
-    assert c.action("DeviceCPUUsage") == FireAction("cpu_usage", rule)
+    c = Catalog(rules).base
+    fire = c.action("DeviceCPUUsage")
+    assert isinstance(fire, FireAction) and fire.group == "cpu_usage"
+    assert fire.entry.template.name == "DeviceCPUUsage" and fire.entry.source == "file"
     assert c.action("DeviceRebooted") == ResolveAction(("cpu_usage", "mem"))
     assert c.action("ResourceDeleted") == ResolveAllAction()
     assert c.action("Nope") is None
+    # the file extends the built-in rules (it used to replace them)
+    assert isinstance(c.action("DeviceDisconnected"), FireAction)
+    assert c.action("DeviceDecommissioned") == ResolveAllAction()
+    assert not c.problems
 
 
 def _with(path: list[Any], value: Any) -> dict[str, Any]:
@@ -101,7 +105,7 @@ def test_load_rejects(cfg: dict[str, Any], message: str) -> None:
 
 
 def test_default_rules_shape() -> None:
-    c = compile_rules(DEFAULT_RULES)
+    c = Catalog(None).base
     groups = {g.name: sorted(r.reason for r in g.fire) for g in DEFAULT_RULES.groups}
     assert groups == {
         "connectivity": ["DeviceDisconnected"],
@@ -148,5 +152,7 @@ RULE = FireRule(
 def test_params_resolution(
     org: str, labels: dict[str, str], fields: dict[str, Any], want: tuple[float, float, float]
 ) -> None:
-    p = compile_rules(RuleSet(groups=[])).params(RULE, org, labels, fields)
+    book = RuleBook([legacy_layer([RuleGroup(name="g", fire=[RULE])], "file")], field_labels={}, ops=["insert"])
+    entry = book.entries["R"]
+    p = book.params(entry, book.applying(entry, org, labels, fields))
     assert (p.threshold, p.for_, p.keep_firing_for) == want

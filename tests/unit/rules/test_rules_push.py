@@ -7,7 +7,8 @@ from rules_fold import Fold, changes, pa, payloads, push
 
 from contracts.labels import fingerprint
 from pipeline.foundation.runtime.step import Reject
-from stages.rules.core import RulesCore, alert_key, subject_token
+from pipeline.foundation.runtime.subjects import token as subject_token
+from stages.rules.core import RulesCore, alert_key
 from stages.rules.state import AlertState
 
 L = {"alertname": "HighCPU", "instance": "web-1"}
@@ -146,12 +147,15 @@ def test_lagging_timer_is_applied_before_the_input() -> None:
     assert payloads(out)[1].alert.starts_at == 400.0
 
 
-def test_org_from_label_else_from_the_push() -> None:
+def test_org_is_the_pushs_whatever_the_label() -> None:
+    """The API splits a request by org_id label before it publishes (parse_push): a push's org
+    is its alerts' org. A label that disagrees does not move the alert out of the partition
+    it was published to (tests/unit/rules/test_rules_org_subjects.py checks the whole path)."""
     f = fold()
     labelled = {"alertname": "X", "org_id": "tenant a"}
     out = f.step(push(pa(labelled), pa(L), at=1.0, org="o1"), 1.0)
     a, b = payloads(out)
-    assert a.alert.org == "tenant a" and out[0].subject == f"{subject_token('tenant a')}.{fingerprint(labelled)}"
+    assert a.alert.org == "o1" and out[0].subject == f"{subject_token('o1')}.{fingerprint(labelled)}"
     assert b.alert.org == "o1"
 
 

@@ -13,18 +13,16 @@ from hypothesis import strategies as st
 
 from contracts import DeadLetter
 from pipeline.foundation.runtime.deadletter import EXCERPT_BYTES, MIN_BUDGET, build_dead_letter
-from pipeline.foundation.runtime.jetstream import (
+from pipeline.foundation.runtime.jetstream import BatchError, TooLarge, hpub_frame
+from pipeline.foundation.runtime.partition import MAX_MSG_ID, bounded_id
+from pipeline.foundation.runtime.wire import (
     BATCH_HEADER_ROOM,
     MAX_SUBJECT,
-    BatchError,
     BatchMsg,
-    TooLarge,
-    hpub_frame,
     message_size,
     plan_chunks,
     unpublishable,
 )
-from pipeline.foundation.runtime.partition import MAX_MSG_ID, bounded_id
 
 MiB = 1024 * 1024
 # Text at its worst for JSON: control characters (escaped as \u00XX, 6 bytes each), lone

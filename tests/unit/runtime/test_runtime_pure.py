@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.application.http import parse_listen_address
+from pipeline.application.startup import parse_listen_address
 from pipeline.foundation.runtime.membership import assign
-from pipeline.foundation.runtime.partition import TIME_HEADER, ack_metadata, event_time
+from pipeline.foundation.runtime.partition import ack_metadata, event_time
 from pipeline.foundation.runtime.subjects import StreamNames, decode_key, encode_key, message_token, token
+from pipeline.foundation.runtime.wire import TIME_HEADER
 
 
 @given(st.text(max_size=80))

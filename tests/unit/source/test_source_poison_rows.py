@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from contracts.ids import check_org
 from contracts.messages import DeadLetter, Event, decode
 from stages.source.config import SourceConfig
+from stages.source.core import DLQ_SUBJECT, Chunk, TransactionAssembler
 from stages.source.limits import DEAD_REASON_HEADER, HEADER_ROOM, MAX_JSON_DEPTH, json_depth, json_too_deep
 from stages.source.mapping import EmitArgsError, RowError, TableMapping, parse_emit_args, parse_emit_field, row_to_event
 from stages.source.pgoutput import JsonDepthError, TypeOid, convert_text
-from stages.source.runner import DLQ_SUBJECT, Chunk, TransactionAssembler
+from stages.source.session import to_batch_msg
 
 # ---------------------------------------------------------------------------- the depth guard
 
@@ -175,9 +176,11 @@ def test_a_poison_row_is_one_bounded_dead_letter_in_its_place(poison: str, updat
     ops = ["update"] if update else ["insert"]
     chunk = assemble(insert(1, update=update), insert(2, update=update, **over), insert(3, update=update), ops=ops)
     assert [m.subject == DLQ_SUBJECT for m in chunk.msgs] == [False, True, False]
-    assert [m.headers["Nats-Msg-Id"] for m in chunk.msgs if m.headers] == ["0/1000:0", "0/1000:1", "0/1000:2"]
+    assert [m.msg_id for m in chunk.msgs] == ["0/1000:0", "0/1000:1", "0/1000:2"]
     dead = chunk.msgs[1]
-    assert dead.headers is not None and dead.headers[DEAD_REASON_HEADER] == code
+    assert dead.dead == code and [m.dead for m in chunk.msgs] == [None, code, None]
+    wire = to_batch_msg(dead).headers  # the code travels with the dead letter, for its metric and `nats stream view`
+    assert wire is not None and wire[DEAD_REASON_HEADER] == code and wire["Nats-Msg-Id"] == "0/1000:1"
     assert len(dead.payload) < 16 * 1024  # always fits, whatever the row
     letter = decode(dead.payload)
     assert isinstance(letter, DeadLetter)
@@ -214,7 +217,7 @@ def test_any_row_gives_exactly_one_message_that_fits(rows: list[tuple[str, str, 
     ops = ["update"] if update else ["insert"]
     chunk = assemble(*[insert(i, update=update, org_id=org, resource_name=name or "n", fields=fields)
                        for i, (org, name, fields) in enumerate(rows)], ops=ops)
-    assert [m.headers["Nats-Msg-Id"] for m in chunk.msgs if m.headers] == [f"0/1000:{i}" for i in range(len(rows))]
+    assert [m.msg_id for m in chunk.msgs] == [f"0/1000:{i}" for i in range(len(rows))]
     for (org, _, _), m in zip(rows, chunk.msgs, strict=True):
         assert len(m.payload) <= MAX_PAYLOAD - HEADER_ROOM
         msg = decode(m.payload)

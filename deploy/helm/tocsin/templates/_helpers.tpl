@@ -1,7 +1,13 @@
+{{/* chained (the default) or separate: every pod gets it as --deployment, the value recorded in
+TOCSIN_META, so that it matches the streams'. */}}
+{{- define "tocsin.deployment" -}}
+{{- .Values.deployment | default "chained" }}
+{{- end }}
+
 {{/* The stages, in pipeline order; each is one Deployment running `tocsin run STAGE`. The chained
 deployment runs rules, router and filter as one stage, chain (pipeline/application/graph.py). */}}
 {{- define "tocsin.stageNames" -}}
-{{- if eq (.Values.deployment | default "separate") "chained" -}}
+{{- if eq (include "tocsin.deployment" .) "chained" -}}
 source chain notifier api
 {{- else -}}
 source rules router filter notifier api

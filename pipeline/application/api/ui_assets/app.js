@@ -59,10 +59,10 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path, { method = "GET", body, params } = {}) {
+async function api(path, { method = "GET", body, params, org = true } = {}) {
   const headers = { Accept: "application/json" };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
-  if (session.org) headers["X-Scope-OrgID"] = session.org;
+  if (org && session.org) headers["X-Scope-OrgID"] = session.org;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const qs = params ? `?${params}` : "";
   const res = await fetch(path + qs, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -116,13 +116,21 @@ async function show() {
 
 window.addEventListener("hashchange", show);
 
-// live updates: the current view refreshes itself unless the user is in a dialog or a form
-setInterval(async () => {
-  if (document.hidden || dialog.open || !current || !current.refresh) return;
-  const active = document.activeElement;
-  if (active && active.closest("form[data-nopoll]")) return;
-  try { await current.refresh(); } catch (e) { if (e.status !== 401) notice(e.message); }
-}, POLL_MS);
+// live updates: the current view refreshes itself unless the user is in a dialog or a form.
+// Polling, not server-sent events: a read answers from the API's kept state (only what was
+// committed since is read), and a refresh waits at least 10 times as long as the last one
+// took, so a slow API (tens of thousands of alerts, a loaded host) is asked less often.
+async function poll() {
+  let took = 0;
+  if (!document.hidden && !dialog.open && current && current.refresh
+      && !document.activeElement?.closest("form[data-nopoll]")) {
+    const t0 = performance.now();
+    try { await current.refresh(); } catch (e) { if (e.status !== 401) notice(e.message); }
+    took = performance.now() - t0;
+  }
+  setTimeout(poll, Math.max(POLL_MS, 10 * took));
+}
+setTimeout(poll, POLL_MS);
 
 function live(text) { $("#live").textContent = text; }
 
@@ -135,8 +143,9 @@ function paint(html) {
 
 // ------------------------------------------------------------------ alerts
 
-const alertsState = { page: 0, expanded: new Set(), data: null, acks: [], keys: new Map(), sig: "",
-  escByGroup: new Map(), escByAlert: new Map() };
+const alertsState = { page: 0, expanded: new Set(), data: null, totals: { groups: 0, alerts: 0 }, acks: [],
+  keys: new Map(), sig: "",
+  escSig: "", escByGroup: new Map(), escByAlert: new Map() };
 
 function alertParams(params) {
   const q = new URLSearchParams();
@@ -192,25 +201,34 @@ views.alerts = async (params, _path, polling) => {
     alertsState.page = Number(params.get("page") || 0);
     paintAlertsShell(params);
   }
-  const [groups, acks, escalations] = await Promise.all([
-    api("api/v2/alerts/groups", { params: q }),
+  // one page of Alertmanager's groups for this query, in this order, and the totals: the whole
+  // answer for 10,000 groups is 4 MB to show 50 of them
+  q.set("page", alertsState.page);
+  q.set("perPage", GROUPS_PER_PAGE);
+  const [answer, acks] = await Promise.all([
+    api("api/tocsin/ui/groups", { params: q }),
     optional(api("api/tocsin/acks"), []),
-    optional(api("api/tocsin/escalations"), []), // an API without escalation: no levels shown
   ]);
   if (stale(hash)) return;
+  const pages = Math.max(1, Math.ceil(answer.totalGroups / GROUPS_PER_PAGE));
+  if (alertsState.page >= pages) { // fewer groups than when the page was chosen: the last page
+    alertsState.page = pages - 1;
+    return views.alerts(params, _path, true);
+  }
   const t1 = performance.now();
-  const sig = JSON.stringify([groups, acks, escalations]);
-  if (polling && sig === alertsState.sig) { live(`updated ${new Date().toLocaleTimeString()}`); return; }
+  const sig = JSON.stringify([answer, acks]);
+  if (polling && sig === alertsState.sig) {
+    await loadEscalations(hash);
+    live(`updated ${new Date().toLocaleTimeString()}`);
+    return;
+  }
   alertsState.sig = sig;
   alertsState.acks = acks || [];
-  alertsState.escByGroup = new Map((escalations || []).map((e) => [e.groupKey, e]));
-  alertsState.escByAlert = new Map((escalations || []).flatMap((e) => (e.fingerprints || []).map((f) => [f, e])));
-  alertsState.data = groups
-    .map((g) => ({ ...g, receiver: g.receiver?.name ?? g.receiver, id: `${g.receiver?.name}|${labelText(g.labels)}` }))
-    .sort((a, b) => (a.receiver < b.receiver ? -1 : a.receiver > b.receiver ? 1 : a.id < b.id ? -1 : a.id > b.id));
+  alertsState.totals = { groups: answer.totalGroups, alerts: answer.totalAlerts };
+  alertsState.data = answer.groups // in the server's order: by receiver, then by label set
+    .map((g) => ({ ...g, receiver: g.receiver?.name ?? g.receiver, id: `${g.receiver?.name}|${labelText(g.labels)}` }));
   for (const g of alertsState.data) g.alerts.sort((a, b) => (a.startsAt < b.startsAt ? 1 : -1));
-  const pageGroups = pageOf(alertsState.data);
-  await groupKeysFor(pageGroups);
+  await groupKeysFor(alertsState.data);
   if (stale(hash)) return;
   renderAlerts();
   const t2 = performance.now();
@@ -218,12 +236,20 @@ views.alerts = async (params, _path, polling) => {
   performance.mark("tocsin:alerts-rendered", { detail: { fetch: t1 - t0, render: t2 - t1 } });
   window.tocsinTimings = { fetch: t1 - t0, render: t2 - t1 };
   live(`updated ${new Date().toLocaleTimeString()}`);
+  // escalation levels after the first paint: their read scans every group's filter state again
+  // and would hold the groups' answer back (the levels are painted when they come)
+  if (polling) await loadEscalations(hash);
+  else loadEscalations(hash).catch((e) => { if (e.status !== 401) notice(e.message); });
 };
 
-function pageOf(groups) {
-  const pages = Math.max(1, Math.ceil(groups.length / GROUPS_PER_PAGE));
-  alertsState.page = Math.min(alertsState.page, pages - 1);
-  return groups.slice(alertsState.page * GROUPS_PER_PAGE, (alertsState.page + 1) * GROUPS_PER_PAGE);
+async function loadEscalations(hash) {
+  const escalations = await optional(api("api/tocsin/escalations"), []); // an API without escalation: no levels
+  const sig = JSON.stringify(escalations);
+  if (stale(hash) || sig === alertsState.escSig) return;
+  alertsState.escSig = sig;
+  alertsState.escByGroup = new Map((escalations || []).map((e) => [e.groupKey, e]));
+  alertsState.escByAlert = new Map((escalations || []).flatMap((e) => (e.fingerprints || []).map((f) => [f, e])));
+  renderAlerts();
 }
 
 function paintAlertsShell(params) {
@@ -250,13 +276,12 @@ function paintAlertsShell(params) {
 function renderAlerts() {
   const body = $("#alerts-body");
   if (!body) return;
-  const groups = alertsState.data || [];
-  const total = groups.reduce((n, g) => n + g.alerts.length, 0);
-  const pages = Math.max(1, Math.ceil(groups.length / GROUPS_PER_PAGE));
-  const shown = pageOf(groups);
-  let html = `<p class="meta" id="alerts-summary">${total} alert${total === 1 ? "" : "s"} in ${groups.length}
-    group${groups.length === 1 ? "" : "s"}</p>`;
-  if (!groups.length) html += `<p class="muted">No alerts match.</p>`;
+  const shown = alertsState.data || []; // the page's groups
+  const { groups: count, alerts: total } = alertsState.totals;
+  const pages = Math.max(1, Math.ceil(count / GROUPS_PER_PAGE));
+  let html = `<p class="meta" id="alerts-summary">${total} alert${total === 1 ? "" : "s"} in ${count}
+    group${count === 1 ? "" : "s"}</p>`;
+  if (!count) html += `<p class="muted">No alerts match.</p>`;
   let receiver = null;
   for (const g of shown) {
     if (g.receiver !== receiver) {
@@ -634,6 +659,8 @@ views.signin = async (params, _path, polling) => {
   if (session.token && !params.get("reason")) { // the link reads "Sign out" when signed in
     session.set("token", "");
     notice("");
+    me.info = null;
+    fillOrgs();
   }
   paint(`<h1>Sign in</h1>
     ${params.get("reason") ? `<p class="error">${esc(params.get("reason"))}</p>` : ""}
@@ -665,6 +692,10 @@ document.addEventListener("submit", (ev) => {
   } else if (form.id === "org-form") {
     ev.preventDefault();
     const org = form.org.value.trim();
+    if (!mayName(org)) {
+      notice(`${me.info.subject} may act for ${me.info.organisations.join(", ")}, not ${org}`);
+      return;
+    }
     session.set("org", org);
     session.remember(org);
     fillOrgs();
@@ -676,9 +707,10 @@ document.addEventListener("submit", (ev) => {
     session.set("token", form.token.value.trim());
     session.set("org", form.org.value.trim());
     session.remember(form.org.value.trim());
-    fillOrgs();
     const next = form.dataset.next;
-    location.hash = next && next !== location.hash && !next.startsWith("#/signin") ? next : "#/alerts";
+    loadIdentity().finally(() => {
+      location.hash = next && next !== location.hash && !next.startsWith("#/signin") ? next : "#/alerts";
+    });
   } else if (form.id === "silence-form") {
     ev.preventDefault();
     saveSilence(form);
@@ -708,8 +740,7 @@ document.addEventListener("click", async (ev) => {
   try {
     if (action === "page") {
       alertsState.page = Number(el.dataset.page);
-      await groupKeysFor(pageOf(alertsState.data));
-      renderAlerts();
+      await current.refresh(); // that page's groups
       $("#alerts-summary")?.focus?.();
     } else if (action === "expand") {
       const id = el.dataset.group;
@@ -759,10 +790,46 @@ document.addEventListener("keydown", (ev) => {
 // a closed dialog leaves nothing behind (no second "Comment" field, no stale target)
 dialog.addEventListener("close", () => { dialog.innerHTML = ""; });
 
-function fillOrgs() {
-  $("#org").value = session.org;
-  $("#org-list").innerHTML = session.orgs().map((o) => `<option value="${esc(o)}"></option>`).join("");
+// who the token is (api/tocsin/whoami): the organisations the switcher offers
+const me = { info: null };
+
+async function loadIdentity() {
+  try {
+    me.info = await api("api/tocsin/whoami", { org: false }); // asked without one: to learn which to name
+  } catch (e) {
+    me.info = null; // signed out (the views ask for a token), or an API without it: remembered names only
+    if (e.status !== 401 && e.status !== 404) notice(e.message);
+  }
+  const info = me.info;
+  // an identity of several organisations must name one: the first, until the user switches
+  const switched = info && !info.allOrganisations && (!session.org || !mayName(session.org));
+  if (switched) session.set("org", info.organisations[0]);
+  fillOrgs();
+  return switched;
 }
 
-fillOrgs();
-show();
+function mayName(org) {
+  const info = me.info;
+  if (!info || info.allOrganisations || !org) return true;
+  const names = org.split("|").map((o) => o.trim());
+  return names.every((o) => info.organisations.includes(o)) && (names.length === 1 || info.allowUnion);
+}
+
+function fillOrgs() {
+  const info = me.info;
+  const offered = info ? [...info.organisations, ...(info.allOrganisations ? session.orgs() : [])] : session.orgs();
+  $("#org").value = session.org;
+  $("#org").placeholder = info?.allOrganisations === false ? "all yours" : "default";
+  $("#org-list").innerHTML = [...new Set(offered)].map((o) => `<option value="${esc(o)}"></option>`).join("");
+  // one organisation: nothing to switch to
+  $("#org-form").hidden = !!info && !info.allOrganisations && info.organisations.length < 2;
+  $("#whoami").textContent = info && info.method !== "none" ? `${info.subject} (${info.role})` : "";
+}
+
+// the view does not wait for who the token is, unless it must learn which organisation to name
+if (session.token && !session.org) {
+  loadIdentity().finally(show);
+} else {
+  show();
+  loadIdentity().then((switched) => { if (switched) { renderedHash = null; show(); } });
+}

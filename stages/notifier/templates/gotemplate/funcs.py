@@ -12,7 +12,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +24,7 @@ from ..functions import to_json
 from ..gotime import GoTime, go_format, gotime, humanize_duration
 from .errors import ExecError
 from .fmt import sprintf
+from .timeparse import parse_time
 from .values import GoDuration, SafeHTML, SafeURL, go_type, printable, sprint, truth, value_string
 
 __all__ = ["FUNCS", "NEEDS_NOW", "eval_args", "html_escape", "js_escape", "query_escape"]
@@ -365,8 +366,6 @@ def _tz(name: Any, t: Any) -> GoTime:
         raise ExecError(f"unknown time zone {zone}") from None
     when = _time(t, "tz")
     if loc is None:
-        from datetime import UTC
-
         return gotime(when.astimezone(UTC))
     return gotime(when.astimezone(loc))
 
@@ -427,8 +426,6 @@ def _dict(*pairs: Any) -> dict[str, Any]:
 
 
 def _to_date(layout: Any, value: Any) -> GoTime:
-    from .timeparse import parse_time
-
     return parse_time(_string(layout, "toDate"), _string(value, "toDate"))
 
 

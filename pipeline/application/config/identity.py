@@ -1,11 +1,12 @@
-"""Who is calling and what they may do: identities, roles, permissions, organisation scoping.
+"""Who is calling and what they may do: identities, roles and permissions.
 
 Roles are ordered (viewer < responder < admin), each adding permissions to the one below;
 pushing alerts is a separate grant (Prometheus pushes with a token that should not be
-able to silence). ``resolve_orgs`` turns ``X-Scope-OrgID`` into the organisations a request
-acts for, refusing any the identity may not act for. Organisation names are checked by
-``contracts.ids.check_org`` (re-exported here as ``check_org_name``), the one validator every
-edge uses (header, ``org_id`` label, tokens file, JWT and certificate claims, events rows).
+able to silence). Organisation names are checked by ``contracts.ids.check_org``
+(re-exported here as ``check_org_name``), the one validator every edge uses (header,
+``org_id`` label, tokens file, JWT and certificate claims, events rows). The model lives
+here, below the API, because the tokens file the settings read maps tokens to identities;
+the API resolves a request's organisations (``pipeline.application.api.auth.identity``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from contracts.ids import MAX_ORG_LENGTH
-from contracts.ids import UNION_SEP as _UNION_SEP
 from contracts.ids import check_org as check_org_name
-from pipeline.application.api.auth_errors import BadOrgHeader, Forbidden
 
 __all__ = [
     "ALL",
@@ -31,7 +30,6 @@ __all__ = [
     "as_role",
     "check_org_name",
     "highest_role",
-    "resolve_orgs",
     "role_permissions",
 ]
 
@@ -143,38 +141,3 @@ class Identity:
 
 
 ANONYMOUS: Final = Identity("anonymous", ALL, "admin", can_push=True, allow_union=False, method="none")
-
-
-def resolve_orgs(identity: Identity, header_value: str | None, *, default_org: str = "default") -> list[str]:
-    """The organisations a request acts for, given its ``X-Scope-OrgID`` header value.
-
-    No header: the identity's only organisation; ``default_org`` for an identity of every
-    organisation (Alertmanager clients send none); all of its organisations if it may act
-    for several at once, else ``BadOrgHeader``. A header names one organisation, or several
-    joined with ``|``; naming one the identity may not act for, or several without
-    ``allow_union``, raises ``Forbidden``.
-    """
-    if header_value is None or not header_value.strip():
-        if isinstance(identity.orgs, AllOrgs):
-            return [default_org]
-        if len(identity.orgs) == 1 or identity.allow_union:
-            return sorted(identity.orgs)
-        raise BadOrgHeader(
-            f"X-Scope-OrgID is required: {identity.subject} may act for several organisations "
-            f"({', '.join(sorted(identity.orgs))}); name one"
-        )
-    names: list[str] = []
-    for raw in header_value.split(_UNION_SEP):
-        name = raw.strip()
-        problem = check_org_name(name)
-        if problem:
-            shown = header_value if len(header_value) <= 200 else header_value[:200] + "..."
-            raise BadOrgHeader(f"invalid X-Scope-OrgID {shown!r}: {problem}")
-        if name not in names:
-            names.append(name)
-    for name in names:
-        if not identity.may_act_for(name):
-            raise Forbidden(f"{identity.subject} may not act for organisation {name!r}")
-    if len(names) > 1 and not identity.allow_union:
-        raise Forbidden(f"{identity.subject} may not act for several organisations in one request")
-    return names

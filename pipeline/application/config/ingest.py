@@ -38,7 +38,7 @@ from typing import Final, Self
 import msgspec
 
 from contracts.ids import check_org
-from pipeline.application.api.ingest_expr import expression_problem, path_problem
+from pipeline.application.config.ingest_expr import expression_problem, path_problem
 from pipeline.foundation.amconfig.model import Node, Problem, PromDuration
 
 __all__ = [

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from pipeline.application.api.auth_config import MtlsConfig
-from pipeline.application.api.auth_errors import Forbidden, Unauthenticated
-from pipeline.application.api.auth_identity import ALL, AllOrgs, Identity, as_role, check_org_name
+from pipeline.application.api.auth.errors import Forbidden, Unauthenticated
+from pipeline.application.config.auth import MtlsConfig
+from pipeline.application.config.identity import ALL, AllOrgs, Identity, as_role, check_org_name
 
 __all__ = ["identity_from_client_cert", "parse_dn"]
 

@@ -28,7 +28,7 @@ from typing import Final, Self
 import msgspec
 
 from contracts.matchers import go_quote
-from pipeline.application.api.auth_identity import ROLES, check_org_name
+from pipeline.application.config.identity import ROLES, check_org_name
 from pipeline.foundation.amconfig.model import URL, Node, Problem, PromDuration
 
 _q = go_quote

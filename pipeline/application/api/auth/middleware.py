@@ -43,16 +43,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.ids import UNION_SEP, check_org
 from pipeline.application.api.audit import Denial, DenialAuditor
-from pipeline.application.api.auth_config import AuthConfig, JwtConfig, MtlsConfig, auth_config_problems
-from pipeline.application.api.auth_errors import (
+from pipeline.application.api.auth.errors import (
     ApiError,
+    BadOrgHeader,
     BadRequest,
     BodyRefused,
     Forbidden,
     Unauthenticated,
     UnknownKey,
 )
-from pipeline.application.api.auth_identity import (
+from pipeline.application.api.auth.identity import resolve_orgs
+from pipeline.application.api.auth.jwt import load_key_source, verify_jwt
+from pipeline.application.api.auth.mtls import identity_from_client_cert
+from pipeline.application.api.json_depth import MAX_JSON_DEPTH, too_deep
+from pipeline.application.api.limits import Bucket, RateLimited, RateLimiter, TooLarge, read_body, take
+from pipeline.application.config.auth import AuthConfig, JwtConfig, MtlsConfig, auth_config_problems
+from pipeline.application.config.identity import (
     ALL,
     ANONYMOUS,
     PERMISSIONS,
@@ -61,13 +67,10 @@ from pipeline.application.api.auth_identity import (
     Identity,
     Permission,
     Role,
-    resolve_orgs,
 )
-from pipeline.application.api.auth_jwt import KeySource, load_key_source, verify_jwt
-from pipeline.application.api.auth_mtls import identity_from_client_cert
-from pipeline.application.api.auth_static import TokenTable, load_static_tokens
-from pipeline.application.api.json_depth import MAX_JSON_DEPTH, too_deep
-from pipeline.application.api.limits import Bucket, LimitsConfig, RateLimited, RateLimiter, TooLarge, read_body, take
+from pipeline.application.config.jwt_keys import KeySource
+from pipeline.application.config.limits import LimitsConfig
+from pipeline.application.config.static_tokens import TokenTable, load_static_tokens
 from pipeline.foundation.amconfig import ConfigError
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "FailureLimiter",
     "Forbidden",
     "Identity",
+    "ORG_OPTIONAL_PATHS",
     "Permission",
     "Role",
     "Unauthenticated",
@@ -98,6 +102,8 @@ __all__ = [
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DENIED_STATUSES = frozenset({401, 403, 429})
+# answered without X-Scope-OrgID for an identity of several organisations (no orgs on the request)
+ORG_OPTIONAL_PATHS = frozenset({"/api/tocsin/whoami"})
 _MAX_ADDRESSES = 10_000  # beyond this, addresses whose budget is full again are forgotten
 
 
@@ -289,7 +295,12 @@ class AuthMiddleware:
                 wait = self.limiter.check(identity.subject, now)
                 if wait > 0:
                     raise RateLimited(identity.subject, wait)
-            orgs = resolve_orgs(identity, headers.get("x-scope-orgid"), default_org=self.default_org)
+            try:
+                orgs = resolve_orgs(identity, headers.get("x-scope-orgid"), default_org=self.default_org)
+            except BadOrgHeader:  # who-am-I without a header: what a caller asks to learn which to name
+                if scope["path"] not in ORG_OPTIONAL_PATHS or headers.get("x-scope-orgid"):
+                    raise
+                orgs = []
             receive = await self._read_body(headers, receive)
         except ApiError as exc:
             await exc.response()(scope, receive, send)

@@ -27,7 +27,7 @@ from typing import Self
 import yaml
 
 from contracts.matchers import go_quote
-from pipeline.application.api.auth_identity import ALL, ROLES, Identity, as_role, check_org_name
+from pipeline.application.config.identity import ALL, ROLES, Identity, as_role, check_org_name
 from pipeline.foundation.amconfig import ConfigError
 from pipeline.foundation.amconfig.decode import Decoder, compose
 from pipeline.foundation.amconfig.model import Node, Problem

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.msg import Msg
 
-from stages.notifier.worker import _num_delivered, _stream_seq
+from pipeline.foundation.runtime.workqueue import num_delivered, stream_seq
 
 
 def _msg(reply: str) -> Msg:
@@ -25,9 +25,9 @@ def _msg(reply: str) -> Msg:
 )
 def test_ack_subject_fields(reply: str, delivered: int, seq: int) -> None:
     msg = _msg(reply)
-    assert (_num_delivered(msg), _stream_seq(msg)) == (delivered, seq)
+    assert (num_delivered(msg), stream_seq(msg)) == (delivered, seq)
 
 
 def test_agrees_with_nats_py_metadata() -> None:
     msg = _msg("$JS.ACK.TOCSIN_SENDS.notifier.4.555.600.1795347210435046202.9")
-    assert (_num_delivered(msg), _stream_seq(msg)) == (msg.metadata.num_delivered, msg.metadata.sequence.stream)
+    assert (num_delivered(msg), stream_seq(msg)) == (msg.metadata.num_delivered, msg.metadata.sequence.stream)
