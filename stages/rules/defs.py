@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -122,7 +122,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     scope: Scope = Scope()
     params: ParamValues = ParamValues()
     enabled: bool = True  # false: overrides a rule of the same name and turns it off
-    priority: int = 0  # higher comes first, before specificity (older `overrides` keep their order)
+    # higher comes first, before specificity (older `overrides` keep their order); bounded like
+    # a 32-bit integer so that a definition stays a small, portable document
+    priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] = 0
     description: str = ""
 
 

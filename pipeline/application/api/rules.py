@@ -367,6 +367,8 @@ def rules_routes(ctx: ApiContext, *, apply_timeout: float = 5.0) -> list[BaseRou
             book = api.book(api.layer(stored))
             table: dict[str, Any] = book.templates if kind == "template" else book.rules
             source = request.query_params.get("source")
+            if source and source not in ("builtin", "file", "api"):
+                return bad_request(f"source must be builtin, file or api, not {source[:64]!r}")
             out = [v for name in sorted(table)
                    if (v := api.view(book, kind, name, stored.get((kind, name)))) is not None
                    and (not source or v["source"] == source)]

@@ -14,13 +14,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.foundation.amconfig.values import InclusiveRange
-
-if TYPE_CHECKING:
-    from pipeline.foundation.amconfig.model import Config, TimeIntervalSpec
 
 __all__ = [
     "WEEKDAYS",
@@ -181,7 +178,53 @@ def _in_days_of_month(ranges: Iterable[InclusiveRange], local: datetime) -> bool
     return False
 
 
-def compile_interval(spec: TimeIntervalSpec) -> CompiledInterval:
+# What compiling reads of the configuration model (pipeline.foundation.amconfig.model, which
+# imports this module's parsers): its shape, not its classes.
+class _TimeRange(Protocol):
+    @property
+    def start_minute(self) -> int: ...
+
+    @property
+    def end_minute(self) -> int: ...
+
+
+class _IntervalSpec(Protocol):
+    @property
+    def times(self) -> Sequence[_TimeRange] | None: ...
+
+    @property
+    def weekdays(self) -> Sequence[InclusiveRange] | None: ...
+
+    @property
+    def days_of_month(self) -> Sequence[InclusiveRange] | None: ...
+
+    @property
+    def months(self) -> Sequence[InclusiveRange] | None: ...
+
+    @property
+    def years(self) -> Sequence[InclusiveRange] | None: ...
+
+    @property
+    def location(self) -> str | None: ...
+
+
+class _NamedInterval(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def time_intervals(self) -> Sequence[_IntervalSpec]: ...
+
+
+class _IntervalConfig(Protocol):
+    @property
+    def mute_time_intervals(self) -> Sequence[_NamedInterval]: ...
+
+    @property
+    def time_intervals(self) -> Sequence[_NamedInterval]: ...
+
+
+def compile_interval(spec: _IntervalSpec) -> CompiledInterval:
     return CompiledInterval(
         times=None if spec.times is None else tuple((r.start_minute, r.end_minute) for r in spec.times),
         weekdays=None if spec.weekdays is None else tuple(spec.weekdays),
@@ -207,7 +250,7 @@ class TimeIntervals:
         return [name for name in names if self.contains(name, t)]
 
 
-def compile_time_intervals(config: Config) -> TimeIntervals:
+def compile_time_intervals(config: _IntervalConfig) -> TimeIntervals:
     named = [*config.mute_time_intervals, *config.time_intervals]
     return TimeIntervals({ti.name: tuple(compile_interval(s) for s in ti.time_intervals) for ti in named})
 

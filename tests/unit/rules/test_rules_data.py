@@ -107,9 +107,11 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     ("rule", _with(PROD, "params.threshold", [80]), "params.threshold"),
     ("rule", _with(PROD, "scope.org", "a/b"), "scope.org"),
     ("rule", {"name": "r"}, "template"),
+    ("rule", _with(PROD, "priority", 2**63), "priority"),
 ], ids=["threshold-type", "comparison", "duration", "negative-duration", "label-parse", "annotation-parse",
         "reserved-label", "threshold-without-field", "no-fire", "fire-and-resolve", "bad-name", "unknown-key",
-        "missing-name", "matcher-regex", "matcher-second", "rule-param-type", "bad-org", "missing-template"])
+        "missing-name", "matcher-regex", "matcher-second", "rule-param-type", "bad-org", "missing-template",
+        "huge-priority"])
 def test_definition_errors_name_the_field(kind: str, doc: dict[str, Any], field: str) -> None:
     with pytest.raises(DefinitionError) as info:
         convert_definition(kind, doc)  # type: ignore[arg-type]
