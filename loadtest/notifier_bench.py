@@ -7,7 +7,8 @@ Starts an embedded nats-server, a local receiver (a minimal HTTP/1.1 server in i
 process that answers 200 and counts) and an aiosmtpd server (in its own process), publishes
 the send requests first, then starts one worker process (``tocsin run notifier``)
 and times the receivers from the first delivery to the last. Every send goes the full path:
-fetch, ledger ``sending``, payload, HTTP/SMTP, attempt log, ledger ``sent``, ack.
+fetch, ledger ``sending``, payload, HTTP/SMTP, ledger ``sent``, ack; the ledger's writes
+are counted (its stream's last sequence) and printed per notification.
 
 Besides notifications per second of wall time it prints notifications per CPU-second of the
 worker process: on a shared machine that is the figure to compare, and what one worker on
@@ -28,6 +29,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from nats.js.errors import NotFoundError
 
 from contracts.messages import Alert, Integration, SendRequest, encode
 from pipeline.foundation.embedded import free_port, start_nats
@@ -184,6 +187,17 @@ async def _measure(count, total: int, timeout: float, pids: dict[str, int]) -> _
         await asyncio.sleep(0.02)
 
 
+async def _ledger_writes(url: str) -> int:
+    """Every write the ledger took so far (its last sequence: claims rolled up since count too)."""
+    nc = await connect(url, name="bench-ledger")
+    try:
+        return int((await nc.jetstream().stream_info("TOCSIN_LEDGER")).state.last_seq)
+    except NotFoundError:  # no worker has made it yet
+        return 0
+    finally:
+        await nc.close()
+
+
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")
     try:
@@ -234,6 +248,7 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     worker_args = ["--nats-url", nats_url, "--config.file", str(cfg_file), "--log.level", "warning",
                    "--storage.path", str(tmp / f"worker-{kind}")]
     profile = f"{args.profile}.{kind}" if args.profile else ""
+    writes = -await _ledger_writes(nats_url)
     worker = _spawn(_worker_command(worker_args, fast_time=args.fast_time_format, profile=profile),
                     tmp / f"worker-{kind}.log")
     try:
@@ -242,12 +257,14 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     finally:
         worker.terminate()
         worker.wait(10)
+    writes += await _ledger_writes(nats_url)
     rate = total / span.seconds if span.seconds > 0 else float("inf")
     cpu = span.cpu["worker"]
     what_if = " [what-if: fast time format]" if args.fast_time_format else ""
     print(f"{kind}{what_if}: {total} notifications ({alerts} alerts each) in {span.seconds:.2f}s = {rate:,.0f}/s "
           f"wall; worker CPU {cpu:.2f}s = {total / cpu:,.0f} per CPU-second "
           f"(one worker process, concurrency {args.concurrency}; start to first delivery {span.startup:.2f}s)")
+    print(f"  ledger writes (TOCSIN_LEDGER's sequence): {writes}, {writes / total:.2f} per notification")
     if span.seconds > 0:
         shares = ", ".join(f"{name} {sec / span.seconds:.2f}" for name, sec in span.cpu.items())
         print(f"  cores used during the run: {shares}; whole machine {span.busy / span.seconds:.2f} "

@@ -189,7 +189,7 @@ def claim(req: SendRequest, found: tuple[int, LedgerRecord] | None, now: float) 
         record = LedgerRecord(id=req.id, state="sending", at=now, org=req.org, receiver=req.receiver,
                               integration=integration_name(req), group_key=req.group_key,
                               fingerprints=[a.fingerprint for a in req.alerts], first_at=now,
-                              idempotency_key=idempotency_key(req))
+                              idempotency_key=idempotency_key(req), flush_seq=req.flush_seq)
         return Claim(record, 0)
     seq, prev = found
     if is_final(prev):
@@ -230,9 +230,12 @@ def endpoint_failed(outcome: Outcome) -> bool:
 
 
 def after_attempt(record: LedgerRecord, outcome: Outcome, budget: RetryBudget, *, now: float, duration: float,
-                  rand: float) -> Sent | Retry | GiveUp:
+                  rand: float, template_errors: Sequence[str] = ()) -> Sent | Retry | GiveUp:
     """Sent, retry after a delay, or give up, for the attempt that ended ``outcome`` after
     ``duration`` seconds on the send held as ``record``.
+
+    The ``sent`` record carries the attempt's details (status, duration, ``template_errors``):
+    it is also that attempt's log entry (``records.sent_entry``), so a success is one write.
 
     The retry delay is :func:`~stages.notifier.breaker.retry_delay` (backoff with full jitter
     from ``rand``, or the receiver's ``Retry-After``), counted into ``spent`` before the wait
@@ -241,7 +244,9 @@ def after_attempt(record: LedgerRecord, outcome: Outcome, budget: RetryBudget, *
     attempts = record.attempts + 1
     spent = record.spent + duration
     if outcome.ok:
-        return Sent(msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now))
+        return Sent(msgspec.structs.replace(record, state="sent", attempts=attempts, spent=spent, at=now,
+                                            status_code=outcome.status, duration=duration,
+                                            template_errors=list(template_errors)))
     failed = msgspec.structs.replace(record, attempts=attempts, spent=spent, last_error=outcome.error,
                                      reason=outcome.verdict.reason, at=now)
     delay = retry_delay(budget, outcome.verdict, attempts=attempts, spent=spent, rand=rand,

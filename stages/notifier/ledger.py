@@ -2,19 +2,25 @@
 
 Stream ``TOCSIN_LEDGER`` (subjects ``tocsin.ledger.>``, rollup, direct get) holds:
 
-- ``tocsin.ledger.send.<id>``: the last :class:`LedgerRecord` of one send (the id
-  token-encoded, older records rolled up). It is written ``sending`` before the first
-  attempt (compare-and-set on the subject's last sequence, so two workers never both claim a
-  new send), updated after each failed attempt (and marked ``giving_up`` when retrying ends,
-  so a crash during the hand-off redoes the hand-off, not the attempts), and ends ``sent``,
-  ``fallback`` (the integration gave up and the notification was handed to the fallback
-  receiver) or ``failed`` (given up, dead-lettered). The ``sent`` record and the attempt
-  log are written without waiting for the server's confirmation (see
-  :meth:`Ledger.write_unconfirmed`). A redelivered request whose record is final is
-  acknowledged without sending; one still ``sending`` (its worker died during the request)
-  is sent again, with the same idempotency key.
-- ``tocsin.ledger.attempts.<org>.<group>``: one :class:`AttemptRecord` per attempt and per
-  give-up, for :func:`attempts` (``<group>`` is a hash of the group key).
+- ``tocsin.ledger.send.<org>.<group>.<id>``: the last :class:`LedgerRecord` of one send
+  (org and id token-encoded, ``<group>`` a hash of the group key; older records rolled up).
+  It is written ``sending`` before the first attempt (compare-and-set on the subject's last
+  sequence, so two workers never both claim a new send), updated after each failed attempt
+  (and marked ``giving_up`` when retrying ends, so a crash during the hand-off redoes the
+  hand-off, not the attempts), and ends ``sent``, ``fallback`` (the integration gave up and
+  the notification was handed to the fallback receiver) or ``failed`` (given up,
+  dead-lettered). The ``sent`` record is written without waiting for the server's
+  confirmation (see :meth:`Ledger.write_unconfirmed`). A redelivered request whose record is
+  final is acknowledged without sending; one still ``sending`` (its worker died during the
+  request) is sent again, with the same idempotency key.
+- ``tocsin.ledger.attempts.<org>.<group>``: one :class:`AttemptRecord` per failed attempt and
+  per give-up, for :func:`attempts`. A successful attempt has no entry of its own: its
+  ``sent`` record, under the same organisation and group, is its entry (so a send that
+  succeeds writes twice: the claim, then ``sent``).
+
+Records of the layout before (``tocsin.ledger.send.<id>``, no organisation or group) are
+still read while any is kept (:meth:`Ledger.detect_legacy`), at the cost of a read before
+each claim.
 
 Records are kept ``ledger_max_age`` (default 7 days).
 
@@ -49,7 +55,7 @@ from nats.js.errors import NotFoundError
 from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.subjects import StreamNames, token
 
-from .records import AttemptRecord, LedgerRecord
+from .records import AttemptRecord, LedgerRecord, sent_entry
 
 __all__ = [
     "LEDGER",
@@ -58,6 +64,7 @@ __all__ = [
     "attempts",
     "attempts_subject",
     "ensure_ledger",
+    "legacy_send_subject",
     "send_subject",
 ]
 
@@ -76,13 +83,24 @@ _record_decoder = msgspec.json.Decoder(LedgerRecord)
 _attempt_decoder = msgspec.json.Decoder(AttemptRecord)
 
 
+def _group_token(group_key: str) -> str:
+    return hashlib.sha256(group_key.encode()).hexdigest()[:32]
+
+
 @functools.lru_cache(maxsize=4096)  # a send's subject is needed for its claim and again for its end
-def send_subject(send_id: str) -> str:
+def send_subject(org: str, group_key: str, send_id: str) -> str:
+    """A send's record subject: under its organisation and group, so that :func:`attempts`
+    finds the ``sent`` records (the successful attempts) beside the group's attempt log."""
+    return f"{LEDGER.prefix}.send.{token(org)}.{_group_token(group_key)}.{token(send_id)}"
+
+
+def legacy_send_subject(send_id: str) -> str:
+    """Where the layout before kept a send's record (read only, see :meth:`Ledger.detect_legacy`)."""
     return f"{LEDGER.prefix}.send.{token(send_id)}"
 
 
-def _group_token(group_key: str) -> str:
-    return hashlib.sha256(group_key.encode()).hexdigest()[:32]
+def _record_subject(record: LedgerRecord) -> str:
+    return send_subject(record.org, record.group_key, record.id)
 
 
 @functools.lru_cache(maxsize=4096)  # a group is notified again and again: hash its key once
@@ -174,23 +192,45 @@ class Ledger:
         self._js = js
         self._timeout = timeout
         self._replies = _Replies(nc, timeout)
+        # records of the layout before are kept (see detect_legacy): read them too
+        self.legacy = False
 
-    async def read(self, send_id: str, *, leader: bool = False) -> tuple[int, LedgerRecord] | None:
+    async def detect_legacy(self) -> bool:
+        """Whether the ledger still keeps records of the layout before (``send.<id>``, one
+        token): then :meth:`read` falls back to them and the worker reads before every claim,
+        so that a send recorded there is not made again. They expire after ``ledger_max_age``;
+        a worker started after that reads no more."""
+        self.legacy = await last_message(self._js, LEDGER.stream, f"{LEDGER.prefix}.send.*", leader=True) is not None
+        return self.legacy
+
+    async def read(self, send_id: str, *, org: str | None = None, group_key: str | None = None,
+                   leader: bool = False) -> tuple[int, LedgerRecord] | None:
         """(subject sequence to compare against, record) of a send, or None when it has none.
 
         A direct get: cheap, but any replica may answer, one that lags included. Decide with
-        :meth:`read_latest`.
+        :meth:`read_latest`. Without ``org`` and ``group_key`` the send is looked up by its id
+        alone (a wildcard get, which scans: for tools and tests, not for the worker). A record
+        of the layout before has no subject to compare against on the new one: it comes with 0.
         """
-        got = await last_message(self._js, LEDGER.stream, send_subject(send_id), leader=leader)
+        if org is None or group_key is None:
+            subject = f"{LEDGER.prefix}.send.*.*.{token(send_id)}"
+        else:
+            subject = send_subject(org, group_key, send_id)
+        got = await last_message(self._js, LEDGER.stream, subject, leader=leader)
+        if got is None and self.legacy:
+            got = await last_message(self._js, LEDGER.stream, legacy_send_subject(send_id), leader=leader)
+            if got is not None:
+                got = (0, got[1])
         if got is None:
             return None
         seq, data = got
         return seq, _record_decoder.decode(data)
 
-    async def read_latest(self, send_id: str) -> tuple[int, LedgerRecord] | None:
+    async def read_latest(self, send_id: str, *, org: str | None = None,
+                          group_key: str | None = None) -> tuple[int, LedgerRecord] | None:
         """As :meth:`read`, answered by the stream leader (``STREAM.MSG.GET``): a record
         written and confirmed before the call is seen."""
-        return await self.read(send_id, leader=True)
+        return await self.read(send_id, org=org, group_key=group_key, leader=True)
 
     async def write(self, record: LedgerRecord, *, expect: int | None = None) -> int | None:
         """Store ``record`` as the send's last; return its sequence.
@@ -201,7 +241,7 @@ class Ledger:
         headers = {"Nats-Rollup": "sub"}
         if expect is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
-        reply = await self._replies.request(send_subject(record.id), msgspec.json.encode(record), headers)
+        reply = await self._replies.request(_record_subject(record), msgspec.json.encode(record), headers)
         if reply.headers and reply.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
         ack = _ack_decoder.decode(reply.data)
@@ -219,8 +259,11 @@ class Ledger:
         redelivered request is sent again with the same idempotency key; waiting for the
         confirmation would not close that window (the server does not fsync each message)
         and would cost a round trip per notification.
+
+        Concurrent sends' writes are batched already: nats-py queues each publish (and each
+        claim's request) and its flusher task writes all that is queued in one socket write.
         """
-        await self._nc.publish(send_subject(record.id), msgspec.json.encode(record), headers=_ROLLUP)
+        await self._nc.publish(_record_subject(record), msgspec.json.encode(record), headers=_ROLLUP)
 
     async def log(self, record: AttemptRecord) -> None:
         """Append to the attempt log, without waiting for the server's confirmation: the log
@@ -235,20 +278,26 @@ async def attempts(js: JetStreamContext, org: str, *, group_key: str | None = No
 
     With ``group_key`` the group's own log is read; with only ``fingerprint`` every log of
     the organisation is scanned for attempts that carried that alert (pass ``since``, Unix
-    seconds, to bound the scan). Both given: the group's attempts carrying the alert.
+    seconds, to bound the scan). Both given: the group's attempts carrying the alert. The
+    successful attempts are the ``sent`` records of the group's sends, read alongside.
     """
     if group_key is None and fingerprint is None:
         raise ValueError("give a group_key or a fingerprint")
-    subject = attempts_subject(org, group_key) if group_key is not None else f"{LEDGER.prefix}.attempts.{token(org)}.>"
+    if group_key is not None:
+        group = _group_token(group_key)
+        subjects = [attempts_subject(org, group_key), f"{LEDGER.prefix}.send.{token(org)}.{group}.*"]
+    else:
+        subjects = [f"{LEDGER.prefix}.attempts.{token(org)}.>", f"{LEDGER.prefix}.send.{token(org)}.*.*"]
+    sends = f"{LEDGER.prefix}.send."
     if since is not None:
         start = _dt.datetime.fromtimestamp(since, _dt.UTC).isoformat().replace("+00:00", "Z")
         policy = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
     else:
         policy = {"deliver_policy": DeliverPolicy.ALL}
     try:
-        psub = await js.pull_subscribe(subject, durable=None, stream=LEDGER.stream, config=ConsumerConfig(
+        psub = await js.pull_subscribe("", durable=None, stream=LEDGER.stream, config=ConsumerConfig(
             ack_policy=AckPolicy.NONE, inactive_threshold=10.0, mem_storage=True, num_replicas=1,
-            **policy))  # type: ignore[arg-type]
+            filter_subjects=subjects, **policy))  # type: ignore[arg-type]
     except NotFoundError:
         return []
     out: deque[AttemptRecord] = deque(maxlen=limit)
@@ -260,7 +309,13 @@ async def attempts(js: JetStreamContext, org: str, *, group_key: str | None = No
             for m in await psub.fetch(min(1000, pending - seen), timeout=5):
                 seen += 1
                 try:
-                    rec = _attempt_decoder.decode(m.data)
+                    if m.subject.startswith(sends):
+                        sent = _record_decoder.decode(m.data)
+                        if sent.state != "sent":
+                            continue  # in flight (its attempts are logged when they fail) or given up (logged)
+                        rec = sent_entry(sent)
+                    else:
+                        rec = _attempt_decoder.decode(m.data)
                 except msgspec.ValidationError:
                     continue
                 if fingerprint is None or fingerprint in rec.fingerprints:

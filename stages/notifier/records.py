@@ -1,8 +1,10 @@
 """The ledger's records (pure values): the state of one send and the log of its attempts.
 
-:class:`LedgerRecord` is what ``ledger`` stores under ``tocsin.ledger.send.<id>`` and what
-the decisions of ``core`` take and return; :class:`AttemptRecord` is one entry of the
-attempt log the API reads. Imports msgspec and contracts only.
+:class:`LedgerRecord` is what ``ledger`` stores under ``tocsin.ledger.send.<org>.<group>.<id>``
+and what the decisions of ``core`` take and return; :class:`AttemptRecord` is one entry of
+the attempt log the API reads. A ``sent`` record carries its successful attempt's details
+and is that attempt's log entry too (:func:`sent_entry`): a send that succeeds costs two
+ledger writes, the claim and the ``sent`` record. Imports msgspec and contracts only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import msgspec
 
 from contracts.messages import SendRequest
 
-__all__ = ["FINAL_STATES", "AttemptRecord", "LedgerRecord", "State", "integration_name"]
+__all__ = ["FINAL_STATES", "AttemptRecord", "LedgerRecord", "State", "integration_name", "sent_entry"]
 
 State = Literal["sending", "sent", "failed", "fallback"]
 FINAL_STATES: frozenset[str] = frozenset({"sent", "failed", "fallback"})
@@ -44,6 +46,11 @@ class LedgerRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     fallback: str = ""  # the receiver the notification was handed to (state "fallback")
     giving_up: bool = False  # retrying has ended; the fallback hand-off and dead letter follow
     permanent: bool = False  # ... because of a permanent failure (else the budget ran out)
+    # the successful attempt's details (state "sent"), read back as its attempt log entry
+    flush_seq: int = 0
+    status_code: int = 0
+    duration: float = 0.0
+    template_errors: list[str] = []
 
 
 class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -66,3 +73,12 @@ class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     fallback: str = ""
     # fields whose template failed and were sent with their default (the notification went out)
     template_errors: list[str] = []
+
+
+def sent_entry(record: LedgerRecord) -> AttemptRecord:
+    """The attempt log entry of the successful attempt a ``sent`` record stands for."""
+    return AttemptRecord(send_id=record.id, status="sent", at=record.at, org=record.org, receiver=record.receiver,
+                         integration=record.integration, group_key=record.group_key, attempt=record.attempts,
+                         status_code=record.status_code, duration=record.duration,
+                         fingerprints=record.fingerprints, flush_seq=record.flush_seq,
+                         template_errors=record.template_errors)

@@ -15,12 +15,13 @@ Each request goes:
    the request with a delayed nak, before anything is written, and its budget is not spent;
 5. the ledger record ``sending`` is written (``core.claim``: a compare-and-set on the
    sequence of the record the decision was taken on, so a stale read cannot lead to a send),
-   then attempts are made, each logged; after each, ``core.after_attempt`` says sent, retry
+   then attempts are made, each failed one logged; after each, ``core.after_attempt`` says sent, retry
    after a delay (backoff with full jitter, or ``Retry-After``; in-progress acks keep the
    message meanwhile) or give up; the breaker learns from every attempt; the records
    written after a failed attempt are compare-and-sets on the previous one, so a worker
    that lost the send to another (it outlived its ack wait) stops, settling nothing;
-6. success: ledger ``sent``, ack. Permanent failure or exhausted budget (``core.give_up``):
+6. success: ledger ``sent`` (which is also the attempt's log entry: a send that succeeds at
+   once writes the ledger twice, the claim and ``sent``), ack. Permanent failure or exhausted budget (``core.give_up``):
    the notification is published to the fallback receiver's integrations (if configured) as
    new send requests, the failure is dead-lettered, the ledger says ``fallback`` or
    ``failed``, ack.
@@ -215,6 +216,9 @@ class Worker:
     async def setup(self) -> None:
         await ensure_stream(self.js, SENDS, replicas=self.stream_replicas)
         await ensure_ledger(self.js, replicas=self.stream_replicas, max_age=self.settings.ledger_max_age)
+        if await self.ledger.detect_legacy():
+            log.warning("the ledger keeps records of the layout before (tocsin.ledger.send.<id>): each send reads "
+                        "them before its claim until they expire (ledger_max_age); restart the workers after that")
         await ensure_work_consumer(self.js, SENDS.stream, CONSUMER, filter_subject=SENDS_FILTER,
                                    ack_wait=self.settings.ack_wait, max_ack_pending=self.settings.max_ack_pending)
 
@@ -263,8 +267,11 @@ class Worker:
             return
 
         found: tuple[int, LedgerRecord] | None = None
-        if num_delivered(msg) > 1:  # from the leader: a lagging replica could say "sending" for "sent"
-            found = await self.ledger.read_latest(req.id)
+        # a redelivery (or a ledger with records of the layout before, which a claim's
+        # compare-and-set does not see) reads first, from the leader: a lagging replica
+        # could say "sending" for "sent"
+        if num_delivered(msg) > 1 or self.ledger.legacy:
+            found = await self.ledger.read_latest(req.id, org=req.org, group_key=req.group_key)
             skip = core.admit(found[1] if found is not None else None)
             if skip is not None:
                 await self._skip(msg, skip)
@@ -313,7 +320,8 @@ class Worker:
             seq = await self.ledger.write(decision.record, expect=decision.expect)
             if seq is not None:
                 return seq, decision.record
-            decision = core.claim_lost(req, decision, await self.ledger.read_latest(req.id), now)
+            latest = await self.ledger.read_latest(req.id, org=req.org, group_key=req.group_key)
+            decision = core.claim_lost(req, decision, latest, now)
         if isinstance(decision, core.Defer):
             raise _Defer(decision)
         return decision
@@ -380,10 +388,11 @@ class Worker:
                 breaker.failure(now)
             else:
                 breaker.success(now)
-            await self.ledger.log(core.attempt_record(req, record, record.attempts + 1, outcome, now, duration,
-                                                      render_errors))
+            if not outcome.ok:  # a success's log entry is its "sent" record (one write fewer)
+                await self.ledger.log(core.attempt_record(req, record, record.attempts + 1, outcome, now, duration,
+                                                          render_errors))
             decision = core.after_attempt(record, outcome, self.budget, now=now, duration=duration,
-                                          rand=self.rand())
+                                          rand=self.rand(), template_errors=render_errors)
             if isinstance(decision, core.Sent):
                 self.metrics.delay.labels(kind).observe(max(0.0, now - req.created_at))
                 await self.ledger.write_unconfirmed(decision.record)

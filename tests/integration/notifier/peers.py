@@ -39,6 +39,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
+    delay: float = 0.0  # seconds before answering
 
 
 HANG = Answer(status=0)
@@ -136,6 +137,8 @@ class HttpPeer:
                     closed.cancel()
                     released.cancel()
                     return
+                if answer.delay:
+                    await asyncio.sleep(answer.delay)
                 hdrs = {"Content-Length": str(len(answer.body)), "Content-Type": "text/plain", **answer.headers}
                 out = f"HTTP/1.1 {answer.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
                 writer.write(out.encode() + b"\r\n" + answer.body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 from pathlib import Path
 
 import anyio
@@ -11,12 +12,12 @@ import pytest
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
-from stages.notifier.ledger import Ledger
+from stages.notifier.ledger import Ledger, ensure_ledger
 from stages.notifier.service import build_notifier
 from stages.notifier.worker import SENDS
 
 from .helpers import WorkerProcess, am_config, publish, send_request, wait_consumer_idle, wait_ledger
-from .peers import HANG, HttpPeer
+from .peers import HANG, Answer, HttpPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,3 +105,63 @@ async def test_drain_returns_a_stuck_request_at_once(nats_server: NatsServer, ht
         await nc.close()
     assert [r.headers["idempotency-key"] for r in http_peer.on("/hook")] == ["s-stuck", "s-stuck"]
     assert rec.attempts == 2
+
+
+async def test_sigkill_between_the_claim_and_sent_never_repeats_a_recorded_success(
+        nats_server: NatsServer, http_peer: HttpPeer, tmp_path: Path) -> None:
+    """A worker with many sends in flight is SIGKILLed once some are ``sent``, while many
+    others are between their two ledger writes (claim written, request made, answer pending or
+    ``sent`` queued but not flushed). The next worker must never send again a request whose
+    ``sent`` reached the ledger, repeat the others at most once with the same key and bytes,
+    and never have sent one that was not claimed."""
+    http_peer.default("/hook", Answer(delay=0.5))  # keeps sends between their writes for a while
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(f"""
+route: {{receiver: team}}
+receivers:
+- name: team
+  webhook_configs: [{{url: '{http_peer.url}/hook'}}]
+tocsin:
+  notifier: {{ack_wait: 5s}}
+""")
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, SENDS)
+    await ensure_ledger(js)
+    ids = [f"s-{i}" for i in range(400)]
+    for sid in ids:
+        await publish(js, send_request(sid, "team"))
+    ledger = Ledger(nc, js)
+    target = random.randint(1, 30)  # "sent" records seen before the kill
+
+    async def states() -> dict[str, str]:
+        got = await asyncio.gather(*(ledger.read(sid) for sid in ids))
+        return {sid: g[1].state if g is not None else "" for sid, g in zip(ids, got, strict=True)}
+
+    worker = WorkerProcess(nats_server.url, str(config), str(tmp_path / "worker-1.log")).start()
+    try:
+        with anyio.fail_after(30):
+            while sum(s == "sent" for s in (await states()).values()) < target:
+                await asyncio.sleep(0.01)
+        worker.kill()
+        await asyncio.sleep(0.5)  # what the dead worker had written to its sockets arrives
+        at_kill = collections.Counter(r.headers["idempotency-key"] for r in http_peer.on("/hook"))
+        snapshot = await states()
+        WorkerProcess(nats_server.url, str(config), str(tmp_path / "worker-2.log")).start()
+        for sid in ids:
+            await wait_ledger(ledger, sid, {"sent"}, timeout=60)
+        await wait_consumer_idle(js)
+        await asyncio.sleep(1.0)  # nothing else arrives late
+    finally:
+        await nc.close()
+    keys = collections.Counter(r.headers["idempotency-key"] for r in http_peer.on("/hook"))
+    recorded = {sid for sid in ids if snapshot[sid] == "sent"}
+    between = {sid for sid in ids if snapshot[sid] == "sending" and at_kill[sid]}
+    assert len(recorded) >= target and between, (target, len(recorded), len(between))
+    assert all(at_kill[sid] == 0 for sid in ids if snapshot[sid] == "")  # no request without a claim
+    assert {sid: keys[sid] for sid in recorded} == {sid: at_kill[sid] for sid in recorded} == dict.fromkeys(recorded, 1)
+    assert set(keys) == set(ids) and max(keys.values()) <= 2
+    assert {sid for sid in ids if keys[sid] == 2} <= between
+    for sid in {sid for sid in ids if keys[sid] == 2}:
+        first, second = (r.body for r in http_peer.on("/hook") if r.headers["idempotency-key"] == sid)
+        assert first == second

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -12,7 +13,7 @@ from contracts.messages import SendRequest, decode_as
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime.jetstream import connect, ensure_stream
 from pipeline.foundation.runtime.metrics import REGISTRY
-from stages.notifier.ledger import LEDGER, Ledger, attempts, ensure_ledger, send_subject
+from stages.notifier.ledger import LEDGER, Ledger, attempts, ensure_ledger, legacy_send_subject, send_subject
 from stages.notifier.records import LedgerRecord
 from stages.notifier.worker import CONSUMER, SENDS, SENDS_FILTER
 
@@ -118,6 +119,55 @@ async def test_request_left_sending_is_sent_again_with_the_same_key(nats_server:
     assert rec.attempts == 2  # the lost attempt counts
 
 
+async def test_a_send_that_succeeds_writes_the_ledger_twice(nats_server: NatsServer, http_peer: HttpPeer) -> None:
+    """Hop C's cost: the claim before the attempt and ``sent`` after it, nothing else (the
+    success's attempt log entry is its ``sent`` record); the log still lists every success."""
+    n = 40
+    ids = [f"s-w{i}" for i in range(n)]
+    async with running_notifier(nats_server.url, am_config(_config(http_peer.url))) as r:
+        before = (await r.js.stream_info(LEDGER.stream)).state.last_seq
+        for sid in ids:  # published together: the worker has them in flight at once
+            await publish(r.js, send_request(sid, "team"))
+        for sid in ids:
+            await wait_ledger(r.ledger, sid, {"sent"})
+        await wait_consumer_idle(r.js)
+        await asyncio.sleep(0.2)
+        state = (await r.js.stream_info(LEDGER.stream)).state
+        log = await attempts(r.js, "acme", group_key='{}:{alertname="Down"}', limit=1000)
+    assert len(http_peer.on("/hook")) == n
+    assert state.last_seq - before == 2 * n  # every write, the claims rolled up since included
+    assert state.messages == n  # what is kept: the "sent" records
+    assert sorted(a.send_id for a in log) == sorted(ids)
+    assert {(a.status, a.attempt, a.flush_seq) for a in log} == {("sent", 1, 1)}
+    assert all(a.fingerprints == ["fp-Down-a"] and a.duration > 0 for a in log)
+
+
+async def test_a_send_recorded_in_the_layout_before_is_not_sent_again(nats_server: NatsServer,
+                                                                       http_peer: HttpPeer) -> None:
+    """Records of the layout before (``tocsin.ledger.send.<id>``) are still honoured: a copy
+    of a request sent before the upgrade, delivered for the first time, is not sent; one left
+    ``sending`` there is resumed (its attempts kept) on the new subject."""
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, SENDS)
+    await ensure_ledger(js)
+    for sid, state in (("s-old-sent", "sent"), ("s-old-half", "sending")):
+        await js.publish(legacy_send_subject(sid), msgspec.json.encode(_record(sid, state, attempts=1)),
+                         headers={"Nats-Rollup": "sub"})
+    await nc.close()
+    async with running_notifier(nats_server.url, am_config(_config(http_peer.url))) as r:
+        assert r.ledger.legacy
+        await publish(r.js, send_request("s-old-sent", "team"))
+        await publish(r.js, send_request("s-old-half", "team"))
+        rec = await wait_ledger(r.ledger, "s-old-half", {"sent"})
+        await wait_consumer_idle(r.js)
+        fresh = Ledger(r.nc, r.js)
+        moved = await fresh.read("s-old-half")  # found on the new subject, without the legacy read
+    assert [g.headers["idempotency-key"] for g in http_peer.on("/hook")] == ["s-old-half"]
+    assert rec.attempts == 2
+    assert moved is not None and moved[0] > 0 and moved[1].state == "sent"
+
+
 async def test_concurrent_claim_only_one_wins(nats_server: NatsServer) -> None:
     nc = await connect(nats_server.url)
     js = nc.jetstream()
@@ -139,11 +189,12 @@ async def test_ledger_keeps_only_the_last_record_of_a_send(nats_server: NatsServ
     assert await ledger.write(_record("s-roll", "sent", attempts=2), expect=seq) is None  # stale
     await ledger.write_unconfirmed(_record("s-roll", "sent", attempts=2))
     await asyncio.sleep(0.2)
-    info = await js.stream_info(LEDGER.stream, subjects_filter=send_subject("s-roll"))
+    subject = send_subject("acme", '{}:{alertname="Down"}', "s-roll")
+    info = await js.stream_info(LEDGER.stream, subjects_filter=subject)
     got = await ledger.read("s-roll")
     await nc.close()
     assert got is not None and got[1].state == "sent" and got[1].attempts == 2
-    assert info.state.subjects == {send_subject("s-roll"): 1}
+    assert info.state.subjects == {subject: 1}
 
 
 async def test_undecodable_and_unroutable_requests_are_dead_lettered(nats_server: NatsServer,

@@ -26,7 +26,7 @@ from .test_notifier_ledger import _deliver_once_without_ack
 
 pytestmark = pytest.mark.integration
 
-Read = Callable[[str], Awaitable[tuple[int, LedgerRecord] | None]]
+Read = Callable[..., Awaitable[tuple[int, LedgerRecord] | None]]
 
 
 def _config(url: str) -> str:
@@ -71,11 +71,11 @@ async def test_a_stale_sending_record_of_a_sent_request_is_not_sent_again(
         fresh: Read = r.ledger.read_latest
         left = [stale_reads]
 
-        async def lagging(send_id: str) -> tuple[int, LedgerRecord] | None:
+        async def lagging(send_id: str, **where: str) -> tuple[int, LedgerRecord] | None:
             if left[0] > 0:
                 left[0] -= 1
                 return stale
-            return await fresh(send_id)
+            return await fresh(send_id, **where)
 
         r.ledger.read_latest = lagging  # type: ignore[method-assign]
         await wait_consumer_idle(r.js, timeout=30)

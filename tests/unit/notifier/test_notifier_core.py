@@ -13,7 +13,7 @@ from contracts.messages import Alert, Integration, SendRequest
 from stages.notifier import core
 from stages.notifier.breaker import RetryBudget
 from stages.notifier.classify import OK, Outcome, Verdict, permanent
-from stages.notifier.records import FINAL_STATES, LedgerRecord
+from stages.notifier.records import FINAL_STATES, LedgerRecord, sent_entry
 
 NOW = 1_700_000_000.0
 BUDGET = RetryBudget(seconds=60.0, max_attempts=4, backoff_base=1.0, backoff_cap=8.0, max_retry_after=30.0)
@@ -69,7 +69,7 @@ def test_claim_of_a_new_send_starts_a_record() -> None:
     assert isinstance(decision, core.Claim) and decision.expect == 0
     assert decision.record == LedgerRecord(id="s-1", state="sending", at=NOW, org="acme", receiver="team",
                                            integration="webhook[0]", group_key="{}:{}", fingerprints=["fp1"],
-                                           first_at=NOW, idempotency_key="s-1")
+                                           first_at=NOW, idempotency_key="s-1", flush_seq=3)
 
 
 @pytest.mark.parametrize(("found", "expected"), [
@@ -114,8 +114,9 @@ def test_resume_give_up(record: LedgerRecord, expected: Outcome | None) -> None:
 
 
 @pytest.mark.parametrize(("record", "outcome", "rand", "expected"), [
-    (_record(), OK, 0.5, core.Sent(_record(state="sent", attempts=1, spent=0.25, at=NOW))),
-    (_record(attempts=2, spent=5.0), OK, 0.5, core.Sent(_record(state="sent", attempts=3, spent=5.25, at=NOW))),
+    (_record(), OK, 0.5, core.Sent(_record(state="sent", attempts=1, spent=0.25, at=NOW, duration=0.25))),
+    (_record(attempts=2, spent=5.0), OK, 0.5,
+     core.Sent(_record(state="sent", attempts=3, spent=5.25, at=NOW, duration=0.25))),
     (_record(), RETRYABLE, 0.5,
      core.Retry(_record(attempts=1, spent=0.75, last_error=RETRYABLE.error, reason="serverError", at=NOW), 0.5)),
     (_record(attempts=2, spent=5.0), RETRYABLE, 1.0,
@@ -148,6 +149,17 @@ def test_cut_attempt_counts_the_attempt_and_keeps_the_send() -> None:
     cut, record = core.cut_attempt(_record(attempts=1, spent=2.0), NOW)
     assert not cut.ok and not cut.verdict.retryable and cut.verdict.reason == "contextCanceled"
     assert record == _record(attempts=2, spent=2.0, last_error=cut.error, reason="contextCanceled", at=NOW)
+
+
+def test_sent_record_is_its_attempts_log_entry() -> None:
+    """A success writes no log entry of its own: its ``sent`` record, read back through
+    ``records.sent_entry``, is the entry ``attempt_record`` would have written."""
+    claimed = core.claim(_req(), None, NOW - 1)
+    assert isinstance(claimed, core.Claim)
+    ok = Outcome(OK.verdict, "", 202)
+    sent = core.after_attempt(claimed.record, ok, BUDGET, now=NOW, duration=0.5, rand=0.5, template_errors=["title"])
+    assert isinstance(sent, core.Sent)
+    assert sent_entry(sent.record) == core.attempt_record(_req(), claimed.record, 1, ok, NOW, 0.5, ["title"])
 
 
 def test_attempt_record() -> None:
