@@ -102,13 +102,14 @@ def hop_points(stream: str, messages: Iterable[tuple[float, bytes]], sample: set
                 hops.setdefault(stream, ts)
 
 
-def hop_latencies(points: Points) -> dict[str, list[float]]:
-    """Seconds spent in each hop (``"sent->events"``...) by the lifecycles that have every point."""
-    out: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in itertools.pairwise(HOPS)}
+def hop_latencies(points: Points, hops_traced: tuple[str, ...] = HOPS) -> dict[str, list[float]]:
+    """Seconds spent in each hop (``"sent->events"``...) by the lifecycles that have every point
+    of ``hops_traced`` (a chain's deployment has no ``groups``: its flushes are never stored)."""
+    out: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in itertools.pairwise(hops_traced)}
     for hops in points.values():
-        if not all(h in hops for h in HOPS):
+        if not all(h in hops for h in hops_traced):
             continue
-        for a, b in itertools.pairwise(HOPS):
+        for a, b in itertools.pairwise(hops_traced):
             out[f"{a}->{b}"].append(hops[b] - hops[a])
     return out
 

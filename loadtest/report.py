@@ -75,9 +75,10 @@ class TargetResult:
 
 _HOP_WHAT = {
     "sent->events": "commit returned -> event in TOCSIN_EVENTS (source; API: push -> stored)",
-    "events->alerts": "rules stage: fetch, step, commit",
+    "events->alerts": "rules stage (chained: the chain): fetch, step, commit",
     "alerts->groups": "router: fetch, step, group_wait timer, flush commit",
     "groups->sends": "filter: fetch, step, commit",
+    "alerts->sends": "chained: the same commit as the alert change (0)",
     "sends->received": "notifier: fetch, ledger, HTTP to the sink",
 }
 

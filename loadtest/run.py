@@ -43,7 +43,7 @@ from loadtest.chaos import Chaos, plan
 from loadtest.collect import Collector
 from loadtest.drive import ApiSender, CdcSender, EventLog, Sender, open_loop
 from loadtest.generator import Fleet, FleetSpec, Mix, burst_events
-from loadtest.hops import Points, hop_latencies, hop_points, read_window, sent_points
+from loadtest.hops import HOPS, Points, hop_latencies, hop_points, read_window, sent_points
 from loadtest.oracle import AlertModel, Expectation, check, expectations, spacing
 from loadtest.probes import Sampler
 from loadtest.profile import pprof_top, start_py_spy, top_functions
@@ -281,7 +281,8 @@ async def _trace_hops(nats_url: str, events: EventLog, collector: Collector, sta
 
         streams = {"events": "TOCSIN_EVENTS", **{k: v.stream for k, v in stream_names(deployment).items()}}
         # (a chain hands its group flushes on in memory: no groups hop)
-        for name in ("events", "alerts", "sends") if deployment == CHAINED else ("events", "alerts", "groups", "sends"):
+        traced_hops: tuple[str, ...] = tuple(h for h in HOPS if h != "groups") if deployment == CHAINED else HOPS
+        for name in traced_hops[1:-1]:
             msgs = await read_window(nc, streams[name], f"tocsin.{name}.out.>", start - 1.0,
                                      min(time.time(), end + 60.0))
             hop_points(name, msgs, wanted, points)
@@ -290,7 +291,7 @@ async def _trace_hops(nats_url: str, events: EventLog, collector: Collector, sta
     for d in collector.deliveries:
         if d.status == "firing" and d.lifecycle in wanted:
             points[d.lifecycle].setdefault("received", d.at)
-    lat = hop_latencies(points)
+    lat = hop_latencies(points, traced_hops)
     traced = len(next(iter(lat.values()), []))
     return traced, {hop: dict(summarize(v)) for hop, v in lat.items()}
 

@@ -14,13 +14,17 @@ import argparse
 import gc
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
+import msgspec
 import psutil
 
 from contracts import Event, encode
 from contracts.partition import partition_of
+from loadtest.stats import summarize
 from pipeline.foundation.embedded import start_nats
 from pipeline.foundation.runtime.jetstream import connect, ensure_partitions, ensure_stream, publish_atomic
 from pipeline.foundation.runtime.partition import Input, StageSpec
@@ -204,8 +208,87 @@ async def _stream_writes(js, streams: list[str]) -> int:
     return total
 
 
+class _Timing:
+    """Where a chained input's time goes inside the stage process (``--rate``): from its store in
+    the input stream to the worker's batch (delivery: the server's push of a pull, the callback,
+    the fetch loop, the hand-over to the partition's loop), and the batch's step, commit and ack."""
+
+    def __init__(self) -> None:
+        self.delivery: list[float] = []  # per input: stored -> its batch starts
+        self.batch: list[float] = []  # per batch: step + commit + ack
+        self.commit: list[float] = []  # per commit (a partition's, within a group commit)
+
+    def install(self) -> Callable[[], None]:
+        from pipeline.foundation.runtime.machine import ack_metadata
+        from pipeline.foundation.runtime.partition import PartitionWorker
+
+        process, commit_action = PartitionWorker._process, PartitionWorker._commit_action
+        timing = self
+
+        async def timed_process(worker: PartitionWorker, batches: list[tuple[str, list[Any]]]) -> None:
+            now, t0 = time.time(), time.perf_counter()
+            for _, msgs in batches:
+                for m in msgs:
+                    timing.delivery.append(now - ack_metadata(m)[3] / 1e9)
+            await process(worker, batches)
+            if batches:
+                timing.batch.append(time.perf_counter() - t0)
+
+        async def timed_commit(worker: PartitionWorker, action: Any) -> None:
+            t0 = time.perf_counter()
+            await commit_action(worker, action)
+            timing.commit.append(time.perf_counter() - t0)
+
+        setattr(PartitionWorker, "_process", timed_process)  # noqa: B010 (a bench's instrument, undone below)
+        setattr(PartitionWorker, "_commit_action", timed_commit)  # noqa: B010
+
+        def uninstall() -> None:
+            setattr(PartitionWorker, "_process", process)  # noqa: B010
+            setattr(PartitionWorker, "_commit_action", commit_action)  # noqa: B010
+        return uninstall
+
+
+def _ms(summary: dict[str, float]) -> str:
+    return " / ".join(f"{summary[q] * 1000:.1f}" for q in ("p50", "p90", "p99", "max")) + " ms"
+
+
+class _LabelledAlert(msgspec.Struct):
+    labels: dict[str, str] = {}
+
+
+class _Labelled(msgspec.Struct):
+    """A push or a send request, as far as the latency read-back needs it."""
+
+    alerts: list[_LabelledAlert] = []
+    received_at: float = 0.0
+
+
+async def _end_to_end(nc: Any, start: float) -> dict[str, list[float]]:
+    """Per alert (its alertname): publish (``received_at``) -> stored in EVENTS -> its send request
+    stored in SENDS, from the streams' timestamps."""
+    from loadtest.hops import read_window
+
+    dec = msgspec.json.Decoder(_Labelled)
+    pushed: dict[str, tuple[float, float]] = {}
+    for ts, data in await read_window(nc, "TOCSIN_EVENTS", "tocsin.events.out.>", start - 1, time.time() + 60,
+                                      idle=1.0):
+        m = dec.decode(data)
+        if m.alerts:
+            pushed[m.alerts[0].labels.get("alertname", "")] = (m.received_at, ts)
+    out: dict[str, list[float]] = {"publish->events": [], "events->sends": [], "publish->sends": []}
+    for ts, data in await read_window(nc, "TOCSIN_SENDS", "tocsin.sends.out.>", start - 1, time.time() + 60,
+                                      idle=1.0):
+        m = dec.decode(data)
+        got = pushed.pop(m.alerts[0].labels.get("alertname", ""), None) if m.alerts else None
+        if got is not None:
+            out["publish->events"].append(got[1] - got[0])
+            out["events->sends"].append(ts - got[1])
+            out["publish->sends"].append(ts - got[0])
+    return out
+
+
 async def run_pipeline(n: int, partitions: int, orgs: int, deployment: str, group_wait: str,
-                       rate: float = 0.0) -> dict[str, float]:
+                       rate: float = 0.0) -> dict[str, Any]:
     """rules, router and filter over ``n`` pushed alerts in one process, as ``deployment`` runs
     them: separate (three stages, three consumers, three commits per input) or chained (one).
     Preloaded (a backlog), or with ``rate`` published at that rate while the stages run (a
@@ -233,6 +316,9 @@ async def run_pipeline(n: int, partitions: int, orgs: int, deployment: str, grou
             specs = [stage_specs(settings, name) for name in names]
             runners = [StageRunner(nc, js, spec, replica="bench") for spec in specs]
             server = psutil.Process(ns.proc.pid)
+            timing = _Timing()
+            uninstall = timing.install() if rate else (lambda: None)
+            wall0 = time.time()
             metrics = stage_metrics()
             inputs = {spec.name: metrics.inputs.labels(spec.name) for spec in specs}
             batches = {spec.name: metrics.batches.labels(spec.name) for spec in specs}
@@ -266,11 +352,19 @@ async def run_pipeline(n: int, partitions: int, orgs: int, deployment: str, grou
                 for r in runners:
                     await r.drain()
                 tg.cancel_scope.cancel()
+            uninstall()
             writes = await _stream_writes(js, streams) - writes0
             commits = sum(c._value.get() - base_batches[k] for k, c in batches.items())
+            latency = await _end_to_end(nc, wall0) if rate and sends_expected else {}
             await nc.close()
-    return {"rate": n / (t1 - t0), "writes": writes / n, "commits": commits / n,
-            "stage_us": stage_cpu / n * 1e6, "server_us": server_cpu / n * 1e6, "seconds": t1 - t0}
+    result: dict[str, Any] = {
+        "rate": n / (t1 - t0), "writes": writes / n, "commits": commits / n,
+        "stage_us": stage_cpu / n * 1e6, "server_us": server_cpu / n * 1e6, "seconds": t1 - t0}
+    if rate:
+        result["latency"] = {k: summarize(v) for k, v in latency.items()} | {
+            "stored->batch (delivery)": summarize(timing.delivery), "batch (step+commit+ack)": summarize(timing.batch),
+            "commit": summarize(timing.commit)}
+    return result
 
 
 async def compare_deployments(n: int, partitions: int, orgs: int, deployments: list[str], group_wait: str,
@@ -281,6 +375,8 @@ async def compare_deployments(n: int, partitions: int, orgs: int, deployments: l
         print(f"{deployment:>8}: {r['rate']:,.0f} alerts/s ({r['seconds']:.2f}s)  JetStream writes/alert "
               f"{r['writes']:.2f} (stage streams, besides the push in EVENTS)  atomic batches/alert "
               f"{r['commits']:.3f}  CPU/alert: stages {r['stage_us']:.0f} us, nats-server {r['server_us']:.0f} us")
+        for what, q in r.get("latency", {}).items():
+            print(f"{'':>10}latency {what}: p50 / p90 / p99 / max {_ms(q)} ({q['count']:.0f})")
     if len(results) == 2:
         c, s = results["chained"], results["separate"]
         print(f"chained/separate: throughput {c['rate'] / s['rate']:.2f}x, writes {c['writes'] / s['writes']:.2f}x, "

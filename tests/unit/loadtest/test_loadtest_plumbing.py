@@ -197,6 +197,12 @@ def test_hop_points_follow_a_firing_through_the_streams() -> None:
     assert {k: [round(x, 6) for x in v] for k, v in lat.items()} == {
         "sent->events": [0.1], "events->alerts": [0.3], "alerts->groups": [0.2], "groups->sends": [0.2],
         "sends->received": [0.2]}
+    # a chain stores no group flush: its trace skips that point (without it, it traced nothing)
+    chained = {"5": {k: v for k, v in points["5"].items() if k != "groups"}}
+    lat = hop_latencies(chained, ("sent", "events", "alerts", "sends", "received"))
+    assert {k: [round(x, 6) for x in v] for k, v in lat.items()} == {
+        "sent->events": [0.1], "events->alerts": [0.3], "alerts->sends": [0.4], "sends->received": [0.2]}
+    assert not any(hop_latencies(chained).values())
 
 
 # ---------------------------------------------------------------------------- pushed alerts
