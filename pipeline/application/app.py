@@ -42,10 +42,7 @@ from pipeline.application.graph import (
     CHAIN,
     GRAPH,
     chain_core,
-    filter_core,
     process_stages,
-    router_core,
-    rules_core,
     separate_streams,
     stage_specs,
     stream_names,
@@ -114,9 +111,6 @@ def _counter(settings: Settings, nc: Any, js: Any) -> Service:
                      partitions=settings.partitions)
     return StageRunner(nc, js, spec, replica=settings.replica, member_ttl=settings.member_ttl,
                        stream_replicas=settings.stream_replicas)
-
-
-_rules_core, _router_core, _filter_core = rules_core, router_core, filter_core  # (the graph's core factories)
 
 
 def _stateful(name: str) -> Callable[[Settings, Any, Any], Service]:

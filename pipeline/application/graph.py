@@ -52,7 +52,7 @@ from stages.filter.ticks import LastFlush
 from stages.router.config import RouteTable
 from stages.router.core import RouterCore
 from stages.rules.core import RulesCore
-from stages.rules.effective import load_rules
+from stages.rules.effective import load_checked_rules
 
 __all__ = [
     "CHAIN",
@@ -81,7 +81,7 @@ CHAIN: Final = "chain"  # the stage name of the chain in the chained deployment
 def rules_core(settings: Settings) -> Any:
     section = settings.loaded.tocsin.rules
     retention = {} if settings.alerts_gc_interval is None else {"retention": settings.alerts_gc_interval}
-    return RulesCore(load_rules(section) if section else None,
+    return RulesCore(load_checked_rules(section) if section else None,
                      resolve_timeout=settings.loaded.config.global_.resolve_timeout, **retention)
 
 

@@ -29,7 +29,7 @@ from stages.filter.config import filter_options
 from stages.filter.escalation import escalation_policies
 from stages.notifier.config import check_fallbacks, load_notifier_config
 from stages.notifier.templates import TEMPLATE_CHECK
-from stages.rules.effective import load_rules
+from stages.rules.effective import load_checked_rules
 from stages.source.config import load_source_config
 
 __all__ = ["DEFAULT_CONFIG", "SIDECAR_NAME", "Loaded", "TocsinSection", "load", "load_text", "sidecar_of"]
@@ -137,7 +137,7 @@ def _auth_files(section: TocsinSection, node: Any, filename: str,
 def _check_stage_sections(section: TocsinSection, config: Config, node: Any, filename: str) -> list[str]:
     """Each stage validates its own section; errors name the file, the line and the section."""
     checks: list[tuple[str, Any]] = [
-        ("rules", lambda: load_rules(section.rules) if section.rules is not None else None),
+        ("rules", lambda: load_checked_rules(section.rules) if section.rules is not None else None),
         ("filter", lambda: filter_options(section.filter)),
         ("escalation", lambda: escalation_policies(section.escalation, {r.name for r in config.receivers})),
         ("source", lambda: load_source_config(section.source)),

@@ -90,7 +90,9 @@ class _Conn:
         self.writer = writer
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        # A connection being discarded: its request's outcome is already decided, so a socket
+        # error or a loop already closed (at shutdown) while closing it loses nothing.
+        with contextlib.suppress(OSError, RuntimeError):
             self.writer.close()
 
 

@@ -49,7 +49,7 @@ __all__ = [
     "RuleEntry",
     "TemplateEntry",
     "label_value",
-    "load_rules",
+    "load_checked_rules",
     "match_labels",
 ]
 
@@ -331,7 +331,7 @@ class Catalog:
         return book
 
 
-def load_rules(obj: Any) -> RuleSet:
+def load_checked_rules(obj: Any) -> RuleSet:
     """``tocsin.rules`` loaded (:func:`stages.rules.rules.load_rules`) and checked as a whole
     with the built-in rules: a rule naming a template that exists nowhere, or a reason two
     templates fire, is an error (:class:`RulesConfigError`) here, at start or reload."""

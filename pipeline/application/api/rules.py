@@ -49,7 +49,7 @@ from pipeline.foundation.runtime.jetstream import last_message
 from pipeline.foundation.runtime.reads import read_last_per_subject
 from pipeline.foundation.runtime.subjects import EVENTS, token
 from stages.rules.defs import NAME_RE, DefinitionError, Rule, Template, convert_definition
-from stages.rules.effective import Catalog, RuleBook, load_rules
+from stages.rules.effective import Catalog, RuleBook, load_checked_rules
 from stages.rules.rules import Layer
 from stages.rules.views import applied_changes, rule_defs_key
 
@@ -142,7 +142,7 @@ class RulesApi:
         """The built-in and file layers of the configuration in force (reloads included)."""
         section = self.ctx.loaded.tocsin.rules
         if self._catalog is None or self._catalog[0] is not section:
-            self._catalog = (section, Catalog(load_rules(section) if section else None))
+            self._catalog = (section, Catalog(load_checked_rules(section) if section else None))
         return self._catalog[1]
 
     async def stored(self, org: str) -> dict[tuple[str, str], _Stored]:

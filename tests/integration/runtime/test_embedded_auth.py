@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -36,6 +32,7 @@ from stages.source.config import SourceConfig
 from stages.source.emit import migrate
 from stages.source.service import SourceService
 from tests.integration.source.source_helpers import count_events, insert_rows, read_events, running_service, wait_until
+from tests.topology_process import topology
 
 pytestmark = pytest.mark.integration
 
@@ -227,53 +224,27 @@ async def test_processes_topology_passes_credentials_by_environment(tmp_path: Pa
     cluster and Postgres, with no secret in any argv, in endpoints.json readable by others,
     or on the terminal."""
     assert postgres_bin_dir().exists()
-    storage = tmp_path / "topo"
-    out = tmp_path / "topology.log"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli",
-                             "up", "--topology", "processes", "--with-source",
-                             "--partitions", "4", "--storage.path", str(storage),
-                             "--web.listen-address", "127.0.0.1:0"],
-                            stdout=open(out, "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        with anyio.fail_after(120):
-            while not (storage / "endpoints.json").exists():
-                assert proc.poll() is None, out.read_text()[-3000:]
-                await anyio.sleep(0.2)
-        desc = json.loads((storage / "endpoints.json").read_text())
+    async with topology(tmp_path, "--with-source", "--partitions", "4") as topo:
+        storage, desc = topo.storage, topo.desc
         assert _mode(storage / "endpoints.json") == 0o600
         creds = json.loads((storage / "nats-credentials.json").read_text())
         assert _mode(storage / "nats-credentials.json") == 0o600
         pg_password = (storage / "postgres.password").read_text().strip()
         secrets = [creds["password"], creds["route_password"], pg_password]
         async with httpx.AsyncClient(base_url=desc["api_url"], timeout=20) as api:
-            with anyio.fail_after(90):  # every stage process connected and ready
-                while True:
-                    try:
-                        if (await api.get("/-/ready")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await anyio.sleep(0.3)
             push = await api.post("/api/v2/alerts", json=[{"labels": {"alertname": "AuthProbe"}}])
             assert push.status_code == 200
             with anyio.fail_after(30):  # through the rules stage's process and back
                 while not any(a["labels"]["alertname"] == "AuthProbe"
                               for a in (await api.get("/api/v2/alerts")).json()):
                     await anyio.sleep(0.3)
-        pids = [*desc["nats_pids"], *(c["pid"] for c in desc["children"]), proc.pid]
+        pids = [*desc["nats_pids"], *(c["pid"] for c in desc["children"]), topo.proc.pid]
         for pid in pids:
             argv = _cmdline(pid)
             assert not any(s in argv for s in secrets), f"a secret in the argv of {argv[:200]}"
         stages = {c["stage"] for c in desc["children"]}
         assert stages >= {"source", "api"} and ("chain" in stages or "rules" in stages), stages
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    out = topo.log
     terminal = out.read_text()
     assert "ready (processes)" in terminal
     for log in [out, *storage.glob("*.log"), *storage.glob("nats-*/nats-server.log")]:

@@ -8,8 +8,6 @@ import collections
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -17,6 +15,7 @@ import httpx
 import pytest
 
 from tests.receivers import http_receiver
+from tests.topology_process import topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,27 +40,10 @@ receivers:
 async def test_kill_a_nats_node_and_a_replica_of_each_stage(tmp_path: Path) -> None:
     async with http_receiver() as receiver:
         (tmp_path / "am.yml").write_text(config(receiver.url))
-        storage = tmp_path / "topo"
-        log = open(tmp_path / "topology.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli", "up", "--topology", "processes",
-                                 "--replicas", "2", "--partitions", "8", "--storage.path", str(storage),
-                                 "--config.file", str(tmp_path / "am.yml"), "--web.listen-address", "127.0.0.1:0"],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            with anyio.fail_after(120):
-                while not (storage / "endpoints.json").exists():
-                    assert proc.poll() is None, (tmp_path / "topology.log").read_text()[-3000:]
-                    await anyio.sleep(0.2)
-            desc = json.loads((storage / "endpoints.json").read_text())
-            async with httpx.AsyncClient(base_url=desc["api_url"], timeout=20) as api:
-                with anyio.fail_after(60):  # every stage process ready
-                    while True:
-                        try:
-                            if (await api.get("/-/ready")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        await anyio.sleep(0.2)
+        async with topology(tmp_path, "--replicas", "2", "--partitions", "8", "--config.file",
+                            str(tmp_path / "am.yml"), ready_within=60) as topo:
+            storage = topo.storage
+            async with httpx.AsyncClient(base_url=topo.desc["api_url"], timeout=20) as api:
                 await anyio.sleep(3)  # replicas find each other and settle their partitions
                 killed = False
                 for i in range(N):
@@ -85,20 +67,13 @@ async def test_kill_a_nats_node_and_a_replica_of_each_stage(tmp_path: Path) -> N
                 while len({r.body["groupLabels"]["alertname"] for r in receiver.received}) < N:
                     await anyio.sleep(0.5)
             await anyio.sleep(3)  # late duplicates would arrive by now
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
         keys: dict[str, set[str]] = collections.defaultdict(set)
         for r in receiver.received:
             keys[r.body["groupLabels"]["alertname"]].add(r.headers["idempotency-key"])
         assert sorted(keys) == [f"A{i:03d}" for i in range(N)]
         twice = {k: v for k, v in keys.items() if len(v) > 1}
         assert not twice, f"notified twice under different ids: {twice}"
-        assert proc.returncode == 0
+        assert topo.proc.returncode == 0
         desc = json.loads((storage / "endpoints.json").read_text())
         for pid in [*desc["nats_pids"], *(c["pid"] for c in desc["children"])]:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid

@@ -5,11 +5,6 @@ uvloop, and an alert pushed to the API reaches the webhook."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -21,6 +16,7 @@ from pipeline.application.graph import DEPLOYMENTS, topology_stages
 from pipeline.foundation.runtime.jetstream import connect, last_message
 from pipeline.foundation.runtime.subjects import StreamNames
 from tests.receivers import http_receiver
+from tests.topology_process import topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,32 +52,15 @@ async def _recorded(nats_url: str) -> str:
 async def test_each_deployment_runs_its_stages_as_processes(tmp_path: Path, deployment: str) -> None:
     async with http_receiver() as receiver:
         (tmp_path / "am.yml").write_text(CONFIG.replace("URL", receiver.url))
-        storage = tmp_path / "topo"
-        log = open(tmp_path / "topology.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.application.cli", "up", "--topology", "processes",
-                                 "--deployment", deployment, "--partitions", "2", "--storage.path", str(storage),
-                                 "--config.file", str(tmp_path / "am.yml"), "--web.listen-address", "127.0.0.1:0"],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            with anyio.fail_after(120):
-                while not (storage / "endpoints.json").exists():
-                    assert proc.poll() is None, (tmp_path / "topology.log").read_text()[-3000:]
-                    await anyio.sleep(0.2)
-            desc = json.loads((storage / "endpoints.json").read_text())
+        async with topology(tmp_path, "--deployment", deployment, "--partitions", "2",
+                            "--config.file", str(tmp_path / "am.yml")) as topo:
+            desc = topo.desc
             stages = [c["stage"] for c in desc["children"]]
             assert stages == EXPECTED[deployment] == [*topology_stages(deployment), "api"]
             for child in desc["children"]:
                 argv = _argv(child["pid"])
                 assert argv[argv.index("--deployment") + 1] == deployment, child
             async with httpx.AsyncClient(base_url=desc["api_url"], timeout=20) as api:
-                with anyio.fail_after(90):  # every stage process ready
-                    while True:
-                        try:
-                            if (await api.get("/-/ready")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        await anyio.sleep(0.2)
                 uvloop = {c["stage"]: _runs_uvloop(c["pid"]) for c in desc["children"]}
                 assert uvloop == {s: s == "notifier" for s in EXPECTED[deployment]}
                 r = await api.post("/api/v2/alerts", json=[{"labels": {"alertname": "TopologyProbe"}}])
@@ -90,11 +69,4 @@ async def test_each_deployment_runs_its_stages_as_processes(tmp_path: Path, depl
                 while not any(x.body["groupLabels"].get("alertname") == "TopologyProbe" for x in receiver.received):
                     await anyio.sleep(0.2)
             assert await _recorded(desc["nats_url"]) == deployment
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-        assert proc.returncode == 0, (tmp_path / "topology.log").read_text()[-3000:]
+        assert topo.proc.returncode == 0, topo.tail()

@@ -16,7 +16,7 @@ from contracts.messages import RuleCommand
 from pipeline.foundation.runtime.step import Reject
 from stages.rules.core import RulesCore, defs_key
 from stages.rules.defs import DefinitionError, convert_definition
-from stages.rules.effective import Catalog, load_rules
+from stages.rules.effective import Catalog, load_checked_rules
 from stages.rules.rules import RulesConfigError
 from stages.rules.state import RuleDefs, StateValue
 from stages.rules.textfmt import TemplateSyntaxError, parse_text
@@ -127,7 +127,8 @@ def test_durations_become_seconds() -> None:
 
 
 def test_file_extends_the_builtin_rules() -> None:
-    rules = load_rules({"templates": [CPU], "rules": [_with(PROD, "scope.org", ""), _with(DEV, "scope.org", "")]})
+    rules = load_checked_rules({"templates": [CPU],
+                                "rules": [_with(PROD, "scope.org", ""), _with(DEV, "scope.org", "")]})
     book = Catalog(rules).base
     assert book.templates["cpu-high"][1] == "file" and book.templates["DeviceDisconnected"][1] == "builtin"
     f = Fold(RulesCore(rules))
@@ -139,7 +140,7 @@ def test_file_extends_the_builtin_rules() -> None:
 def test_file_overrides_a_builtin_template_by_name() -> None:
     over = {"name": "DeviceDisconnected", "fire": ["DeviceDisconnected"], "resolve": ["DeviceConnected"],
             "group": "connectivity", "params": {"severity": "page", "for": 60}}
-    f = Fold(RulesCore(load_rules({"templates": [over]})))
+    f = Fold(RulesCore(load_checked_rules({"templates": [over]})))
     assert f.step(ev("DeviceDisconnected", 1.0), 1.0) == []  # now held for a minute
     [p] = payloads(f.advance(61.0))
     assert p.alert.labels["severity"] == "page"
@@ -153,11 +154,11 @@ def test_file_overrides_a_builtin_template_by_name() -> None:
 ], ids=["unknown-template", "reason-fired-twice", "template-twice", "resolve-all-conflict"])
 def test_file_refuses_an_inconsistent_set(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(RulesConfigError, match=message):
-        load_rules(doc)
+        load_checked_rules(doc)
 
 
 def test_builtin_false_leaves_the_builtin_rules_out() -> None:
-    f = Fold(RulesCore(load_rules({"builtin": False, "templates": [CPU]})))
+    f = Fold(RulesCore(load_checked_rules({"builtin": False, "templates": [CPU]})))
     assert f.step(ev("DeviceDisconnected", 1.0), 1.0) == []
 
 
@@ -227,7 +228,7 @@ def test_delete_and_disable() -> None:
 
 
 def test_builtin_rules_keep_firing_beside_api_rules() -> None:
-    f = Fold(RulesCore(load_rules({"templates": [_with(CPU, "name", "file-cpu")]})))
+    f = Fold(RulesCore(load_checked_rules({"templates": [_with(CPU, "name", "file-cpu")]})))
     f.step(put("template", CPU), 0.0)
     f.step(put("rule", _with(PROD, "params.for", 0)), 0.0)
     assert changes(f.step(ev("DeviceDisconnected", 1.0), 1.0)) == [("fired", "DeviceDisconnected")]
@@ -300,7 +301,7 @@ _step = st.one_of(
 def test_a_fresh_core_at_every_step_decides_the_same(steps: list[tuple[str, float, str]]) -> None:
     """The core's compiled books are a cache: a restarted stage (a fresh core, state read back)
     decides exactly what a long-running one does, so a crash around a change changes nothing."""
-    rules_file = load_rules({"templates": [_with(CPU, "params.for", 0)]})
+    rules_file = load_checked_rules({"templates": [_with(CPU, "params.for", 0)]})
     long_running = Fold(RulesCore(rules_file))
     restarted = Fold(RulesCore(rules_file))
     for i, (what, x, env) in enumerate(steps):
