@@ -16,6 +16,7 @@ __all__ = [
     "DELETED",
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
+    "MAX_HEADER_BYTES",
     "MAX_SUBJECT",
     "TIME_HEADER",
     "UNSAFE_CHARS",
@@ -38,6 +39,9 @@ BATCH_HEADER_ROOM = 128  # the Nats-Batch-* headers publish_atomic adds to a mes
 # A subject longer than this would overflow the server's 4 KiB control line (HPUB, the reply
 # inbox and sizes take the rest): the server would close the connection every stage shares.
 MAX_SUBJECT = 3840
+# nats-server refuses a message whose header block is larger than this (its fixed 64 KiB limit):
+# in an atomic batch that refuses the whole commit, so such a message is unpublishable.
+MAX_HEADER_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class BatchMsg:
@@ -75,6 +79,10 @@ def oversized(m: BatchMsg, max_payload: int) -> str:
     if size > max_payload:
         return (f"a message of {size} bytes to {m.subject[:200]} is over the server's max_payload of "
                 f"{max_payload} bytes")
+    header = message_size(m.headers, b"") + BATCH_HEADER_ROOM if m.headers else 0
+    if header > MAX_HEADER_BYTES:
+        return (f"the headers of a message to {m.subject[:200]} are {header} bytes, over the server's limit "
+                f"of {MAX_HEADER_BYTES} bytes")
     return ""
 
 

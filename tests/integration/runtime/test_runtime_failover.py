@@ -110,6 +110,11 @@ async def test_paused_owner_that_lost_its_partitions_cannot_commit(nats_server: 
     await feed(events[6000:])
     _, expected = reference_outputs(events, 0.3)
     got = decode_outputs(await wait_for_outputs(nc, len(expected), timeout=60))
+    # w2 may have produced every output before the woken w1 got the CPU back (a loaded
+    # machine): give w1 the moment it needs to find out, before it is stopped.
+    with anyio.move_on_after(20):
+        while "re-acquiring" not in w1.output():
+            await anyio.sleep(0.2)
     w1.stop()
     w2.stop()
     assert_exactly_once(got, expected)

@@ -87,7 +87,8 @@ def test_message_size_is_what_the_frame_declares(headers: dict[str, str], payloa
     ("a.b", None, b"x" * (MiB - BATCH_HEADER_ROOM + 1), "max_payload of 1048576"),
     ("a.b", {"Nats-Msg-Id": "i" * MiB}, b"small", "max_payload"),  # headers count too
     ("a." + "s" * MAX_SUBJECT, None, b"", "control line"),
-], ids=["small", "at-the-limit", "one-over", "headers-over", "subject-too-long"])
+    ("a.b", {"Tocsin-Key": "k" * 70_000}, b"small", "limit of 65536 bytes"),  # a long key, whole in its header
+], ids=["small", "at-the-limit", "one-over", "headers-over", "subject-too-long", "header-block-over-64k"])
 def test_unpublishable_names_the_limit(subject: str, headers: dict[str, str] | None, payload: bytes,
                                        problem: str) -> None:
     why = unpublishable(BatchMsg(subject, payload, headers), MiB)
