@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Mapping
+from typing import Final
 
 import msgspec
 
@@ -79,6 +80,13 @@ def send_id(org: str, group_id: str, receiver: str, kind: str, index: int, flush
     """The deterministic id of a flush's send to one integration (``flush_seq``: the router's
     flush sequence, ``<seq>.<k>`` for the filter's re-evaluation ``k`` ticks after it)."""
     return f"{org}/{group_id}/{receiver}/{kind}/{index}/{flush_seq}"
+
+
+class _Unread:
+    """(No value read yet: see :meth:`FilterCore._load_group`.)"""
+
+
+_UNREAD: Final = _Unread()
 
 
 class _Fate(enum.Enum):
@@ -188,9 +196,11 @@ class FilterCore:
             changes[ack_key] = None
 
     def _load_group(self, state: Mapping[str, StateValue], org: str, group_key: str, group_id: str,
-                    receiver: str) -> tuple[GroupState, list[str]]:
-        """A group's state, and the keys of an older build it was read from (to delete when it is written)."""
-        value = state.get(group_record_key(org, group_key))
+                    receiver: str, value: StateValue | _Unread | None = _UNREAD) -> tuple[GroupState, list[str]]:
+        """A group's state, and the keys of an older build it was read from (to delete when it is written).
+        ``value``: what its key holds, when the caller read it already."""
+        if isinstance(value, _Unread):
+            value = state.get(group_record_key(org, group_key))
         if isinstance(value, GroupState):
             return value, []
         stale: list[str] = []
@@ -368,7 +378,7 @@ class FilterCore:
         """The router's flush: evaluate it, and keep it for re-evaluations on later ticks."""
         key = group_record_key(f.org, f.group_key)
         old = state.get(key)
-        gs, stale = self._load_group(state, f.org, f.group_key, f.group_id, f.receiver)
+        gs, stale = self._load_group(state, f.org, f.group_key, f.group_id, f.receiver, old)
         changes: Changes = {}
         outputs: list[Out] = []
         if not f.alerts:  # the router retired the group without a flush (its route is gone)
@@ -448,7 +458,10 @@ class FilterCore:
                                   repeat_interval=f.repeat_interval, t=t)
             if not reason:
                 continue
-            all_acked = bool(firing_alerts) and all(acked(a) for a in firing_alerts)
+            # (asked only where it decides something: each alert's acknowledgement is a state read)
+            ackable = spec.kind in _ACKNOWLEDGEABLE
+            all_acked = ((ackable or (reason is NotifyReason.REPEAT and entry is not None)) and bool(firing_alerts)
+                         and all(acked(a) for a in firing_alerts))
             if reason is NotifyReason.REPEAT and all_acked and entry is not None:
                 self._hold_entry(log, lkey, entry, f, t)  # acknowledged: no repeat
                 continue
@@ -457,8 +470,8 @@ class FilterCore:
             sent_firing = firing_alerts
             to_send = alerts if spec.send_resolved else firing_alerts
             if to_send:
-                acknowledged = spec.kind in _ACKNOWLEDGEABLE and all_acked
-                outputs.append(self._send(f, spec, to_send, tick, acknowledged=acknowledged))
+                outputs.append(self._send(f, spec, to_send, tick, firing=bool(firing_alerts),
+                                          acknowledged=ackable and all_acked))
 
         if sent_firing is not None:
             has_pagerduty = any(s.kind in _ACKNOWLEDGEABLE for s in integrations)
@@ -473,29 +486,32 @@ class FilterCore:
             record = self._keep_record(org, record, _replace(record, muted_by=[]), t)
         if group_ack is not None and not any(covered(_replace(group_ack, expires_at=None), a, t) for a in f.alerts):
             changes[ack_group_key(org, f.group_key)] = None  # it covers nothing any more
-        esc = self._escalation(gs, f, tick, sent_firing, acked)
-        if gs.esc is not None and esc is None and not any(not a.resolved_at(t) for a in f.alerts):
+        group_firing = [a for a in f.alerts if not a.resolved_at(t)]
+        esc = self._escalation(gs, f, tick, sent_firing, acked, group_firing)
+        if gs.esc is not None and esc is None and not group_firing:
             outputs += self._escalation_resolved(gs.esc, f)
         entries = [live_entry(log.get(log_key(f.receiver, spec.kind, spec.index)), t) for spec in integrations]
         if record is not gs.record or log != gs.log or esc is not gs.esc:
             gs = GroupState(record=record, log=log, last=gs.last, esc=esc)
-        return gs, outputs, _next_tick(f, entries)
+        return gs, outputs, _next_tick(f, entries, group_firing)
 
     # ------------------------------------------------------------------ helpers
 
     def _escalation(self, gs: GroupState, f: GroupFlush, tick: int, sent_firing: list[Alert] | None,
-                    acked: Callable[[Alert], bool]) -> Escalation | None:
+                    acked: Callable[[Alert], bool], firing: list[Alert]) -> Escalation | None:
         """The group's escalation after this evaluation: started by its first notification,
         restarted at level 0 when a new alert joins it while it is acknowledged, ended once
-        all its alerts resolved; otherwise unchanged (a configuration change never restarts it)."""
+        all its alerts resolved; otherwise unchanged (a configuration change never restarts it).
+        ``firing``: the flush's alerts firing at its time."""
         t = f.flushed_at
-        firing = [a for a in f.alerts if not a.resolved_at(t)]
         esc = gs.esc
         if not firing:
             return None
         if sent_firing is None:
             return esc  # nothing notified at level 0: nothing starts
         policy = policy_for(self.config_for(f.org).escalation, (a.labels for a in firing))
+        if esc is None and policy is None:
+            return None
         seq = send_seq(f.flush_seq, tick)
         speed = speed_of(a.labels for a in firing)
         if esc is None:
@@ -514,6 +530,8 @@ class FilterCore:
         """The intervals muting the flush, named as Alertmanager's group marker names them:
         its TimeActiveStage runs first and, outside every active interval, reports them all;
         otherwise the TimeMuteStage reports the mute intervals the time falls in."""
+        if not f.active_time_intervals and not f.mute_time_intervals:
+            return []  # (what the rest says of a route without time intervals)
         intervals, t = self.config_for(f.org).time_intervals, f.flushed_at
         if f.active_time_intervals and not intervals.active(f.active_time_intervals, t):
             return list(f.active_time_intervals)
@@ -536,10 +554,10 @@ class FilterCore:
                 fates.append(_Fate.KEEP)
         return fates
 
-    def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], tick: int, *,
+    def _send(self, f: GroupFlush, spec: IntegrationSpec, alerts: list[Alert], tick: int, *, firing: bool,
               acknowledged: bool) -> Out:
+        """A send of ``alerts`` (``firing``: some of them are)."""
         sid = send_id(f.org, f.group_id, f.receiver, spec.kind, spec.index, send_seq(f.flush_seq, tick))
-        firing = any(not a.resolved_at(f.flushed_at) for a in alerts)
         req = SendRequest(
             id=sid, org=f.org, group_key=f.group_key, group_id=f.group_id, receiver=f.receiver,
             integration=Integration(kind=spec.kind, index=spec.index), flush_seq=f.flush_seq,
@@ -568,12 +586,16 @@ class FilterCore:
         return old if old is not None and new == old else new
 
 
-def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None) -> float | None:
+def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None,
+               firing_alerts: list[Alert] | None = None) -> float | None:
     """When an unchanged group must be evaluated again (None: not before the router flushes
     it). ``entries``: each integration's notification log entry after this evaluation; None
-    when the flush was time-muted as a whole."""
+    when the flush was time-muted as a whole. ``firing_alerts``: the flush's alerts firing at
+    its time, when known."""
     t, interval = f.flushed_at, f.group_interval
-    firing = {a.fingerprint for a in f.alerts if not a.resolved_at(t)}
+    if firing_alerts is None:
+        firing_alerts = [a for a in f.alerts if not a.resolved_at(t)]
+    firing = {a.fingerprint for a in firing_alerts}
     if interval <= 0 or not firing:
         return None
     if entries is None:
@@ -581,7 +603,7 @@ def _next_tick(f: GroupFlush, entries: list[NflogEntry | None] | None) -> float 
     repeat = f.repeat_interval if f.repeat_interval > 0 else interval
     ticks = []
     for entry in entries:
-        if entry is None or not firing <= set(entry.firing):
+        if entry is None or not firing.issubset(entry.firing):
             return t + interval  # an alert is muted (or never notified): an unmute notifies
         ticks.append(min(first_tick_after(t, interval, entry.at + repeat),
                          first_tick_from(t, interval, entry.expires_at)))

@@ -152,6 +152,8 @@ def _policy(where: str, item: Any, receivers: Collection[str] | None) -> Escalat
 def policy_for(policies: Sequence[EscalationPolicy],
                labelsets: Iterable[Mapping[str, str]]) -> EscalationPolicy | None:
     """The first policy matching one of these label sets (a group's firing alerts)."""
+    if not policies:
+        return None
     sets = list(labelsets)
     return next((p for p in policies if any(p.matches(ls) for ls in sets)), None)
 

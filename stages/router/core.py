@@ -70,26 +70,31 @@ class RouterCore:
     def fire(self, state: Mapping[str, StateValue], key: str, now: float) -> Step[StateValue]:
         value = state.get(key)
         txn = Txn(state)
-        due = self.deadline(key, value) if value is not None else None
-        if isinstance(value, GroupHead) and due is not None and due <= now:
-            if self._quiet(value):
-                quiet_tick(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
-            else:
-                flush_group(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
+        if isinstance(value, GroupHead):
+            quiet = self._quiet(value)
+            due = self._head_deadline(value, quiet)
+            if due is not None and due <= now:
+                if quiet:
+                    quiet_tick(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
+                else:
+                    flush_group(txn, self.table, key.rsplit("/", 1)[1], value, now, self.retention)
         elif isinstance(value, RetiredMark) and value.expires <= now:
             txn.set(key, None)
         return txn.result()  # anything else: a timer that changed since it was scheduled
 
     def deadline(self, key: str, value: StateValue) -> float | None:
         if isinstance(value, GroupHead):
-            if not self._quiet(value):
-                if value.flushed and not value.dirty:  # quiet, of an older configuration: re-check it
-                    return grid_tick(value.deadline, value.interval, self.since)  # (not before that took effect)
-                return value.deadline
-            return None if value.expiry is None else grid_tick(value.deadline, value.interval, value.expiry)
+            return self._head_deadline(value, self._quiet(value))
         if isinstance(value, RetiredMark):
             return value.expires
         return None  # alert shards have no timer
+
+    def _head_deadline(self, head: GroupHead, quiet: bool) -> float | None:
+        if not quiet:
+            if head.flushed and not head.dirty:  # quiet, of an older configuration: re-check it
+                return grid_tick(head.deadline, head.interval, self.since)  # (not before that took effect)
+            return head.deadline
+        return None if head.expiry is None else grid_tick(head.deadline, head.interval, head.expiry)
 
     def _quiet(self, head: GroupHead) -> bool:
         """Flushed, nothing new since, and made under the current configuration (a group of

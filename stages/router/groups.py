@@ -133,20 +133,26 @@ def insert_alert(txn: Txn, table: RouteTable, org: str, target: Target, fp: str,
         if isinstance(mark, RetiredMark):
             seq = max(seq, mark.seq)
             txn.set(mkey, None)
-        head = GroupHead(org=org, group_key=target.group_key, receiver=route.receiver, route_id=route.id,
-                         labels=dict(target.group_labels), created=now, deadline=now + route.group_wait,
-                         seq=seq, flushed=False, shards=0, cfg=table.version(org), dirty=True,
-                         interval=route.group_interval)
-        txn.set(hkey, head)
+        deadline = now + route.group_wait
+        # Alertmanager: an alert older than group_wait, inserted before the first flush, flushes at once.
+        if entry.starts_at + route.group_wait < now:
+            deadline = min(deadline, now)
+        # A new group holds this alert alone, inline (INLINE >= 1): its head is written once.
+        txn.set(hkey, GroupHead(org=org, group_key=target.group_key, receiver=route.receiver, route_id=route.id,
+                                labels=dict(target.group_labels), created=now, deadline=deadline,
+                                seq=seq, flushed=False, shards=0, cfg=table.version(org), dirty=True,
+                                interval=route.group_interval, inline={fp: entry}))
+        return
     inline = head.shards == 0 and (fp in head.inline or len(head.inline) < INLINE)
     if not inline and head.inline:  # grown past INLINE: its alerts move to shards
         head = _replace(head, inline={}, shards=_write_alerts(txn, org, gid, 0, head.inline, range(SHARDS)))
         txn.set(hkey, head)
-    shard_no = shard_of(fp)
-    skey = shard_key(org, gid, shard_no)
+    shard_no, skey = 0, ""
     if inline:
         alerts = head.inline
     else:
+        shard_no = shard_of(fp)
+        skey = shard_key(org, gid, shard_no)
         shard = txn.get(skey) if head.shards >> shard_no & 1 else None
         alerts = shard.alerts if isinstance(shard, AlertShard) else {}
     old = alerts.get(fp)
@@ -249,8 +255,11 @@ def flush_group(txn: Txn, table: RouteTable, gid: str, head: GroupHead, now: flo
               updated_at=e.updated_at)
         for fp, e in alerts.items()
     ]
-    out.sort(key=alert_order)
-    last = max(alerts.items(), key=lambda item: (item[1].at, item[0]))[1]
+    if len(out) > 1:
+        out.sort(key=alert_order)
+        last = max(alerts.items(), key=lambda item: (item[1].at, item[0]))[1]
+    else:  # (a group of one, the burst's shape: nothing to order)
+        last = next(iter(alerts.values()))
     flush = GroupFlush(
         org=org, group_key=head.group_key, group_id=gid, route_id=route.id, receiver=head.receiver,
         group_labels=head.labels, alerts=out, flush_seq=seq, flushed_at=now,

@@ -41,6 +41,7 @@ presenting a firing alert. Event alerts carry None until resolved.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Literal
@@ -71,6 +72,7 @@ __all__ = ["RulesCore", "alert_key", "alert_subject", "defs_key", "resource_key"
 
 Change = Literal["fired", "updated", "resolved"]
 _replace = msgspec.structs.replace
+_token = functools.lru_cache(maxsize=1 << 12)(token)  # organisations repeat; the regex check need not
 
 
 def alert_key(org: str, fp: str) -> str:
@@ -80,7 +82,7 @@ def alert_key(org: str, fp: str) -> str:
 
 def alert_subject(org: str, fp: str) -> str:
     """Output subject suffix of an alert's changes: its history is ``out.*.<org token>.<fp>``."""
-    return f"{token(org)}.{fp}"
+    return f"{_token(org)}.{fp}"
 
 
 def defs_key(org: str) -> str:
@@ -506,8 +508,11 @@ class RulesCore:
     def _put(self, txn: _Txn, org: str, posted: Posted, now: float, cause: Cause) -> None:
         fp = fingerprint(posted.labels)
         key = alert_key(org, fp)
-        self._settle(txn, [key], now)
         cur = txn.alert(key)
+        if cur is not None and (cur.group or (cur.deadline is not None and cur.deadline <= now)):
+            # (what _settle would do: nothing unless its timer is due or it holds a rule group's slot)
+            self._settle(txn, [key], now)
+            cur = txn.alert(key)
         if cur is not None and cur.status == PENDING:
             # A pending event alert was never visible: the push takes its place.
             txn.set(key, None)
@@ -544,7 +549,7 @@ class RulesCore:
             since=cur.since if cur is not None else res.starts_at,
         )
         if cur is None:
-            txn.set(key, new)
+            txn.changes[key] = new  # (txn.set: nothing stored there equals it)
             txn.emit("fired" if status == FIRING else "resolved", new, cause)
             return
         visible = _content(new) != _content(cur)
