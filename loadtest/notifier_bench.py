@@ -1,7 +1,7 @@
 """Notifier throughput: webhook notifications/s and emails/s of ONE worker process.
 
     .venv/bin/python -m loadtest.notifier_bench [--webhooks 20000] [--emails 2000] [--alerts 3]
-        [--concurrency 64] [--fast-time-format] [--profile FILE]
+        [--concurrency 64] [--log-level info] [--fast-time-format] [--profile FILE]
 
 Starts an embedded nats-server, a local receiver (a minimal HTTP/1.1 server in its own
 process that answers 200 and counts) and an aiosmtpd server (in its own process), publishes
@@ -245,7 +245,7 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     await _publish(nats_url, [_request(i, "bench", kind, alerts) for i in range(total)])
     cfg_file = tmp / f"{kind}.yml"
     cfg_file.write_text(config)
-    worker_args = ["--nats-url", nats_url, "--config.file", str(cfg_file), "--log.level", "warning",
+    worker_args = ["--nats-url", nats_url, "--config.file", str(cfg_file), "--log.level", args.log_level,
                    "--storage.path", str(tmp / f"worker-{kind}")]
     profile = f"{args.profile}.{kind}" if args.profile else ""
     writes = -await _ledger_writes(nats_url)
@@ -263,7 +263,8 @@ async def _run(kind: str, total: int, alerts: int, tmp: Path, nats_url: str, con
     what_if = " [what-if: fast time format]" if args.fast_time_format else ""
     print(f"{kind}{what_if}: {total} notifications ({alerts} alerts each) in {span.seconds:.2f}s = {rate:,.0f}/s "
           f"wall; worker CPU {cpu:.2f}s = {total / cpu:,.0f} per CPU-second "
-          f"(one worker process, concurrency {args.concurrency}; start to first delivery {span.startup:.2f}s)")
+          f"(one worker process, concurrency {args.concurrency}, log level {args.log_level}; "
+          f"start to first delivery {span.startup:.2f}s)")
     print(f"  ledger writes (TOCSIN_LEDGER's sequence): {writes}, {writes / total:.2f} per notification")
     if span.seconds > 0:
         shares = ", ".join(f"{name} {sec / span.seconds:.2f}" for name, sec in span.cpu.items())
@@ -278,6 +279,8 @@ async def main() -> None:
     ap.add_argument("--emails", type=int, default=2000)
     ap.add_argument("--alerts", type=int, default=3, help="alerts per notification")
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--log-level", default="info",
+                    help="the worker's --log.level (info: as deployed, its per-notification lines included)")
     ap.add_argument("--fast-time-format", action="store_true",
                     help="what-if: replace the templates' time formatter in the worker (see fast_time_format)")
     ap.add_argument("--profile", default="", help="write the worker's CPU profile to PROFILE.<kind>")

@@ -164,19 +164,23 @@ class Http1Pool:
         done = False
         try:
             try:
-                conn.writer.write(wire)
-                await conn.writer.drain()
+                writer = conn.writer
+                writer.write(wire)
+                # drain only when the socket did not take it all: a lost connection's error
+                # surfaces on the read below as it would in drain()
+                if writer.transport.get_write_buffer_size():
+                    await writer.drain()
                 head = await conn.reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
                 if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
                     raise
                 raise _Stale() from None
             while True:
-                status, headers, keep = _parse_head(head)
+                status, headers, keep, framing = _parse_head(head)
                 if status >= 200 or status == 101:
                     break
                 head = await conn.reader.readuntil(b"\r\n\r\n")  # 1xx interim answers
-            body, reusable = await _read_body(conn.reader, method, status, headers)
+            body, reusable = await _read_body(conn.reader, method, status, framing)
             if keep and reusable and not self._closed:
                 pool = self._idle.setdefault(origin, [])
                 if len(pool) < self._max_idle:
@@ -195,31 +199,47 @@ class Http1Pool:
         self._idle.clear()
 
 
-def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+class _Framing(NamedTuple):
+    """The first ``Transfer-Encoding`` and ``Content-Length`` of a response (None: absent)."""
+
+    transfer_encoding: bytes | None
+    content_length: bytes | None
+
+
+_FRAMING_NAMES = frozenset((b"connection", b"transfer-encoding", b"content-length"))
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool, _Framing]:
     lines = head[:-4].split(b"\r\n")
     first = lines[0].split(b" ", 2)
     if len(first) < 2 or not first[0].startswith(b"HTTP/1.") or not first[1].isdigit():
         raise HttpProtocolError(f"malformed status line {lines[0][:80]!r}")
     status = int(first[1])
     headers: list[tuple[bytes, bytes]] = []
+    found: dict[bytes, bytes] = {}  # the first of each header the framing needs, looked up in the one pass
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if sep:
-            headers.append((name.strip(), value.strip()))
-    connection = (_header(headers, b"connection") or b"").lower()
+            name = name.strip()
+            value = value.strip()
+            headers.append((name, value))
+            lower = name.lower()
+            if lower in _FRAMING_NAMES and lower not in found:
+                found[lower] = value
+    connection = found.get(b"connection", b"").lower()
     if first[0] == b"HTTP/1.0":
         keep = b"keep-alive" in connection
     else:
         keep = b"close" not in connection
-    return status, headers, keep
+    return status, headers, keep, _Framing(found.get(b"transfer-encoding"), found.get(b"content-length"))
 
 
 async def _read_body(reader: asyncio.StreamReader, method: str, status: int,
-                     headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+                     framing: _Framing) -> tuple[bytes, bool]:
     """The body and whether the connection can carry another request."""
     if method == "HEAD" or status in (204, 304):
         return b"", True
-    te = _header(headers, b"transfer-encoding")
+    te = framing.transfer_encoding
     if te is not None and b"chunked" in te.lower():
         chunks: list[bytes] = []
         size = 0
@@ -238,7 +258,7 @@ async def _read_body(reader: asyncio.StreamReader, method: str, status: int,
             chunks.append(await reader.readexactly(n))
             size += n
             await reader.readexactly(2)
-    length = _header(headers, b"content-length")
+    length = framing.content_length
     if length is not None:
         if not length.isdigit():
             raise HttpProtocolError(f"malformed Content-Length {length[:40]!r}")

@@ -64,16 +64,103 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Deadline:
+    """One attempt's deadline in :class:`_Deadlines` (``asyncio.timeout``'s, as a record)."""
+
+    __slots__ = ("cancelling", "expired", "task", "when")
+
+    def __init__(self, task: asyncio.Task[Any], when: float) -> None:
+        self.task = task
+        self.when = when
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+
+class _Deadlines:
+    """``asyncio.timeout`` for the many concurrent attempts of a loop, with one timer.
+
+    ``asyncio.timeout`` schedules and cancels a timer handle per attempt (a heap push, a
+    cancelled handle the loop later sweeps): several percent of a webhook's CPU. Here one
+    timer is kept at the earliest deadline; when it fires it cancels the tasks whose
+    deadline passed, as ``asyncio.timeout`` does, and is set again for the next one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: dict[_Deadline, None] = {}  # insertion-ordered set
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    def start(self, seconds: float) -> _Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("an attempt runs inside a task")
+        d = _Deadline(task, self.loop.time() + seconds)
+        self.pending[d] = None
+        if self.timer is None or d.when < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(d.when, self._fire)
+            self.timer_at = d.when
+        return d
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        first: float | None = None
+        for d in list(self.pending):
+            if d.when <= now:
+                del self.pending[d]
+                d.expired = True
+                d.task.cancel()
+            elif first is None or d.when < first:
+                first = d.when
+        if first is not None:
+            self.timer = self.loop.call_at(first, self._fire)
+            self.timer_at = first
+
+    def end(self, d: _Deadline) -> bool:
+        """Forget ``d`` (once, as the attempt ends); whether its expiry cancelled the task and
+        no other cancellation is pending (a CancelledError then means: timed out)."""
+        self.pending.pop(d, None)
+        return d.expired and d.task.uncancel() <= d.cancelling
+
+
+_deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
+
+
+def _loop_deadlines() -> _Deadlines:
+    loop = asyncio.get_running_loop()
+    got = _deadlines.get(loop)
+    if got is None:
+        for old in [lp for lp in _deadlines if lp.is_closed()]:  # loops of tests run before
+            del _deadlines[old]
+        got = _deadlines[loop] = _Deadlines(loop)
+    return got
+
+
 async def attempt(sender: Sender, req: SendRequest, now: float) -> Outcome:
     """One attempt with the sender's timeout; never raises, except cancellation.
 
-    The timeout is asyncio's (the worker runs on anyio's asyncio backend, nats-py needs it):
-    ``anyio.fail_after`` costs several times more, a few percent of a notification's CPU.
-    A cancellation from outside (a drained worker) still propagates as one.
+    The timeout works as ``asyncio.timeout`` (the worker runs on anyio's asyncio backend,
+    nats-py needs it) with one timer for all attempts (:class:`_Deadlines`); ``anyio.fail_after``
+    costs several times more. A cancellation from outside (a drained worker) still
+    propagates as one.
     """
     try:
-        async with asyncio.timeout(sender.timeout):
+        deadlines = _loop_deadlines()
+        deadline = deadlines.start(sender.timeout)
+        ended = False
+        try:
             return await sender.send(req, now)
+        except asyncio.CancelledError:
+            ended = True
+            if deadlines.end(deadline):
+                raise TimeoutError from None
+            raise
+        finally:
+            if not ended:
+                deadlines.end(deadline)
     except TimeoutError:
         return transport_outcome("timeout", f"no response within {sender.timeout:g}s")
     except ssl.SSLError as exc:  # before ValueError: a certificate error is both; retried, as Alertmanager does

@@ -115,8 +115,10 @@ class HttpClient:
         assert self.pool is not None
         for _ in range(_MAX_REDIRECTS + 1):
             resp = await self.pool.request(method, url, headers, body)
+            if not (self.follow_redirects and resp.status in (307, 308)):  # no header scan for the rest
+                return resp
             location = resp.header("location")
-            if not (self.follow_redirects and resp.status in (307, 308) and location):
+            if not location:
                 return resp
             url = urljoin(url, location)
         raise HttpProtocolError(f"more than {_MAX_REDIRECTS} redirects")

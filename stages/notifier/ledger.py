@@ -83,6 +83,7 @@ _record_decoder = msgspec.json.Decoder(LedgerRecord)
 _attempt_decoder = msgspec.json.Decoder(AttemptRecord)
 
 
+@functools.lru_cache(maxsize=4096)  # a group is notified again and again: hash its key once
 def _group_token(group_key: str) -> str:
     return hashlib.sha256(group_key.encode()).hexdigest()[:32]
 

@@ -77,7 +77,7 @@ async def test_one_event_one_trace(pipeline: tuple[str, Endpoints], receiver: Re
     logger = logging.getLogger("tocsin")
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)  # "Notify success" is a debug line, as in Alertmanager
     try:
         async with httpx.AsyncClient() as http:
             r = await http.post(ep.api_url + "/api/v2/alerts", json=[{"labels": {"alertname": "Traced"}}])
