@@ -32,11 +32,9 @@ member, the outputs anything outside the chain reads, and dead letters.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +79,9 @@ class _DeadLetters:
         return self.names.dlq(p, msg_id)
 
 
+_ABSENT = object()  # a key this step did not change
+
+
 class _View(Mapping[str, Any]):
     """A member's state: the chain's keys of its tag, with this step's changes over them."""
 
@@ -91,19 +92,19 @@ class _View(Mapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         ck = self.tag + key
-        if self.overlay and ck in self.overlay:
-            value = self.overlay[ck]
-            if value is None:
-                raise KeyError(key)
-            return value
-        return self.base[ck]
+        value = self.overlay.get(ck, _ABSENT)
+        if value is _ABSENT:
+            return self.base[ck]
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         ck = self.tag + key
-        if self.overlay and ck in self.overlay:
-            value = self.overlay[ck]
-            return default if value is None else value
-        return self.base.get(ck, default)
+        value = self.overlay.get(ck, _ABSENT)
+        if value is _ABSENT:
+            return self.base.get(ck, default)
+        return default if value is None else value
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
@@ -138,6 +139,7 @@ class ChainCore:
                 if not 0 <= j < i:
                     raise ValueError(f"{m.name} feeds on member {j}, which is not before it")
         self._by_tag = {m.tag: i for i, m in enumerate(self.members)}
+        self._deadline_of = {m.tag: m.core.deadline for m in self.members}
         # member i's outputs go to: [(j, types)]
         self._downstream: list[list[tuple[int, tuple[type, ...]]]] = [[] for _ in self.members]
         for j, m in enumerate(self.members):
@@ -154,19 +156,18 @@ class ChainCore:
     def step(self, state: Mapping[str, Any], inp: Any, now: float) -> Step[Any]:
         for i, m in enumerate(self.members):
             if isinstance(inp, m.takes):
-                return self._run(state, i, functools.partial(_step, m.core, inp=inp, now=now), now)
+                return self._run(state, i, inp, None, now)
         raise Reject(f"no stage of the {self.name} takes {type(inp).__name__}")
 
     def fire(self, state: Mapping[str, Any], key: str, now: float) -> Step[Any]:
         i = self._by_tag.get(key[:2])
         if i is None:
             return Step()
-        m, sub = self.members[i], key[2:]
-        return self._run(state, i, functools.partial(_fire, m.core, key=sub, now=now), now)
+        return self._run(state, i, None, key[2:], now)
 
     def deadline(self, key: str, value: Any) -> float | None:
-        i = self._by_tag.get(key[:2])
-        return None if i is None else self.members[i].core.deadline(key[2:], value)
+        deadline = self._deadline_of.get(key[:2])  # (the runtime asks for every key a step changes)
+        return None if deadline is None else deadline(key[2:], value)
 
     def decode_value(self, key: str, data: bytes) -> Any:
         return self.members[self._by_tag[key[:2]]].decoder.decode(data)
@@ -177,29 +178,43 @@ class ChainCore:
         return _View(state, m.tag, {})
 
     # ------------------------------------------------------------------ the chained step
-    def _run(self, state: Mapping[str, Any], first: int, call: Callable[[_View], Step[Any]], now: float) -> Step[Any]:
+    def _run(self, state: Mapping[str, Any], first: int, inp: Any, key: str | None, now: float) -> Step[Any]:
+        """Member ``first`` steps ``inp`` (or fires ``key``, when not None), then the chain hands
+        the outputs on (see the module)."""
         changes: dict[str, Any] = {}
         outputs: list[Out] = []
         queue: deque[tuple[int, Any, Out]] = deque()
         entry = self.members[first]
+        members = self.members
+        views: list[_View | None] = [None] * len(members)  # (one per member of this step: they share the overlay)
+        views[first] = view = _View(state, entry.tag, changes)
         traced = tracing_enabled()  # then a span per member's step inside the chain's (the runtime's) step span
         if traced:
             with child_span(entry.name, {"tocsin.stage": entry.name}):
-                result = call(_View(state, entry.tag, changes))
+                result = entry.core.step(view, inp, now) if key is None else entry.core.fire(view, key, now)
         else:
-            result = call(_View(state, entry.tag, changes))
+            result = entry.core.step(view, inp, now) if key is None else entry.core.fire(view, key, now)
         self._absorb(first, result, changes, outputs, queue)
         while queue:
             j, payload, origin = queue.popleft()
-            m = self.members[j]
-            span_cm = (child_span(m.name, {"tocsin.stage": m.name, **payload_attributes(payload)}) if traced
-                       else contextlib.nullcontext())
-            with span_cm as span:
+            m = members[j]
+            known = views[j]
+            if known is None:  # ("is None": a view's truth would count its keys)
+                known = views[j] = _View(state, m.tag, changes)
+            view = known
+            if traced:
+                with child_span(m.name, {"tocsin.stage": m.name, **payload_attributes(payload)}) as span:
+                    try:
+                        result = m.core.step(view, payload, now)
+                    except Exception as exc:  # (a Reject, or a bug): as the stage alone would, dead-letter it
+                        if span is not None:
+                            span.set_attribute("tocsin.dead_letter", type(exc).__name__)
+                        outputs.append(self._dead_letter(m, payload, origin, exc, now))
+                        continue
+            else:
                 try:
-                    result = m.core.step(_View(state, m.tag, changes), payload, now)
-                except Exception as exc:  # (a Reject, or a bug): as the stage alone would, dead-letter it
-                    if span is not None:
-                        span.set_attribute("tocsin.dead_letter", type(exc).__name__)
+                    result = m.core.step(view, payload, now)
+                except Exception as exc:  # (as above)
                     outputs.append(self._dead_letter(m, payload, origin, exc, now))
                     continue
             self._absorb(j, result, changes, outputs, queue)
@@ -234,14 +249,6 @@ class ChainCore:
                             at=now, size=len(data), cause=cause)
         return Out(payload=letter, msg_id=f"dlq:{m.name}:{origin.msg_id}" if origin.msg_id else "",
                    names=self._dead)
-
-
-def _step(core: StageCore[Any, Any], view: _View, *, inp: Any, now: float) -> Step[Any]:
-    return core.step(view, inp, now)
-
-
-def _fire(core: StageCore[Any, Any], view: _View, *, key: str, now: float) -> Step[Any]:
-    return core.fire(view, key, now)
 
 
 class ChainLayout:

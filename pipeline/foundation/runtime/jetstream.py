@@ -26,6 +26,7 @@ from pipeline.foundation.runtime.wire import (
     MAX_SUBJECT,
     UNSAFE_CHARS,
     BatchMsg,
+    header_lines,
     malformed,
     oversized,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "PartitionCountMismatch",
     "TooLarge",
     "Unpublishable",
+    "batch_frame",
     "connect",
     "ensure_deployment",
     "ensure_partitions",
@@ -157,6 +159,24 @@ def hpub_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
     return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(hdr), len(hdr) + len(payload), hdr, payload)
 
 
+def batch_frame(m: BatchMsg, batch_id: bytes, seq: int) -> bytes:
+    """The ``HPUB`` of message ``seq`` (not the commit) of batch ``batch_id``: the batch's headers,
+    then ``m``'s, as :func:`hpub_frame` of them would be, byte for byte, made from ``m.lines``
+    when it has them (a stage's outputs and state values do). ``ValueError`` as hpub_frame's."""
+    lines = m.lines
+    if lines is None:
+        lines = header_lines(m.headers)
+    subject = m.subject
+    # (a printable subject without a space has none of UNSAFE_CHARS; any other is checked there)
+    if lines is None or not subject or not subject.isprintable() or " " in subject:
+        hdrs = {"Nats-Batch-Id": batch_id.decode(), "Nats-Batch-Sequence": str(seq)}
+        if m.headers:
+            hdrs.update(m.headers)
+        return hpub_frame(subject, hdrs, m.payload)
+    hdr = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: %d\r\n%s\r\n" % (batch_id, seq, lines)
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(hdr), len(hdr) + len(m.payload), hdr, m.payload)
+
+
 async def publish_atomic(nc: NATS, msgs: Sequence[BatchMsg], timeout: float = 10.0) -> int:
     """Publish ``msgs`` as one atomic batch; return the stream sequence of the last one.
 
@@ -200,20 +220,22 @@ async def _publish_batch(nc: NATS, msgs: Sequence[BatchMsg], timeout: float) -> 
         for m in msgs:
             _check(m, max_payload)
     frames: list[bytes] = []
-    for i, m in enumerate(msgs[:-1], 1):
-        hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
-        if m.headers:
-            hdrs.update(m.headers)
-        if framed:
+    if framed:
+        bid = batch_id.encode()
+        for i, m in enumerate(msgs[:-1], 1):
             try:
-                frame = hpub_frame(m.subject, hdrs, m.payload)
+                frame = batch_frame(m, bid, i)
             except ValueError:
                 _check(m, max_payload)  # names the problem (without the headers' values)
                 raise
             if len(frame) > max_payload or len(m.subject) > MAX_SUBJECT:
                 _check(m, max_payload)
             frames.append(frame)
-        else:
+    else:
+        for i, m in enumerate(msgs[:-1], 1):
+            hdrs = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            if m.headers:
+                hdrs.update(m.headers)
             await nc.publish(m.subject, m.payload, headers=hdrs)
     if frames:
         await nc._send_command(b"".join(frames))  # flushed with the commit's publish below

@@ -10,7 +10,14 @@ from nats.protocol import command as prot_command
 
 from pipeline.foundation.embedded import NatsServer
 from pipeline.foundation.runtime import jetstream
-from pipeline.foundation.runtime.jetstream import BatchError, connect, ensure_stream, hpub_frame, publish_atomic
+from pipeline.foundation.runtime.jetstream import (
+    BatchError,
+    batch_frame,
+    connect,
+    ensure_stream,
+    hpub_frame,
+    publish_atomic,
+)
 from pipeline.foundation.runtime.subjects import StreamNames
 from pipeline.foundation.runtime.wire import BatchMsg
 
@@ -87,14 +94,14 @@ async def test_a_batch_the_server_reports_incomplete_is_sent_again(
     before = (await js.stream_info(NAMES.stream)).state.messages
     attempts: list[str] = []
 
-    def lossy_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
-        if headers["Nats-Batch-Sequence"] == "1":
-            attempts.append(headers["Nats-Batch-Id"])
-        if headers["Nats-Batch-Sequence"] == "2" and len(attempts) <= dropped_attempts:
+    def lossy_frame(m: BatchMsg, batch_id: bytes, seq: int) -> bytes:
+        if seq == 1:
+            attempts.append(batch_id.decode())
+        if seq == 2 and len(attempts) <= dropped_attempts:
             return b""  # lost on the way: the server sees a gap and drops the batch
-        return hpub_frame(subject, headers, payload)
+        return batch_frame(m, batch_id, seq)
 
-    monkeypatch.setattr(jetstream, "hpub_frame", lossy_frame)
+    monkeypatch.setattr(jetstream, "batch_frame", lossy_frame)
     msgs = [BatchMsg(NAMES.out(0, "r"), f"{i}".encode(), {"Nats-Msg-Id": f"r:{i}"}) for i in range(5)]
     if dropped_attempts >= jetstream.BATCH_ATTEMPTS:
         with pytest.raises(BatchError, match="incomplete"):
