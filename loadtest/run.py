@@ -65,7 +65,8 @@ class RunConfig:
     mode: str = "cdc"  # cdc | api
     targets: tuple[str, ...] = ("tocsin",)  # tocsin, alertmanager (API mode only)
     topology: str = "stages"  # single | stages | cluster
-    deployment: str = DEFAULT_DEPLOYMENT  # separate | chained: how rules, router and filter run (pipeline.application.graph)
+    # separate | chained: how rules, router and filter run (pipeline.application.graph)
+    deployment: str = DEFAULT_DEPLOYMENT
     rate: float = 1000.0  # fleet events per second
     duration: float = 60.0
     steps: str = ""  # "RATE:SECONDS,..." a stepped load instead of rate and duration
