@@ -12,7 +12,8 @@ import pytest
 
 from contracts import Alert, AlertChange, Cause, Event, GroupFlush, Integration, SendRequest, encode
 from loadtest.chaos import Action, plan
-from loadtest.drive import alert_json, rfc3339
+from loadtest.collect import Collector
+from loadtest.drive import EventLog, alert_json, rfc3339
 from loadtest.hops import hop_latencies, hop_points
 from loadtest.oracle import AlertModel
 from loadtest.probes import Samples, parse_metrics
@@ -49,6 +50,22 @@ def test_records_round_trip_and_partial_lines(tmp_path: Path) -> None:
     assert offset == len(b"".join(lines))
     assert read_records(path, offset) == ([], offset)
     assert read_records(tmp_path / "none", 0) == ([], 0)
+
+
+@pytest.mark.parametrize("tail", [b"", b'{"t":3'], ids=["whole-records", "record-being-written"])
+def test_collector_starts_after_earlier_runs_records(tmp_path: Path, tail: bytes) -> None:
+    """A later run of a scenario shares the sink's file: it neither reads nor counts what is there."""
+    path = tmp_path / "r.jsonl"
+    hook = b'{"status":"firing","alerts":[]}'
+    path.write_bytes(record_line(1.0, b"", b"/tocsin-1", hook) * 3 + tail)
+    collector = Collector(path, "/tocsin-1", EventLog(t0=0.0))
+    assert collector.offset == len(record_line(1.0, b"", b"/tocsin-1", hook) * 3)
+    with open(path, "ab") as f:
+        f.write(b"" if not tail else b',"k":"","p":"/other","b":null}\n')
+        f.write(record_line(2.0, b"", b"/tocsin-1", hook))
+    assert collector.poll() == 1
+    assert collector.arrivals == [2.0]
+    assert Collector(tmp_path / "none", "/x", EventLog(t0=0.0)).offset == 0
 
 
 # ---------------------------------------------------------------------------- stats
