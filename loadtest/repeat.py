@@ -84,6 +84,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("burst_resolved_e2e_per_s", "burst (resolved): notifications/s end to end", "/s"),
     Figure("burst_firing_p50", "firing latency p50, burst", "ms"),
     Figure("burst_firing_p99", "firing latency p99, burst", "ms"),
+    Figure("burst_firing_cpu_system", "burst (firing): CPU µs per notification, system under test", "µs"),
+    Figure("burst_firing_cpu_all", "burst (firing): CPU µs per notification, with load generator and sink", "µs"),
     Figure("missing", "missing", ""),
     Figure("duplicated", "duplicated", ""),
 )
@@ -104,6 +106,9 @@ def figures_of(s: Mapping[str, Any]) -> dict[str, float]:
         wave: Mapping[str, Any] = next((w for w in s.get("bursts", []) if w.get("status") == status), {})
         out[f"burst_{status}_ingest_per_s"] = wave.get("ingest_per_s", nan)
         out[f"burst_{status}_e2e_per_s"] = wave.get("e2e_per_s", nan)
+    firing: Mapping[str, Any] = next((w for w in s.get("bursts", []) if w.get("status") == "firing"), {})
+    out["burst_firing_cpu_system"] = firing.get("cpu_us_per_notification_system", nan)
+    out["burst_firing_cpu_all"] = firing.get("cpu_us_per_notification_all", nan)
     return out
 
 

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from loadtest.profile import Hot
 from loadtest.repeat import repeated_table
 from loadtest.stats import percentile, rate_series, summarize, window_percentiles
 
-__all__ = ["BurstResult", "TargetResult", "cpu_figures", "summary", "write_report"]
+__all__ = ["BurstResult", "TargetResult", "cpu_figures", "cpu_seconds", "summary", "write_report"]
 
 
 @dataclass
@@ -112,6 +113,40 @@ def cpu_figures(samples: Iterable[tuple[float, str, float, float]], t0: float, l
     return mean, cpu_max, mem_max
 
 
+#: roles that drive the test, not the system under test (left out of a burst's "system" CPU)
+_HARNESS = ("loadgen", "sink")
+
+
+def cpu_seconds(samples: Iterable[tuple[float, str, float, float]], start: float, end: float) -> dict[str, float]:
+    """CPU seconds each role spent from ``start`` to ``end``: a sample's CPU % is its process's
+    mean since the role's previous sample, so each interval counts for its overlap with the window."""
+    by_role: dict[str, list[tuple[float, float]]] = {}
+    for t, role, c, _ in samples:
+        by_role.setdefault(role, []).append((t, c))
+    out: dict[str, float] = {}
+    for role, pts in by_role.items():
+        pts.sort()
+        total = 0.0
+        for (t0, _), (t1, c) in pairwise(pts):
+            overlap = min(t1, end) - max(t0, start)
+            if overlap > 0:
+                total += c / 100.0 * overlap
+        out[role] = total
+    return out
+
+
+def _burst_figures(r: TargetResult, b: BurstResult) -> dict[str, Any]:
+    cpu = cpu_seconds(r.samples.cpu, b.started, b.started + b.e2e_seconds) if b.delivered else {}
+    per = {role: 1e6 * v / b.delivered for role, v in cpu.items()} if b.delivered else {}
+    return {"n": b.n, "status": b.status, "push_s": b.push_seconds, "e2e_s": b.e2e_seconds,
+            "delivered": b.delivered, "ingest_per_s": b.ingest_rate, "e2e_per_s": b.e2e_rate,
+            # CPU per notification of the wave, from its first push to its last notification
+            "cpu_us_per_notification": per,
+            "cpu_us_per_notification_system": sum(v for k, v in per.items() if k not in _HARNESS) if per
+            else math.nan,
+            "cpu_us_per_notification_all": sum(per.values()) if per else math.nan}
+
+
 def summary(r: TargetResult) -> dict[str, Any]:
     """The figures of one target (JSON-safe)."""
     v = r.verdict
@@ -144,9 +179,7 @@ def summary(r: TargetResult) -> dict[str, Any]:
         "machine_cpu_percent_mean": (sum(v for t, v in r.samples.machine if r.t0 <= t <= r.load_end)
                                      / max(1, sum(1 for t, _ in r.samples.machine if r.t0 <= t <= r.load_end))),
         "stages": _stage_figures(r),
-        "bursts": [{"n": b.n, "status": b.status, "push_s": b.push_seconds, "e2e_s": b.e2e_seconds,
-                    "delivered": b.delivered, "ingest_per_s": b.ingest_rate, "e2e_per_s": b.e2e_rate}
-                   for b in r.bursts],
+        "bursts": [_burst_figures(r, b) for b in r.bursts],
         "chaos": [{"at": round(t - r.t0, 2), "action": a, "detail": d} for t, a, d in r.chaos],
         "hops_traced": r.hops[0], "hops_s": r.hops[1],
         "burst_hops_traced": r.burst_hops[0], "burst_hops_s": r.burst_hops[1],
@@ -437,6 +470,11 @@ def _target_section(r: TargetResult, s: dict[str, Any]) -> list[str]:
         lines.append(f"Burst ({b['status']}): {b['n']:,} alerts pushed in {b['push_s']:.2f} s "
                      f"({b['ingest_per_s']:,.0f}/s accepted); {b['delivered']:,} notifications "
                      f"{b['e2e_s']:.2f} s after the first push ({b['e2e_per_s']:,.0f}/s end to end).")
+        if b.get("cpu_us_per_notification"):
+            roles = sorted(b["cpu_us_per_notification"].items(), key=lambda kv: -kv[1])
+            lines.append(f"CPU per notification of that wave: {b['cpu_us_per_notification_system']:,.0f} µs "
+                         f"for the system under test, {b['cpu_us_per_notification_all']:,.0f} µs with the load "
+                         "generator and sink (" + ", ".join(f"{k} {v:,.0f}" for k, v in roles) + ").")
     if s["bursts"]:
         lines.append("")
     if r.chaos:
@@ -537,6 +575,9 @@ def _comparison(results: Sequence[TargetResult], sums: Sequence[dict[str, Any]])
     for ab, tb in zip(am["bursts"], to["bursts"], strict=False):
         row(f"burst ({ab['status']}): alerts accepted/s", ab["ingest_per_s"], tb["ingest_per_s"])
         row(f"burst ({ab['status']}): notifications/s end to end", ab["e2e_per_s"], tb["e2e_per_s"])
+        if ab["status"] == "firing":
+            row("burst (firing): CPU µs per notification, system under test",
+                ab.get("cpu_us_per_notification_system", math.nan), tb.get("cpu_us_per_notification_system", math.nan))
     fa, ft = am["firing_latency_s"], to["firing_latency_s"]
     for q in ("p50", "p90", "p99", "max"):
         lines.append(f"| firing latency {q}, steady load | {_ms(fa[q])} | {_ms(ft[q])} | |")

@@ -18,7 +18,7 @@ from loadtest.hops import hop_latencies, hop_points
 from loadtest.oracle import AlertModel
 from loadtest.probes import Samples, parse_metrics
 from loadtest.profile import pprof_top, top_functions
-from loadtest.report import cpu_figures
+from loadtest.report import cpu_figures, cpu_seconds
 from loadtest.sink import parse_requests, read_records, record_line
 from loadtest.stats import percentile, rate_series, summarize, window_percentiles
 
@@ -286,3 +286,19 @@ def test_scenarios_are_valid_and_short_ones_shorter() -> None:
 ])
 def test_cpu_figures_average_the_load_only(samples, mean, cpu_max, mem_max) -> None:
     assert cpu_figures(samples, t0=10.0, load_end=30.0) == (mean, cpu_max, mem_max)
+
+
+@pytest.mark.parametrize(("samples", "window", "want"), [
+    pytest.param([(0.0, "nats", 0.0, 1.0), (1.0, "nats", 50.0, 1.0), (2.0, "nats", 100.0, 1.0)], (0.0, 2.0),
+                 {"nats": 1.5}, id="each-sample-covers-the-interval-before-it"),
+    pytest.param([(0.0, "nats", 0.0, 1.0), (2.0, "nats", 100.0, 1.0), (4.0, "nats", 10.0, 1.0)], (1.0, 3.0),
+                 {"nats": 1.1}, id="partial-overlap-at-both-ends"),
+    pytest.param([(0.0, "a", 0.0, 1.0), (1.0, "a", 40.0, 1.0), (0.5, "b", 0.0, 1.0), (1.5, "b", 20.0, 1.0)],
+                 (0.0, 10.0), {"a": 0.4, "b": 0.2}, id="roles-apart-unsorted"),
+    pytest.param([(5.0, "sink", 90.0, 1.0)], (0.0, 10.0), {"sink": 0.0}, id="one-sample-no-interval"),
+])
+def test_cpu_seconds_in_a_window(samples, window, want) -> None:
+    got = cpu_seconds(samples, *window)
+    assert got.keys() == want.keys()
+    assert all(math.isclose(got[k], want[k]) for k in want)
+
