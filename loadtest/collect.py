@@ -7,7 +7,7 @@ from pathlib import Path
 
 from loadtest.drive import EventLog
 from loadtest.oracle import Delivery, deliveries_from_webhook
-from loadtest.sink import read_records
+from loadtest.sink import end_of_records, read_records
 
 __all__ = ["Collector"]
 
@@ -22,7 +22,7 @@ class Collector:
         # From the file's end as it stands: the sink is shared by every run of a scenario, and
         # reading the earlier runs' records (hundreds of MB after a few bursts) at the first poll
         # stalled the load generator's loop for a second, at the start of every later run.
-        self.offset = _end_of_records(records)
+        self.offset = end_of_records(records)
         self.requests = 0
         self.deliveries: list[Delivery] = []
         self.seen: set[tuple[str, str]] = set()
@@ -57,21 +57,3 @@ class Collector:
                 out.append(d.at - sent[i])
         return out
 
-
-def _end_of_records(path: Path) -> int:
-    """The offset just after the last complete record of ``path`` (0 when there is none)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            pos = size
-            while pos > 0:
-                start = max(0, pos - 65536)
-                f.seek(start)
-                chunk = f.read(pos - start)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    return start + nl + 1
-                pos = start
-    except FileNotFoundError:
-        pass
-    return 0

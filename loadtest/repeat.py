@@ -106,9 +106,9 @@ def figures_of(s: Mapping[str, Any]) -> dict[str, float]:
         wave: Mapping[str, Any] = next((w for w in s.get("bursts", []) if w.get("status") == status), {})
         out[f"burst_{status}_ingest_per_s"] = wave.get("ingest_per_s", nan)
         out[f"burst_{status}_e2e_per_s"] = wave.get("e2e_per_s", nan)
-    firing: Mapping[str, Any] = next((w for w in s.get("bursts", []) if w.get("status") == "firing"), {})
-    out["burst_firing_cpu_system"] = firing.get("cpu_us_per_notification_system", nan)
-    out["burst_firing_cpu_all"] = firing.get("cpu_us_per_notification_all", nan)
+        if status == "firing":
+            out["burst_firing_cpu_system"] = wave.get("cpu_us_per_notification_system", nan)
+            out["burst_firing_cpu_all"] = wave.get("cpu_us_per_notification_all", nan)
     return out
 
 

@@ -136,11 +136,13 @@ def cpu_seconds(samples: Iterable[tuple[float, str, float, float]], start: float
 
 
 def _burst_figures(r: TargetResult, b: BurstResult) -> dict[str, Any]:
-    cpu = cpu_seconds(r.samples.cpu, b.started, b.started + b.e2e_seconds) if b.delivered else {}
-    per = {role: 1e6 * v / b.delivered for role, v in cpu.items()} if b.delivered else {}
+    # CPU per notification of the wave, from its first push to its last notification
+    per: dict[str, float] = {}
+    if b.delivered:
+        cpu = cpu_seconds(r.samples.cpu, b.started, b.started + b.e2e_seconds)
+        per = {role: 1e6 * v / b.delivered for role, v in cpu.items()}
     return {"n": b.n, "status": b.status, "push_s": b.push_seconds, "e2e_s": b.e2e_seconds,
             "delivered": b.delivered, "ingest_per_s": b.ingest_rate, "e2e_per_s": b.e2e_rate,
-            # CPU per notification of the wave, from its first push to its last notification
             "cpu_us_per_notification": per,
             "cpu_us_per_notification_system": sum(v for k, v in per.items() if k not in _HARNESS) if per
             else math.nan,

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Record", "Request", "main", "parse_requests", "read_records", "record_line"]
+__all__ = ["Record", "Request", "end_of_records", "main", "parse_requests", "read_records", "record_line"]
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 _MAX_HEAD = 64 * 1024
@@ -121,6 +121,24 @@ def read_records(path: Path, offset: int) -> tuple[list[Record], int]:
     decoder = msgspec.json.Decoder(Record)
     records = [decoder.decode(line) for line in data[:end].split(b"\n") if line]
     return records, offset + end + 1
+
+
+def end_of_records(path: Path) -> int:
+    """The offset just after the last complete record of ``path`` (0 when there is none), read
+    from the end: a later run of a scenario starts there without reading the earlier runs'."""
+    try:
+        with open(path, "rb") as f:
+            pos = f.seek(0, 2)
+            while pos > 0:
+                start = max(0, pos - 65536)
+                f.seek(start)
+                nl = f.read(pos - start).rfind(b"\n")
+                if nl >= 0:
+                    return start + nl + 1
+                pos = start
+    except FileNotFoundError:
+        pass
+    return 0
 
 
 class _Server:
